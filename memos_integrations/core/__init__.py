@@ -1,0 +1,1 @@
+"""The framework-free engine: data model, lifecycle, governance and the MemOS class."""

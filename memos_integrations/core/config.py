@@ -1,0 +1,33 @@
+"""Settings: a few knobs with good defaults; environment variables are read only here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def memos_home() -> Path:
+    """Where the embedded store, model caches and exports live (``MEMOS_HOME``)."""
+    return Path(os.environ.get("MEMOS_HOME") or Path.home() / ".memos").expanduser()
+
+
+def data_dir() -> Path:
+    """Evaluation data (``MEMOS_DATA_DIR``), by default ``../shared/data`` beside the repo."""
+    env = os.environ.get("MEMOS_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Engine settings. Construct directly, or use :meth:`from_env` for the defaults."""
+
+    db_path: Path
+    track_access: bool = True  # count search hits and activate served items
+    ivf_min_rows: int = 20_000  # cube size from which dense search uses the IVF index
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(db_path=memos_home() / "memos.db")

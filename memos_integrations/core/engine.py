@@ -1,0 +1,827 @@
+"""The MemOS engine: users, cubes and the plaintext memory tier, over any :class:`Store`.
+
+Synchronous and thread-safe at its core; every public method has an ``a``-prefixed async
+twin that runs it in a worker thread, so an event loop is never blocked.
+
+``user`` arguments name the *acting* user; every read and write is checked against that
+user's cubes and grants. Omitting ``user`` (``None``) acts as the application itself,
+the root principal, which passes every check: adapters always pass the end user's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..embeddings import Embedder, as_embedder
+from ..storage.base import SearchMode, SearchRequest, Store
+from ..storage.search import And, Cond, Node, Or, combine, parse_filter
+from .config import Settings
+from .cube import MemCube
+from .errors import (
+    BackendUnavailable,
+    EmbedderMismatch,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
+from .governance import Governance
+from .items import (
+    AuditRecord,
+    Grant,
+    ItemVersion,
+    MemoryItem,
+    Provenance,
+    SearchHit,
+    Transition,
+    User,
+    check_id,
+    check_kind,
+    check_metadata,
+    check_tags,
+    check_text,
+    check_visibility,
+    content_hash,
+    new_id,
+    parse_time,
+    parse_ttl,
+    utcnow,
+)
+from .lifecycle import SERVED_STATES, STATES, check_state, check_transition
+
+T = TypeVar("T")
+MemoryInput = str | Mapping[str, Any]
+# A fine-mode reader turns messages into memory drafts (dicts with at least "text").
+Reader = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+MAX_K = 1000
+_MESSAGE_TIME_KEYS = ("timestamp", "time", "created_at", "date")
+
+
+def _threaded(method: Callable[..., T]) -> Callable[..., Any]:
+    """The async twin of a sync engine method: same arguments, runs in a worker thread."""
+
+    @functools.wraps(method)
+    async def twin(self: MemOS, *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(method, self, *args, **kwargs)
+
+    twin.__name__ = twin.__qualname__ = "a" + method.__name__
+    twin.__doc__ = f"Async twin of :meth:`MemOS.{method.__name__}` (runs in a worker thread)."
+    return twin
+
+
+def _cube_id(cube: MemCube | str) -> str:
+    return cube.id if isinstance(cube, MemCube) else check_id(cube, "cube")
+
+
+class MemOS:
+    """A memory operating system instance over one store.
+
+    >>> mos = MemOS.open()                        # the embedded SQLite store in MEMOS_HOME
+    >>> mos.create_user("alice")
+    >>> cube = mos.create_cube("alice-personal", owner="alice")
+    >>> mos.add("Alice moved to Lisbon in March 2024", user="alice", cube=cube)
+    >>> mos.search("where does alice live?", user="alice", k=5)
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        embedder: Any = None,
+        reader: Reader | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.store = store
+        self.embedder: Embedder = as_embedder(embedder)
+        self.reader = reader
+        self.settings = settings or Settings.from_env()
+        self.gov = Governance(store)
+        recorded = store.get_meta("embedding_model")
+        if recorded is not None and recorded != self.embedder.model_id:
+            raise EmbedderMismatch(
+                f"this store was built with embedding model {recorded!r}, but "
+                f"{self.embedder.model_id!r} was given; open it with the same model, or "
+                "export the cubes and import them into a store for the new model "
+                "(import re-embeds)"
+            )
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        target: str | Path | None = None,
+        *,
+        embedder: Any = None,
+        reader: Reader | None = None,
+        settings: Settings | None = None,
+    ) -> MemOS:
+        """Open a store: ``None`` for the embedded default, a file path, or ``sqlite:///path``."""
+        settings = settings or Settings.from_env()
+        if target is None:
+            path = settings.db_path
+        else:
+            text = str(target)
+            if text.startswith(("postgres://", "postgresql://")):
+                raise BackendUnavailable(
+                    "the PostgreSQL backend is not part of this release yet; use the embedded "
+                    "SQLite store (MemOS.open() or a file path)"
+                )
+            path = Path(text.removeprefix("sqlite:///")).expanduser()
+            settings = Settings(db_path=path, track_access=settings.track_access,
+                                ivf_min_rows=settings.ivf_min_rows)
+        from ..storage.sqlite import SQLiteStore
+
+        return cls(SQLiteStore(path, ivf_min_rows=settings.ivf_min_rows), embedder=embedder,
+                   reader=reader, settings=settings)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> MemOS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ users and cubes
+
+    def create_user(self, user_id: str, *, role: str = "user", name: str | None = None) -> User:
+        """Register a user (done by the application, the root principal)."""
+        check_id(user_id, "user")
+        if role not in ("user", "admin"):
+            raise InvalidInput(f"role must be 'user' or 'admin', got {role!r}")
+        user = User(user_id, role, name)  # type: ignore[arg-type]
+        self.store.put_user(user, AuditRecord(None, "create_user", user_id, detail={"role": role}))
+        return user
+
+    def get_user(self, user_id: str) -> User:
+        user = self.gov.user(user_id)
+        assert user is not None
+        return user
+
+    def list_users(self) -> builtins.list[User]:
+        return self.store.list_users()
+
+    def create_cube(
+        self,
+        name: str,
+        *,
+        owner: str,
+        cube_id: str | None = None,
+        description: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> MemCube:
+        """Create a cube owned by ``owner``; its id is ``cube_id`` or, by default, ``name``."""
+        self.gov.user(owner)
+        cube = MemCube(
+            id=check_id(cube_id or name, "cube"),
+            name=check_text(name, "cube name"),
+            owner=owner,
+            description=description,
+            metadata=check_metadata(metadata),
+        )
+        self.store.put_cube(cube, AuditRecord(owner, "create_cube", cube.id, cube.id))
+        return cube
+
+    def get_cube(self, cube: MemCube | str, *, user: str | None = None) -> MemCube:
+        found = self.gov.cube(_cube_id(cube))
+        self.gov.require_read(self.gov.user(user), found)
+        return found
+
+    def list_cubes(self, *, user: str | None = None) -> builtins.list[MemCube]:
+        """Cubes the user can read (every cube for the root principal)."""
+        scope = self.gov.readable(self.gov.user(user))
+        cubes = self.store.list_cubes()
+        return cubes if scope.cube_ids is None else [c for c in cubes if c.id in scope.cube_ids]
+
+    def grant(
+        self, cube: MemCube | str, *, to: str, access: str = "read", by: str | None = None
+    ) -> Grant:
+        """Share a cube: give user ``to`` read or write access (owner or admin only)."""
+        if access not in ("read", "write"):
+            raise InvalidInput(f"access must be 'read' or 'write', got {access!r}")
+        found = self.gov.cube(_cube_id(cube))
+        self.gov.require_owner(self.gov.user(by), found)
+        self.gov.user(to)
+        if to == found.owner:
+            raise InvalidInput(f"{to!r} owns cube {found.id!r} already")
+        grant = Grant(found.id, to, access, by)  # type: ignore[arg-type]
+        self.store.set_grant(grant, AuditRecord(by, "grant", to, found.id, {"access": access}))
+        return grant
+
+    def revoke(self, cube: MemCube | str, *, user: str, by: str | None = None) -> bool:
+        found = self.gov.cube(_cube_id(cube))
+        self.gov.require_owner(self.gov.user(by), found)
+        return self.store.remove_grant(found.id, user, AuditRecord(by, "revoke", user, found.id))
+
+    def grants(self, cube: MemCube | str, *, user: str | None = None) -> builtins.list[Grant]:
+        found = self.get_cube(cube, user=user)
+        return self.store.list_grants(cube_id=found.id)
+
+    # ------------------------------------------------------------------ writing memories
+
+    def add(
+        self,
+        memories: MemoryInput | Iterable[MemoryInput],
+        *,
+        user: str,
+        cube: MemCube | str | None = None,
+        session: str | None = None,
+        mode: str = "fast",
+        kind: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        priority: int = 0,
+        confidence: float = 1.0,
+        ttl: float | timedelta | None = None,
+        visibility: str = "cube",
+    ) -> builtins.list[MemoryItem]:
+        """Store memories in one transaction and return them (existing ones for duplicates).
+
+        ``memories`` is a text, a chat message (``{"role", "content", "timestamp"?, "name"?,
+        "id"?}``), a memory dict (``{"text", "kind"?, "tags"?, "metadata"?, "event_time"?,
+        ...}``) or a list of those. Fast mode stores each message as a ``raw_turn`` memory
+        with its timestamp as event time; ``mode="fine"`` runs the configured reader first.
+        Re-adding the same content (same text and event time) into a cube is a no-op.
+        """
+        actor = self.gov.user(check_id(user, "user"))
+        target = self.gov.cube(_cube_id(cube) if cube is not None else self._default_cube(user))
+        self.gov.require_write(actor, target)
+        inputs = [memories] if isinstance(memories, str | Mapping) else builtins.list(memories)
+        if not inputs:
+            return []
+        if mode == "fine":
+            if self.reader is None:
+                raise BackendUnavailable(
+                    "mode='fine' needs a reader: MemOS.open(..., reader=...) with a function "
+                    "that turns messages into memory drafts"
+                )
+            inputs = self._read_fine(inputs)
+        elif mode != "fast":
+            raise InvalidInput(f"mode must be 'fast' or 'fine', got {mode!r}")
+        defaults = {
+            "kind": check_kind(kind) if kind is not None else None,
+            "tags": check_tags(tags),
+            "metadata": check_metadata(metadata),
+            "priority": self._check_priority(priority),
+            "confidence": self._check_confidence(confidence),
+            "ttl": parse_ttl(ttl),
+            "visibility": check_visibility(visibility),
+        }
+        session = check_text(session, "session") if session is not None else None
+        now = utcnow()
+        items = [self._draft(x, user, target.id, session, defaults, now) for x in inputs]
+        vectors = self.embedder.embed_documents([it.text for it in items])
+        self._record_embedder(vectors)
+        results = self.store.add_items(
+            items, vectors, AuditRecord(user, "add", None, target.id, {"mode": mode})
+        )
+        return self.store.get_items([item_id for item_id, _ in results])
+
+    def _default_cube(self, user: str) -> str:
+        owned = self.store.list_cubes(owner=user)
+        if len(owned) == 1:
+            return owned[0].id
+        raise InvalidInput(
+            f"user {user!r} owns {len(owned)} cubes; pass cube= to say where to write"
+            if owned
+            else f"user {user!r} owns no cube yet; create one with mos.create_cube()"
+        )
+
+    @staticmethod
+    def _check_priority(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not -1000 <= value <= 1000:
+            raise InvalidInput("priority must be an integer from -1000 to 1000")
+        return value
+
+    @staticmethod
+    def _check_confidence(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise InvalidInput("confidence must be a number from 0 to 1")
+        return float(value)
+
+    def _read_fine(self, inputs: builtins.list[MemoryInput]) -> builtins.list[MemoryInput]:
+        messages = [x if isinstance(x, Mapping) else {"role": "user", "content": x}
+                    for x in inputs]
+        drafts = self.reader(builtins.list(map(dict, messages)))  # type: ignore[misc]
+        if not isinstance(drafts, builtins.list) or not all(
+            isinstance(d, Mapping) and "text" in d for d in drafts
+        ):
+            raise InvalidInput("the reader must return a list of dicts with a 'text' key")
+        return drafts
+
+    def _draft(
+        self,
+        raw: MemoryInput,
+        owner: str,
+        cube_id: str,
+        session: str | None,
+        defaults: dict[str, Any],
+        now: datetime,
+    ) -> MemoryItem:
+        """Validate one input and build the item to insert (nothing is written here)."""
+        if isinstance(raw, str):
+            spec: Mapping[str, Any] = {"text": raw}
+        elif isinstance(raw, Mapping):
+            spec = raw
+        else:
+            raise InvalidInput(
+                f"cannot store a {type(raw).__name__}: pass a string, a message dict with "
+                "'content', or a memory dict with 'text'"
+            )
+        if "content" in spec and "text" not in spec:  # a chat message: one raw turn
+            content = check_text(spec["content"], "message content")
+            role = str(spec.get("role") or "user")
+            # A raw turn records who said it; the adding user speaks the "user" turns.
+            speaker = spec.get("name") or spec.get("speaker") or (owner if role in ("user", "human") else role)
+            text = f"{speaker}: {content}"
+            stamp = next((spec[k] for k in _MESSAGE_TIME_KEYS if spec.get(k) is not None), None)
+            event_time = parse_time(stamp, "message timestamp")
+            provenance = Provenance(
+                source="conversation",
+                session_id=session,
+                message_ids=(str(spec["id"]),) if spec.get("id") is not None else (),
+                role=role,
+                speaker=str(speaker),
+                timestamps=(event_time.isoformat(),) if event_time else (),
+                extractor="fast",
+            )
+            kind = defaults["kind"] or "raw_turn"
+            extra: Mapping[str, Any] = {}
+        elif "text" in spec:
+            text = check_text(spec["text"])
+            event_time = parse_time(spec.get("event_time"), "event_time")
+            provenance = Provenance.from_dict({"source": "api", "session_id": session,
+                                               **(spec.get("provenance") or {})})
+            kind = check_kind(spec["kind"]) if "kind" in spec else defaults["kind"] or "fact"
+            extra = spec
+        else:
+            raise InvalidInput("a memory dict needs 'text' (or 'content' for a chat message)")
+        check_text(text)
+        ttl = parse_ttl(extra["ttl"]) if "ttl" in extra else defaults["ttl"]
+        return MemoryItem(
+            id=new_id(),
+            cube_id=cube_id,
+            owner=owner,
+            text=text,
+            kind=kind,
+            content_hash=content_hash(text, event_time),
+            embedding_model=self.embedder.model_id,
+            tags=check_tags(extra["tags"]) if "tags" in extra else defaults["tags"],
+            metadata=(check_metadata(extra["metadata"]) if "metadata" in extra
+                      else check_metadata(spec.get("metadata")) or defaults["metadata"]),
+            provenance=provenance,
+            event_time=event_time,
+            created_at=now,
+            updated_at=now,
+            priority=(self._check_priority(extra["priority"]) if "priority" in extra
+                      else defaults["priority"]),
+            confidence=(self._check_confidence(extra["confidence"]) if "confidence" in extra
+                        else defaults["confidence"]),
+            expires_at=now + ttl if ttl else None,
+            visibility=(check_visibility(extra["visibility"]) if "visibility" in extra
+                        else defaults["visibility"]),
+        )
+
+    def _record_embedder(self, vectors: np.ndarray) -> None:
+        """Pin the store to this embedder on first write; refuse another dimension later."""
+        dim = str(vectors.shape[1])
+        recorded = self.store.get_meta("embedding_dim")
+        if recorded is None:
+            self.store.set_meta("embedding_model", self.embedder.model_id)
+            self.store.set_meta("embedding_dim", dim)
+        elif recorded != dim:
+            raise EmbedderMismatch(
+                f"the store holds {recorded}-dimensional vectors; the embedder gave {dim}"
+            )
+
+    def ingest(
+        self,
+        memories: Iterable[MemoryInput],
+        *,
+        user: str,
+        cube: MemCube | str | None = None,
+        batch_size: int = 256,
+        progress: bool = True,
+        **options: Any,
+    ) -> builtins.list[MemoryItem]:
+        """Bulk :meth:`add` with a progress bar: one transaction per batch of ``batch_size``."""
+        from tqdm.auto import tqdm
+
+        pending = builtins.list(memories)
+        out: builtins.list[MemoryItem] = []
+        with tqdm(total=len(pending), desc="ingest", unit="mem", disable=not progress) as bar:
+            for start in range(0, len(pending), batch_size):
+                batch = pending[start : start + batch_size]
+                out.extend(self.add(batch, user=user, cube=cube, **options))
+                bar.update(len(batch))
+        return out
+
+    # ------------------------------------------------------------------ reading memories
+
+    def search(
+        self,
+        query: str,
+        *,
+        user: str | None,
+        k: int = 10,
+        cubes: Sequence[MemCube | str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        session: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        states: Sequence[str] | None = None,
+        mode: SearchMode = "hybrid",
+    ) -> builtins.list[SearchHit]:
+        """Hybrid search (dense + full text, fused by reciprocal rank) in what ``user`` may read.
+
+        Filters narrow the search in SQL: ``cubes``, ``kinds``, ``tags`` (any of), ``session``,
+        ``since``/``until`` (event time), ``states`` (default: generated and activated) and
+        ``filter`` in the filter language (see :mod:`memos_integrations.storage.search`).
+        Expired items are never returned. Hits count as accesses and activate their items.
+        """
+        check_text(query, "query")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise InvalidInput(f"k must be an integer from 1 to {MAX_K}")
+        if mode not in ("hybrid", "dense", "text"):
+            raise InvalidInput(f"mode must be 'hybrid', 'dense' or 'text', got {mode!r}")
+        actor = self.gov.user(user)
+        scope = self.gov.readable(actor, None if cubes is None else [_cube_id(c) for c in cubes])
+        where = self._where(filter, kinds, tags, session, since, until,
+                            states if states is not None else SERVED_STATES, live_only=True)
+        vector = self.embedder.embed_query(query) if mode != "text" else None
+        hits = self.store.search(SearchRequest(scope, k, query, vector, where, mode))
+        self._served([h.item for h in hits], user, "search")
+        return hits
+
+    def _where(
+        self,
+        filter: Mapping[str, Any] | None,
+        kinds: Sequence[str] | None,
+        tags: Sequence[str] | None,
+        session: str | None,
+        since: Any,
+        until: Any,
+        states: Sequence[str] | None,
+        live_only: bool,
+    ) -> Node | None:
+        """The convenience arguments as one validated filter AST."""
+        conds: builtins.list[Node | None] = [parse_filter(filter)]
+        if kinds:
+            conds.append(Cond("kind", "text", "$in", tuple(check_kind(k) for k in kinds)))
+        if tags:
+            conds.append(Cond("tags", "tags", "$any", check_tags(tags)))
+        if session is not None:
+            conds.append(Cond("session_id", "text", "$eq", check_text(session, "session")))
+        for op, value in (("$gte", since), ("$lte", until)):
+            when = parse_time(value, "since/until")
+            if when is not None:
+                conds.append(Cond("event_time", "time", op, when.timestamp()))
+        if states is not None:
+            conds.append(Cond("state", "text", "$in", tuple(check_state(s) for s in states)))
+        if live_only:  # TTL: items past expires_at are not served, even before maintenance
+            conds.append(Or((Cond("expires_at", "time", "$exists", False),
+                             Cond("expires_at", "time", "$gt", utcnow().timestamp()))))
+        return combine(*conds)
+
+    def _served(self, items: builtins.list[MemoryItem], user: str | None, op: str) -> None:
+        """Bookkeeping for memories handed to a caller: access counts, activation, audit."""
+        if not items:
+            return
+        if self.settings.track_access:
+            self.store.touch([it.id for it in items], utcnow())
+            fresh = [it.id for it in items if it.state == "generated"]
+            if fresh:
+                self.store.set_state(fresh, "activated", from_states=("generated",), by=user,
+                                     reason=f"served by {op}", audit=None)
+        self._audit_foreign_reads(items, user, op)
+
+    def _audit_foreign_reads(self, items: Iterable[MemoryItem], user: str | None, op: str) -> None:
+        """Record every read of another user's cube (who, what, when)."""
+        if user is None:
+            return
+        by_cube: dict[str, builtins.list[str]] = {}
+        for it in items:
+            by_cube.setdefault(it.cube_id, []).append(it.id)
+        for cube_id, ids in by_cube.items():
+            if self.gov.cube(cube_id).owner != user:
+                self.store.add_audit(AuditRecord(user, f"read:{op}", None, cube_id,
+                                                 {"items": ids[:100], "count": len(ids)}))
+
+    def get(self, item_id: str, *, user: str | None = None) -> MemoryItem:
+        """One item as it is now (any state). Not visible and missing look the same."""
+        item = self._visible_item(item_id, user)
+        self._audit_foreign_reads([item], user, "get")
+        return item
+
+    def _visible_item(self, item_id: str, user: str | None) -> MemoryItem:
+        found = self.store.get_items([check_id(item_id, "item")])
+        if not found or not self.gov.visible(self.gov.user(user), found[0]):
+            raise NotFound(f"no memory {item_id!r} visible to {user or 'root'!r}")
+        return found[0]
+
+    def history(self, item_id: str, *, user: str | None = None) -> builtins.list[ItemVersion]:
+        """Every version of an item, oldest first (version 1 is the original)."""
+        item = self._visible_item(item_id, user)
+        self._audit_foreign_reads([item], user, "history")
+        return self.store.versions(item.id)
+
+    def transitions(self, item_id: str, *, user: str | None = None) -> builtins.list[Transition]:
+        """Every lifecycle transition of an item, oldest first."""
+        item = self._visible_item(item_id, user)
+        return self.store.transitions(item.id)
+
+    def count(
+        self, *, user: str | None = None, cube: MemCube | str | None = None,
+        filter: Mapping[str, Any] | None = None, states: Sequence[str] | None = None,
+    ) -> int:
+        scope = self.gov.readable(self.gov.user(user), None if cube is None else [_cube_id(cube)])
+        where = self._where(filter, None, None, None, None, None,
+                            states or [s for s in STATES if s != "deleted"], live_only=False)
+        return self.store.count_items(scope, where)
+
+    # ------------------------------------------------------------------ changing memories
+
+    def update(
+        self,
+        item_id: str,
+        *,
+        user: str | None = None,
+        text: str | None = None,
+        kind: str | None = None,
+        tags: Iterable[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        priority: int | None = None,
+        confidence: float | None = None,
+        ttl: float | timedelta | None = None,
+        visibility: str | None = None,
+        event_time: Any = None,
+        note: str | None = None,
+    ) -> MemoryItem:
+        """Change an item: a new version is written, the old one stays in :meth:`history`."""
+        item = self._writable_item(item_id, user)
+        changes: dict[str, Any] = {}
+        if text is not None:
+            changes["text"] = check_text(text)
+        if kind is not None:
+            changes["kind"] = check_kind(kind)
+        if tags is not None:
+            changes["tags"] = check_tags(tags)
+        if metadata is not None:
+            changes["metadata"] = check_metadata(metadata)
+        if priority is not None:
+            changes["priority"] = self._check_priority(priority)
+        if confidence is not None:
+            changes["confidence"] = self._check_confidence(confidence)
+        if ttl is not None:
+            changes["expires_at"] = utcnow() + parse_ttl(ttl)  # type: ignore[operator]
+        if visibility is not None:
+            changes["visibility"] = check_visibility(visibility)
+        if event_time is not None:
+            changes["event_time"] = parse_time(event_time, "event_time")
+        if not changes:
+            raise InvalidInput("nothing to update: pass text, tags, metadata, ... to change")
+        return self._write_version(item, changes, user, "update", note)
+
+    def _writable_item(self, item_id: str, user: str | None) -> MemoryItem:
+        item = self._visible_item(item_id, user)
+        self.gov.require_write(self.gov.user(user), self.gov.cube(item.cube_id))
+        if item.state == "deleted":
+            raise InvalidInput(f"memory {item_id!r} is deleted; add it again instead")
+        return item
+
+    def _write_version(
+        self, item: MemoryItem, changes: dict[str, Any], user: str | None, change: str,
+        note: str | None,
+    ) -> MemoryItem:
+        new = item.evolve(**changes, version=item.version + 1, updated_at=utcnow())
+        new = new.evolve(content_hash=content_hash(new.text, new.event_time),
+                         embedding_model=self.embedder.model_id)
+        vector = None
+        if new.text != item.text:
+            vector = self.embedder.embed_documents([new.text])
+            self._record_embedder(vector)
+            vector = vector[0]
+        self.store.update_item(
+            new, expected_version=item.version, change=change, by=user, vector=vector,
+            audit=AuditRecord(user, change, item.id, item.cube_id,
+                              {"version": new.version, "note": note}),
+        )
+        return self.store.get_items([item.id])[0]
+
+    def rollback(self, item_id: str, version: int, *, user: str | None = None) -> MemoryItem:
+        """Restore the content of ``version`` as a *new* version (history is never rewritten)."""
+        item = self._writable_item(item_id, user)
+        old = next((v for v in self.store.versions(item.id) if v.version == version), None)
+        if old is None:
+            raise NotFound(f"memory {item_id!r} has no version {version}")
+        changes = {
+            "text": old.text, "kind": old.kind, "tags": old.tags, "metadata": old.metadata,
+            "priority": old.priority, "confidence": old.confidence,
+            "visibility": old.visibility, "expires_at": old.expires_at,
+            "event_time": old.event_time,
+        }
+        return self._write_version(item, changes, user, "rollback", f"rollback to v{version}")
+
+    def set_state(
+        self, item_id: str, state: str, *, user: str | None = None, reason: str | None = None
+    ) -> MemoryItem:
+        """Move an item through its lifecycle (e.g. ``archived``); the transition is recorded."""
+        item = self._visible_item(item_id, user)
+        self.gov.require_write(self.gov.user(user), self.gov.cube(item.cube_id))
+        check_transition(item.state, state)
+        changed = self.store.set_state(
+            [item.id], state, from_states=(item.state,), by=user, reason=reason,
+            audit=AuditRecord(user, f"state:{state}", item.id, item.cube_id, {"reason": reason}),
+        )
+        if not changed:
+            raise NotFound(f"memory {item_id!r} changed state concurrently; fetch it again")
+        return self.store.get_items([item.id])[0]
+
+    def delete(self, item_id: str, *, user: str | None = None, reason: str | None = None) -> None:
+        """Tombstone an item (state ``deleted``): hidden everywhere, history kept."""
+        self.set_state(item_id, "deleted", user=user, reason=reason or "deleted")
+
+    def expire_due(self, *, user: str | None = None) -> int:
+        """Move items whose TTL has passed to ``expired``; returns how many moved."""
+        scope = self.gov.readable(self.gov.user(user))
+        where = And((Cond("state", "text", "$in", ("generated", "activated")),
+                     Cond("expires_at", "time", "$lte", utcnow().timestamp())))
+        due = self.store.list_items(scope, where, limit=1_000_000, offset=0, order="created")
+        return len(self.store.set_state(
+            [it.id for it in due], "expired", from_states=("generated", "activated"), by=user,
+            reason="ttl", audit=AuditRecord(user, "expire", None, None, {"due": len(due)}),
+        ))
+
+    # ------------------------------------------------------------------ governance
+
+    def forget_user(self, user_id: str, *, by: str | None = None) -> dict[str, int]:
+        """Erase a user: their cubes, items, versions, vectors, artifacts and grants, at once."""
+        actor = self.gov.user(by)
+        self.gov.user(user_id)
+        if not (self.gov.is_super(actor) or by == user_id):
+            raise _denied(user_id)
+        return self.store.purge_user(user_id, AuditRecord(by, "forget_user", user_id))
+
+    def audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        cube: MemCube | str | None = None,
+        since: Any = None,
+        limit: int = 100,
+    ) -> builtins.list[AuditRecord]:
+        """Query the audit log, newest first."""
+        return self.store.query_audit(
+            actor=actor, action=action, cube_id=None if cube is None else _cube_id(cube),
+            since=parse_time(since, "since"), limit=limit,
+        )
+
+    def stats(self, *, user: str | None = None) -> dict[str, Any]:
+        scope = self.gov.readable(self.gov.user(user))
+        out = self.store.stats(scope)
+        out["embedding_model"] = self.store.get_meta("embedding_model")
+        out["cubes"] = len(self.list_cubes(user=user))
+        out["users"] = len(self.store.list_users())
+        return out
+
+    # ------------------------------------------------------------------ portability
+
+    def export_cube(self, cube: MemCube | str, path: str | Path, *,
+                    user: str | None = None) -> Path:
+        """Write a cube to a portable directory (JSONL + safetensors + checksummed manifest)."""
+        from .portable import write_export
+
+        found = self.get_cube(cube, user=user)
+        dump = self.store.dump_cube(found.id)
+        visible = self.gov.user(user)
+        keep = [n for n, it in enumerate(dump.items) if self.gov.visible(visible, it)]
+        if len(keep) != len(dump.items):  # others' private items stay out of the export
+            ids = {dump.items[n].id for n in keep}
+            dump.items = [dump.items[n] for n in keep]
+            dump.vectors = dump.vectors[keep]
+            dump.versions = [v for v in dump.versions if v.item_id in ids]
+            dump.transitions = [t for t in dump.transitions if t.item_id in ids]
+        out = write_export(dump, Path(path), self.store.get_meta("embedding_model") or "")
+        self.store.add_audit(AuditRecord(user, "export", str(out), found.id,
+                                         {"items": len(dump.items)}))
+        return out
+
+    def import_cube(
+        self,
+        path: str | Path,
+        *,
+        owner: str | None = None,
+        cube_id: str | None = None,
+        user: str | None = None,
+    ) -> MemCube:
+        """Import an export directory as a new cube, in one transaction.
+
+        ``owner`` defaults to the exported owner; ``cube_id`` renames the cube (item ids are
+        then renewed, so a cube can be copied within one store). A corrupt, tampered or
+        foreign-schema export raises :class:`CorruptExport` and writes nothing. Vectors made by
+        another embedding model are recomputed with this store's model.
+        """
+        from .portable import read_export, rebase
+
+        actor = self.gov.user(user)
+        dump, model_id = read_export(Path(path))
+        if cube_id is not None or owner is not None:
+            dump = rebase(dump, cube_id=cube_id and check_id(cube_id, "cube"), owner=owner)
+        if not self.gov.is_super(actor) and dump.cube.owner != user:
+            raise _denied(dump.cube.owner)
+        self.gov.user(dump.cube.owner)
+        known = {u.id for u in self.store.list_users()}
+        dump.grants = [g for g in dump.grants if g.user_id in known]
+        dump.items = [it if it.owner in known else it.evolve(owner=dump.cube.owner)
+                      for it in dump.items]
+        if self.store.get_cube(dump.cube.id) is not None:
+            raise InvalidInput(
+                f"cube {dump.cube.id!r} exists already; pass cube_id= to import it under a new id"
+            )
+        if model_id != self.embedder.model_id or dump.vectors.shape[1] == 0:
+            dump.vectors = self.embedder.embed_documents([it.text for it in dump.items])
+            dump.items = [it.evolve(embedding_model=self.embedder.model_id) for it in dump.items]
+        if dump.items:
+            self._record_embedder(dump.vectors)
+        self.store.load_cube(dump, AuditRecord(user, "import", str(path), dump.cube.id,
+                                               {"items": len(dump.items)}))
+        return dump.cube
+
+    # ------------------------------------------------------------------ listing
+
+    def list(
+        self,
+        *,
+        user: str | None = None,
+        cube: MemCube | str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        session: str | None = None,
+        states: Sequence[str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        order: str = "created",
+    ) -> builtins.list[MemoryItem]:
+        """Items the user may read, newest first by default; deleted ones only if asked for.
+
+        ``order``: ``created``, ``created_asc``, ``event``, ``event_asc`` or ``accessed``.
+        """
+        if order not in ("created", "created_asc", "event", "event_asc", "accessed"):
+            raise InvalidInput(f"unknown order {order!r}")
+        if not (isinstance(limit, int) and isinstance(offset, int) and limit > 0 and offset >= 0):
+            raise InvalidInput("limit must be a positive integer and offset >= 0")
+        actor = self.gov.user(user)
+        scope = self.gov.readable(actor, None if cube is None else [_cube_id(cube)])
+        where = self._where(filter, kinds, tags, session, None, None,
+                            states or [s for s in STATES if s != "deleted"], live_only=False)
+        items = self.store.list_items(scope, where, limit=limit, offset=offset, order=order)
+        self._audit_foreign_reads(items, user, "list")
+        return items
+
+    # ------------------------------------------------------------------ async twins
+
+    acreate_user = _threaded(create_user)
+    acreate_cube = _threaded(create_cube)
+    aget_cube = _threaded(get_cube)
+    alist_cubes = _threaded(list_cubes)
+    agrant = _threaded(grant)
+    arevoke = _threaded(revoke)
+    aadd = _threaded(add)
+    aingest = _threaded(ingest)
+    asearch = _threaded(search)
+    aget = _threaded(get)
+    alist = _threaded(list)
+    acount = _threaded(count)
+    ahistory = _threaded(history)
+    atransitions = _threaded(transitions)
+    aupdate = _threaded(update)
+    arollback = _threaded(rollback)
+    aset_state = _threaded(set_state)
+    adelete = _threaded(delete)
+    aexpire_due = _threaded(expire_due)
+    aforget_user = _threaded(forget_user)
+    aaudit = _threaded(audit)
+    astats = _threaded(stats)
+    aexport_cube = _threaded(export_cube)
+    aimport_cube = _threaded(import_cube)
+
+
+def _denied(subject: str) -> PermissionDenied:
+    return PermissionDenied(f"only the root principal, an admin or {subject!r} may do this")
+
+
+__all__ = ["MemOS", "Reader"]

@@ -1,0 +1,1 @@
+"""Storage backends behind one ``Store`` protocol (SQL lives only in this package)."""

@@ -1,0 +1,155 @@
+"""The ``Store`` protocol: what the engine needs from a backend, and nothing more.
+
+Stores know rows and bytes, not policy: the engine decides *who* may do *what* and hands
+the store an already-resolved :class:`Scope`. Every method that writes is one transaction
+and writes its audit record inside that same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..core.cube import Artifact, MemCube
+from ..core.items import (
+    AuditRecord,
+    Grant,
+    ItemVersion,
+    MemoryItem,
+    SearchHit,
+    Transition,
+    User,
+)
+from .search import Node
+
+SearchMode = Literal["hybrid", "dense", "text"]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which items a caller may see: cubes it can read, minus other users' private items.
+
+    ``cube_ids=None`` means every cube (the root principal); ``viewer=None`` means private
+    items of every owner are visible.
+    """
+
+    cube_ids: tuple[str, ...] | None
+    viewer: str | None
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    scope: Scope
+    k: int
+    text: str | None = None
+    vector: np.ndarray | None = None
+    where: Node | None = None
+    mode: SearchMode = "hybrid"
+
+
+@dataclass
+class CubeDump:
+    """Everything a cube holds, in memory, for export and import (never pickled)."""
+
+    cube: MemCube
+    grants: list[Grant]
+    items: list[MemoryItem]
+    vectors: np.ndarray  # one row per item, same order; zeros for items without a vector
+    versions: list[ItemVersion]
+    transitions: list[Transition]
+    artifacts: list[Artifact] = field(default_factory=list)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A storage backend. See ``tests/test_store_conformance.py`` for the behaviour."""
+
+    url: str
+
+    def close(self) -> None: ...
+
+    # -- settings recorded in the store (schema version, embedding model, ...)
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    # -- principals and containers
+    def put_user(self, user: User, audit: AuditRecord) -> None: ...
+    def get_user(self, user_id: str) -> User | None: ...
+    def list_users(self) -> list[User]: ...
+    def put_cube(self, cube: MemCube, audit: AuditRecord) -> None: ...
+    def get_cube(self, cube_id: str) -> MemCube | None: ...
+    def list_cubes(self, owner: str | None = None) -> list[MemCube]: ...
+    def set_grant(self, grant: Grant, audit: AuditRecord) -> None: ...
+    def remove_grant(self, cube_id: str, user_id: str, audit: AuditRecord) -> bool: ...
+    def list_grants(
+        self, cube_id: str | None = None, user_id: str | None = None
+    ) -> list[Grant]: ...
+
+    # -- items
+    def add_items(
+        self, items: Sequence[MemoryItem], vectors: np.ndarray, audit: AuditRecord
+    ) -> list[tuple[str, bool]]:
+        """Insert items (idempotent on ``(cube_id, content_hash)``): (id, created) per input."""
+        ...
+
+    def update_item(
+        self,
+        item: MemoryItem,
+        *,
+        expected_version: int,
+        change: str,
+        by: str | None,
+        vector: np.ndarray | None,
+        audit: AuditRecord,
+    ) -> None: ...
+    def set_state(
+        self,
+        ids: Sequence[str],
+        to_state: str,
+        *,
+        from_states: Sequence[str],
+        by: str | None,
+        reason: str | None,
+        audit: AuditRecord | None,
+    ) -> list[str]: ...
+    def touch(self, ids: Sequence[str], at: datetime) -> None: ...
+    def get_items(self, ids: Sequence[str]) -> list[MemoryItem]: ...
+    def list_items(
+        self,
+        scope: Scope,
+        where: Node | None,
+        *,
+        limit: int,
+        offset: int,
+        order: str,
+    ) -> list[MemoryItem]: ...
+    def count_items(self, scope: Scope, where: Node | None) -> int: ...
+    def versions(self, item_id: str) -> list[ItemVersion]: ...
+    def transitions(self, item_id: str) -> list[Transition]: ...
+    def search(self, request: SearchRequest) -> list[SearchHit]: ...
+
+    # -- artifacts of the activation and parametric tiers
+    def put_artifact(self, artifact: Artifact, audit: AuditRecord) -> None: ...
+    def list_artifacts(self, cube_id: str, kind: str | None = None) -> list[Artifact]: ...
+
+    # -- governance
+    def purge_user(self, user_id: str, audit: AuditRecord) -> dict[str, int]: ...
+    def add_audit(self, record: AuditRecord) -> None: ...
+    def query_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        cube_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]: ...
+
+    # -- portability and introspection
+    def dump_cube(self, cube_id: str) -> CubeDump: ...
+    def load_cube(self, dump: CubeDump, audit: AuditRecord) -> None: ...
+    def stats(self, scope: Scope) -> dict[str, Any]: ...

@@ -1,0 +1,1044 @@
+"""The embedded default store: one SQLite file, zero servers.
+
+WAL mode (readers never block the writer), FTS5 for the full-text leg, vectors as float32
+blobs mirrored into an in-memory :class:`VectorIndex`. The mirror is never written to
+directly: every change to vectors is appended to ``index_log`` in the writing transaction,
+and each search first replays the log entries it has not seen. That keeps the index exact
+for this process *and* for other processes writing to the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.cube import Artifact, MemCube
+from ..core.errors import Conflict, NotFound
+from ..core.items import (
+    AuditRecord,
+    Grant,
+    ItemVersion,
+    MemoryItem,
+    Provenance,
+    SearchHit,
+    Transition,
+    User,
+)
+from .base import CubeDump, Scope, SearchRequest
+from .search import And, Cond, Node, Not, Or, rrf_fuse, text_terms
+from .vector_index import VectorIndex
+
+SCHEMA_VERSION = 1
+
+# Ordered migrations; PRAGMA user_version records how many have run.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY, role TEXT NOT NULL, name TEXT, created_at REAL NOT NULL);
+    CREATE TABLE cubes (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, owner TEXT NOT NULL REFERENCES users(id),
+        description TEXT NOT NULL DEFAULT '', metadata TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL);
+    CREATE INDEX cubes_owner ON cubes(owner);
+    CREATE TABLE grants (
+        cube_id TEXT NOT NULL REFERENCES cubes(id), user_id TEXT NOT NULL REFERENCES users(id),
+        access TEXT NOT NULL CHECK (access IN ('read', 'write')), granted_by TEXT,
+        granted_at REAL NOT NULL, PRIMARY KEY (cube_id, user_id));
+    CREATE INDEX grants_user ON grants(user_id);
+    CREATE TABLE items (
+        rid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        cube_id TEXT NOT NULL REFERENCES cubes(id),
+        owner TEXT NOT NULL,
+        text TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        tags TEXT NOT NULL DEFAULT '[]',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        provenance TEXT NOT NULL DEFAULT '{}',
+        session_id TEXT,
+        event_time TEXT,
+        event_ts REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        state TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        content_hash TEXT NOT NULL,
+        embedding_model TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        confidence REAL NOT NULL DEFAULT 1.0,
+        expires_at REAL,
+        access_count INTEGER NOT NULL DEFAULT 0,
+        last_accessed_at REAL,
+        visibility TEXT NOT NULL);
+    -- the same content is stored once per cube (deleted tombstones do not count)
+    CREATE UNIQUE INDEX items_content ON items(cube_id, content_hash) WHERE state != 'deleted';
+    CREATE INDEX items_cube_state ON items(cube_id, state);
+    CREATE INDEX items_owner ON items(owner);
+    CREATE INDEX items_event ON items(cube_id, event_ts);
+    CREATE TABLE item_versions (
+        item_id TEXT NOT NULL, version INTEGER NOT NULL, change TEXT NOT NULL,
+        changed_by TEXT, changed_at REAL NOT NULL, snapshot TEXT NOT NULL,
+        PRIMARY KEY (item_id, version));
+    CREATE TABLE transitions (
+        id INTEGER PRIMARY KEY, item_id TEXT NOT NULL, from_state TEXT, to_state TEXT NOT NULL,
+        by TEXT, reason TEXT, at REAL NOT NULL);
+    CREATE INDEX transitions_item ON transitions(item_id);
+    CREATE TABLE embeddings (
+        item_id TEXT PRIMARY KEY, cube_id TEXT NOT NULL, vector BLOB NOT NULL);
+    CREATE TABLE index_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL, cube_id TEXT NOT NULL,
+        op TEXT NOT NULL CHECK (op IN ('add', 'del')));
+    CREATE VIRTUAL TABLE items_fts USING fts5(
+        text, content='items', content_rowid='rid',
+        tokenize='porter unicode61 remove_diacritics 2');
+    CREATE TRIGGER items_fts_ins AFTER INSERT ON items BEGIN
+        INSERT INTO items_fts(rowid, text) VALUES (new.rid, new.text);
+    END;
+    CREATE TRIGGER items_fts_del AFTER DELETE ON items BEGIN
+        INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', old.rid, old.text);
+    END;
+    CREATE TRIGGER items_fts_upd AFTER UPDATE OF text ON items BEGIN
+        INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', old.rid, old.text);
+        INSERT INTO items_fts(rowid, text) VALUES (new.rid, new.text);
+    END;
+    CREATE TABLE artifacts (
+        id TEXT PRIMARY KEY, cube_id TEXT NOT NULL REFERENCES cubes(id), kind TEXT NOT NULL,
+        name TEXT NOT NULL, payload BLOB NOT NULL, fingerprint TEXT NOT NULL DEFAULT '{}',
+        sources TEXT NOT NULL DEFAULT '{}', metadata TEXT NOT NULL DEFAULT '{}',
+        stale INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
+    CREATE INDEX artifacts_cube ON artifacts(cube_id, kind);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT, action TEXT NOT NULL,
+        target TEXT, cube_id TEXT, detail TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX audit_actor ON audit(actor, at);
+    CREATE INDEX audit_cube ON audit(cube_id, at);
+    """,
+)
+
+_ITEM_COLUMNS = (
+    "id, cube_id, owner, text, kind, tags, metadata, provenance, session_id, event_time, "
+    "event_ts, created_at, updated_at, state, version, content_hash, embedding_model, "
+    "priority, confidence, expires_at, access_count, last_accessed_at, visibility"
+)
+_SQL_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_TIME_COLUMNS = {"event_time": "event_ts"}  # the sortable epoch twin of an ISO column
+_CHUNK = 500  # ids per IN (...) list
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def _dt(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _chunks(seq: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _row_to_item(row: sqlite3.Row) -> MemoryItem:
+    return MemoryItem(
+        id=row["id"],
+        cube_id=row["cube_id"],
+        owner=row["owner"],
+        text=row["text"],
+        kind=row["kind"],
+        tags=tuple(json.loads(row["tags"])),
+        metadata=json.loads(row["metadata"]),
+        provenance=Provenance.from_dict(json.loads(row["provenance"])),
+        event_time=datetime.fromisoformat(row["event_time"]) if row["event_time"] else None,
+        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
+        state=row["state"],
+        version=row["version"],
+        content_hash=row["content_hash"],
+        embedding_model=row["embedding_model"],
+        priority=row["priority"],
+        confidence=row["confidence"],
+        expires_at=_dt(row["expires_at"]),
+        access_count=row["access_count"],
+        last_accessed_at=_dt(row["last_accessed_at"]),
+        visibility=row["visibility"],
+    )
+
+
+def _item_params(item: MemoryItem) -> tuple[Any, ...]:
+    return (
+        item.id,
+        item.cube_id,
+        item.owner,
+        item.text,
+        item.kind,
+        _json(list(item.tags)),
+        _json(item.metadata),
+        _json(item.provenance.to_dict()),
+        item.provenance.session_id,
+        item.event_time.isoformat() if item.event_time else None,
+        _ts(item.event_time),
+        _ts(item.created_at),
+        _ts(item.updated_at),
+        item.state,
+        item.version,
+        item.content_hash,
+        item.embedding_model,
+        item.priority,
+        item.confidence,
+        _ts(item.expires_at),
+        item.access_count,
+        _ts(item.last_accessed_at),
+        item.visibility,
+    )
+
+
+def _version_to_json(v: ItemVersion) -> str:
+    return _json(
+        {
+            "text": v.text,
+            "kind": v.kind,
+            "tags": list(v.tags),
+            "metadata": v.metadata,
+            "priority": v.priority,
+            "confidence": v.confidence,
+            "visibility": v.visibility,
+            "expires_at": v.expires_at.isoformat() if v.expires_at else None,
+            "event_time": v.event_time.isoformat() if v.event_time else None,
+            "content_hash": v.content_hash,
+            "note": v.note,
+        }
+    )
+
+
+def _row_to_version(row: sqlite3.Row) -> ItemVersion:
+    snap = json.loads(row["snapshot"])
+    return ItemVersion(
+        item_id=row["item_id"],
+        version=row["version"],
+        text=snap["text"],
+        kind=snap["kind"],
+        tags=tuple(snap["tags"]),
+        metadata=snap["metadata"],
+        priority=snap["priority"],
+        confidence=snap["confidence"],
+        visibility=snap["visibility"],
+        expires_at=datetime.fromisoformat(snap["expires_at"]) if snap["expires_at"] else None,
+        event_time=datetime.fromisoformat(snap["event_time"]) if snap["event_time"] else None,
+        content_hash=snap["content_hash"],
+        change=row["change"],
+        changed_by=row["changed_by"],
+        changed_at=_dt(row["changed_at"]),  # type: ignore[arg-type]
+        note=snap.get("note"),
+    )
+
+
+def _row_to_artifact(row: sqlite3.Row) -> Artifact:
+    return Artifact(
+        id=row["id"],
+        cube_id=row["cube_id"],
+        kind=row["kind"],
+        name=row["name"],
+        payload=bytes(row["payload"]),
+        fingerprint=json.loads(row["fingerprint"]),
+        sources=json.loads(row["sources"]),
+        metadata=json.loads(row["metadata"]),
+        stale=bool(row["stale"]),
+        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
+    )
+
+
+class SQLiteStore:
+    """A :class:`~memos_integrations.storage.base.Store` on one SQLite file."""
+
+    def __init__(self, path: str | Path, *, ivf_min_rows: int = 20_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.url = f"sqlite:///{self.path}"
+        self._ivf_min_rows = ivf_min_rows
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one writer per process; BEGIN IMMEDIATE across
+        self._index: VectorIndex | None = None
+        self._index_seq = 0
+        self._index_lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    # ------------------------------------------------------------------ connections
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise sqlite3.ProgrammingError("the store is closed")
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only an OS
+            # crash or power loss can lose the last transactions.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all or nothing."""
+        conn = self._conn()
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent snapshot for several statements."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._conns_lock:
+            for conn in self._conns:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:  # closed from its own thread already
+                    pass
+            self._conns.clear()
+        self._local = threading.local()
+
+    def _migrate(self) -> None:
+        with self._tx() as c:
+            done = c.execute("PRAGMA user_version").fetchone()[0]
+            if done > len(MIGRATIONS):
+                raise Conflict(
+                    f"{self.path} has schema version {done}, newer than this version of "
+                    f"memos-integrations supports ({len(MIGRATIONS)}); upgrade the package"
+                )
+            for number, script in enumerate(MIGRATIONS[done:], start=done + 1):
+                for statement in _split_sql(script):
+                    c.execute(statement)
+                c.execute(f"PRAGMA user_version = {number}")
+
+    # ------------------------------------------------------------------ meta
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # ------------------------------------------------------------------ audit
+
+    @staticmethod
+    def _audit(c: sqlite3.Connection, r: AuditRecord) -> None:
+        c.execute(
+            "INSERT INTO audit(at, actor, action, target, cube_id, detail) VALUES (?,?,?,?,?,?)",
+            (_ts(r.at), r.actor, r.action, r.target, r.cube_id, _json(r.detail)),
+        )
+
+    def add_audit(self, record: AuditRecord) -> None:
+        with self._tx() as c:
+            self._audit(c, record)
+
+    def query_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        cube_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        sql, params = ["1=1"], []
+        for column, value in (("actor", actor), ("action", action), ("cube_id", cube_id)):
+            if value is not None:
+                sql.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            sql.append("at >= ?")
+            params.append(_ts(since))
+        rows = self._conn().execute(
+            f"SELECT * FROM audit WHERE {' AND '.join(sql)} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [
+            AuditRecord(
+                id=r["id"],
+                at=_dt(r["at"]),  # type: ignore[arg-type]
+                actor=r["actor"],
+                action=r["action"],
+                target=r["target"],
+                cube_id=r["cube_id"],
+                detail=json.loads(r["detail"]),
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ users, cubes, grants
+
+    def put_user(self, user: User, audit: AuditRecord) -> None:
+        with self._tx() as c:
+            try:
+                c.execute(
+                    "INSERT INTO users(id, role, name, created_at) VALUES (?,?,?,?)",
+                    (user.id, user.role, user.name, _ts(user.created_at)),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"user {user.id!r} already exists") from None
+            self._audit(c, audit)
+
+    def get_user(self, user_id: str) -> User | None:
+        r = self._conn().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+        return User(r["id"], r["role"], r["name"], _dt(r["created_at"])) if r else None  # type: ignore[arg-type]
+
+    def list_users(self) -> list[User]:
+        rows = self._conn().execute("SELECT * FROM users ORDER BY id")
+        return [User(r["id"], r["role"], r["name"], _dt(r["created_at"])) for r in rows]  # type: ignore[arg-type]
+
+    def put_cube(self, cube: MemCube, audit: AuditRecord) -> None:
+        with self._tx() as c:
+            self._insert_cube(c, cube)
+            self._audit(c, audit)
+
+    @staticmethod
+    def _insert_cube(c: sqlite3.Connection, cube: MemCube) -> None:
+        try:
+            c.execute(
+                "INSERT INTO cubes(id, name, owner, description, metadata, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (cube.id, cube.name, cube.owner, cube.description, _json(cube.metadata),
+                 _ts(cube.created_at)),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"cube {cube.id!r} already exists") from None
+
+    @staticmethod
+    def _row_to_cube(r: sqlite3.Row) -> MemCube:
+        return MemCube(r["id"], r["name"], r["owner"], r["description"],
+                       json.loads(r["metadata"]), _dt(r["created_at"]))  # type: ignore[arg-type]
+
+    def get_cube(self, cube_id: str) -> MemCube | None:
+        r = self._conn().execute("SELECT * FROM cubes WHERE id = ?", (cube_id,)).fetchone()
+        return self._row_to_cube(r) if r else None
+
+    def list_cubes(self, owner: str | None = None) -> list[MemCube]:
+        if owner is None:
+            rows = self._conn().execute("SELECT * FROM cubes ORDER BY created_at, id")
+        else:
+            rows = self._conn().execute(
+                "SELECT * FROM cubes WHERE owner = ? ORDER BY created_at, id", (owner,)
+            )
+        return [self._row_to_cube(r) for r in rows]
+
+    def set_grant(self, grant: Grant, audit: AuditRecord) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO grants(cube_id, user_id, access, granted_by, granted_at) "
+                "VALUES (?,?,?,?,?)",
+                (grant.cube_id, grant.user_id, grant.access, grant.granted_by,
+                 _ts(grant.granted_at)),
+            )
+            self._audit(c, audit)
+
+    def remove_grant(self, cube_id: str, user_id: str, audit: AuditRecord) -> bool:
+        with self._tx() as c:
+            cur = c.execute(
+                "DELETE FROM grants WHERE cube_id = ? AND user_id = ?", (cube_id, user_id)
+            )
+            self._audit(c, audit)
+            return cur.rowcount > 0
+
+    def list_grants(self, cube_id: str | None = None, user_id: str | None = None) -> list[Grant]:
+        sql, params = ["1=1"], []
+        if cube_id is not None:
+            sql.append("cube_id = ?")
+            params.append(cube_id)
+        if user_id is not None:
+            sql.append("user_id = ?")
+            params.append(user_id)
+        rows = self._conn().execute(
+            f"SELECT * FROM grants WHERE {' AND '.join(sql)} ORDER BY cube_id, user_id", params
+        )
+        return [
+            Grant(r["cube_id"], r["user_id"], r["access"], r["granted_by"], _dt(r["granted_at"]))  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ items: writes
+
+    @staticmethod
+    def _put_vector(c: sqlite3.Connection, item_id: str, cube_id: str, vector: np.ndarray) -> None:
+        c.execute(
+            "INSERT OR REPLACE INTO embeddings(item_id, cube_id, vector) VALUES (?,?,?)",
+            (item_id, cube_id, np.asarray(vector, np.float32).tobytes()),
+        )
+        c.execute("INSERT INTO index_log(item_id, cube_id, op) VALUES (?,?,'add')",
+                  (item_id, cube_id))
+
+    @staticmethod
+    def _drop_vectors(c: sqlite3.Connection, ids: Sequence[str]) -> None:
+        for chunk in _chunks(list(ids)):
+            rows = c.execute(
+                f"DELETE FROM embeddings WHERE item_id IN ({_marks(len(chunk))}) "
+                "RETURNING item_id, cube_id",
+                tuple(chunk),
+            ).fetchall()
+            c.executemany("INSERT INTO index_log(item_id, cube_id, op) VALUES (?,?,'del')",
+                          [(r[0], r[1]) for r in rows])
+
+    @staticmethod
+    def _insert_version(c: sqlite3.Connection, v: ItemVersion) -> None:
+        c.execute(
+            "INSERT INTO item_versions(item_id, version, change, changed_by, changed_at, snapshot)"
+            " VALUES (?,?,?,?,?,?)",
+            (v.item_id, v.version, v.change, v.changed_by, _ts(v.changed_at), _version_to_json(v)),
+        )
+
+    @staticmethod
+    def _insert_transition(c: sqlite3.Connection, t: Transition) -> None:
+        c.execute(
+            "INSERT INTO transitions(item_id, from_state, to_state, by, reason, at) "
+            "VALUES (?,?,?,?,?,?)",
+            (t.item_id, t.from_state, t.to_state, t.by, t.reason, _ts(t.at)),
+        )
+
+    def add_items(
+        self, items: Sequence[MemoryItem], vectors: np.ndarray, audit: AuditRecord
+    ) -> list[tuple[str, bool]]:
+        out: list[tuple[str, bool]] = []
+        with self._tx() as c:
+            for item, vector in zip(items, vectors, strict=True):
+                row = c.execute(
+                    "SELECT id FROM items WHERE cube_id = ? AND content_hash = ? "
+                    "AND state != 'deleted'",
+                    (item.cube_id, item.content_hash),
+                ).fetchone()
+                if row is not None:  # idempotent: the same content is already here
+                    out.append((row[0], False))
+                    continue
+                try:
+                    c.execute(
+                        f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(23)})",
+                        _item_params(item),
+                    )
+                except sqlite3.IntegrityError:
+                    raise Conflict(f"an item with id {item.id!r} already exists") from None
+                self._insert_version(c, ItemVersion.of(item, "create", item.owner))
+                self._insert_transition(
+                    c, Transition(item.id, None, item.state, item.owner, "created",
+                                  item.created_at)
+                )
+                self._put_vector(c, item.id, item.cube_id, vector)
+                out.append((item.id, True))
+            created = [i for i, new in out if new]
+            self._audit(c, AuditRecord(
+                audit.actor, audit.action, audit.target, audit.cube_id,
+                {**audit.detail, "created": len(created), "existing": len(out) - len(created),
+                 "ids": created[:100]}, audit.at))
+        return out
+
+    def update_item(
+        self,
+        item: MemoryItem,
+        *,
+        expected_version: int,
+        change: str,
+        by: str | None,
+        vector: np.ndarray | None,
+        audit: AuditRecord,
+    ) -> None:
+        with self._tx() as c:
+            try:
+                cur = c.execute(
+                    "UPDATE items SET text=?, kind=?, tags=?, metadata=?, event_time=?, "
+                    "event_ts=?, updated_at=?, version=?, content_hash=?, embedding_model=?, "
+                    "priority=?, confidence=?, expires_at=?, visibility=? "
+                    "WHERE id = ? AND version = ?",
+                    (item.text, item.kind, _json(list(item.tags)), _json(item.metadata),
+                     item.event_time.isoformat() if item.event_time else None,
+                     _ts(item.event_time), _ts(item.updated_at), item.version,
+                     item.content_hash, item.embedding_model, item.priority, item.confidence,
+                     _ts(item.expires_at), item.visibility, item.id, expected_version),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(
+                    "another memory in this cube already has exactly this content; "
+                    "update or delete that one instead"
+                ) from None
+            if cur.rowcount != 1:
+                raise Conflict(
+                    f"item {item.id!r} changed since version {expected_version} was read; "
+                    "fetch it again and retry"
+                )
+            self._insert_version(c, ItemVersion.of(item, change, by, audit.detail.get("note")))
+            if vector is not None:
+                self._put_vector(c, item.id, item.cube_id, vector)
+            self._audit(c, audit)
+
+    def set_state(
+        self,
+        ids: Sequence[str],
+        to_state: str,
+        *,
+        from_states: Sequence[str],
+        by: str | None,
+        reason: str | None,
+        audit: AuditRecord | None,
+    ) -> list[str]:
+        now = datetime.now(UTC)
+        changed: list[str] = []
+        with self._tx() as c:
+            for chunk in _chunks(list(ids)):
+                rows = c.execute(
+                    f"SELECT id, state FROM items WHERE id IN ({_marks(len(chunk))}) "
+                    f"AND state IN ({_marks(len(from_states))})",
+                    (*chunk, *from_states),
+                ).fetchall()
+                for r in rows:
+                    c.execute("UPDATE items SET state = ?, updated_at = ? WHERE id = ?",
+                              (to_state, _ts(now), r["id"]))
+                    self._insert_transition(c, Transition(r["id"], r["state"], to_state, by,
+                                                          reason, now))
+                    changed.append(r["id"])
+            if to_state == "deleted":
+                self._drop_vectors(c, changed)
+            if audit is not None:
+                self._audit(c, AuditRecord(audit.actor, audit.action, audit.target,
+                                           audit.cube_id, {**audit.detail, "changed": changed},
+                                           audit.at))
+        return changed
+
+    def touch(self, ids: Sequence[str], at: datetime) -> None:
+        if not ids:
+            return
+        with self._tx() as c:
+            c.execute(
+                "UPDATE items SET access_count = access_count + 1, last_accessed_at = ? "
+                f"WHERE id IN ({_marks(len(ids))})",
+                (_ts(at), *ids),
+            )
+
+    # ------------------------------------------------------------------ items: reads
+
+    def get_items(self, ids: Sequence[str]) -> list[MemoryItem]:
+        found: dict[str, MemoryItem] = {}
+        conn = self._conn()
+        for chunk in _chunks(list(ids)):
+            for r in conn.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE id IN ({_marks(len(chunk))})",
+                tuple(chunk),
+            ):
+                found[r["id"]] = _row_to_item(r)
+        return [found[i] for i in ids if i in found]
+
+    def list_items(
+        self,
+        scope: Scope,
+        where: Node | None,
+        *,
+        limit: int,
+        offset: int,
+        order: str,
+    ) -> list[MemoryItem]:
+        clause, params = _compile_scope(scope, where)
+        order_sql = {
+            "created": "created_at DESC, rid DESC",
+            "created_asc": "created_at ASC, rid ASC",
+            "event": "event_ts DESC, rid DESC",
+            "event_asc": "event_ts ASC, rid ASC",
+            "accessed": "access_count DESC, rid DESC",
+        }[order]
+        rows = self._conn().execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE {clause} ORDER BY {order_sql} "
+            "LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [_row_to_item(r) for r in rows]
+
+    def count_items(self, scope: Scope, where: Node | None) -> int:
+        clause, params = _compile_scope(scope, where)
+        return self._conn().execute(f"SELECT count(*) FROM items WHERE {clause}", params).fetchone()[0]
+
+    def versions(self, item_id: str) -> list[ItemVersion]:
+        rows = self._conn().execute(
+            "SELECT * FROM item_versions WHERE item_id = ? ORDER BY version", (item_id,)
+        )
+        return [_row_to_version(r) for r in rows]
+
+    def transitions(self, item_id: str) -> list[Transition]:
+        rows = self._conn().execute(
+            "SELECT * FROM transitions WHERE item_id = ? ORDER BY id", (item_id,)
+        )
+        return [
+            Transition(r["item_id"], r["from_state"], r["to_state"], r["by"], r["reason"],
+                       _dt(r["at"]))  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ search
+
+    def _synced_index(self, conn: sqlite3.Connection) -> VectorIndex | None:
+        """The in-memory index, caught up with every committed change to vectors."""
+        head = conn.execute("SELECT max(seq) FROM index_log").fetchone()[0] or 0
+        with self._index_lock:
+            if self._index is not None and head == self._index_seq:
+                return self._index
+            if self._index is None:
+                dim_row = conn.execute("SELECT value FROM meta WHERE key = 'embedding_dim'")
+                dim = dim_row.fetchone()
+                if dim is None:
+                    return None
+                index = VectorIndex(int(dim[0]), ivf_min_rows=self._ivf_min_rows)
+                rows = conn.execute("SELECT item_id, cube_id, vector FROM embeddings").fetchall()
+                if rows:
+                    index.add([r[1] for r in rows], [r[0] for r in rows],
+                              np.frombuffer(b"".join(r[2] for r in rows), np.float32))
+                self._index, self._index_seq = index, head
+                return index
+            entries = conn.execute(
+                "SELECT seq, item_id, cube_id, op FROM index_log WHERE seq > ? ORDER BY seq",
+                (self._index_seq,),
+            ).fetchall()
+            last: dict[str, str] = {r[1]: r[3] for r in entries}  # the last op per item wins
+            self._index.remove([i for i, op in last.items() if op == "del"])
+            added = [i for i, op in last.items() if op == "add"]
+            for chunk in _chunks(added):
+                rows = conn.execute(
+                    f"SELECT item_id, cube_id, vector FROM embeddings "
+                    f"WHERE item_id IN ({_marks(len(chunk))})",
+                    tuple(chunk),
+                ).fetchall()
+                if rows:
+                    self._index.add([r[1] for r in rows], [r[0] for r in rows],
+                                    np.frombuffer(b"".join(r[2] for r in rows), np.float32))
+            self._index_seq = head
+            return self._index
+
+    def _allowed(self, conn: sqlite3.Connection, ids: Sequence[str], clause: str,
+                 params: Sequence[Any]) -> set[str]:
+        ok: set[str] = set()
+        for chunk in _chunks(list(ids)):
+            ok.update(r[0] for r in conn.execute(
+                f"SELECT id FROM items WHERE id IN ({_marks(len(chunk))}) AND {clause}",
+                (*chunk, *params),
+            ))
+        return ok
+
+    def _dense_leg(self, conn: sqlite3.Connection, req: SearchRequest, n: int, clause: str,
+                   params: Sequence[Any]) -> list[tuple[str, float]]:
+        index = self._synced_index(conn)
+        if index is None or req.vector is None:
+            return []
+        cubes = req.scope.cube_ids
+        # Over-fetch and check candidates against scope and filter in SQL; widen while a
+        # selective filter leaves fewer than n. Last resort: an exact scan of exactly the
+        # rows the filter admits, so a selective filter still returns n rows when they exist.
+        want = n
+        for _ in range(3):
+            raw = index.search(req.vector, want, cubes)
+            ok = self._allowed(conn, [i for i, _ in raw], clause, params)
+            hits = [(i, s) for i, s in raw if i in ok]
+            if len(hits) >= n:
+                return hits[:n]
+            want *= 8
+        admitted = {r[0] for r in conn.execute(f"SELECT id FROM items WHERE {clause}", params)}
+        return index.search(req.vector, n, cubes, only=admitted)
+
+    @staticmethod
+    def _text_leg(conn: sqlite3.Connection, req: SearchRequest, n: int, clause: str,
+                  params: Sequence[Any]) -> list[tuple[str, float]]:
+        terms = text_terms(req.text or "")
+        if not terms:
+            return []
+        match = " OR ".join(f'"{t}"' for t in terms)  # terms are \w+ words: no quotes inside
+        rows = conn.execute(
+            "SELECT items.id, bm25(items_fts) AS rank FROM items_fts "
+            "JOIN items ON items.rid = items_fts.rowid "
+            f"WHERE items_fts MATCH ? AND {clause} ORDER BY rank LIMIT ?",
+            (match, *params, n),
+        )
+        return [(r[0], -float(r[1])) for r in rows]  # FTS5 bm25 is "lower is better"
+
+    def search(self, request: SearchRequest) -> list[SearchHit]:
+        n = max(2 * request.k, 50)  # candidates per leg before fusion
+        clause, params = _compile_scope(request.scope, request.where)
+        with self._read() as conn:
+            dense = (self._dense_leg(conn, request, n, clause, params)
+                     if request.mode in ("hybrid", "dense") else [])
+            text = (self._text_leg(conn, request, n, clause, params)
+                    if request.mode in ("hybrid", "text") else [])
+            legs = [leg for leg in (dense, text) if leg]
+            fused = rrf_fuse([[i for i, _ in leg] for leg in legs])[: request.k]
+            items = {it.id: it for it in self.get_items([i for i, _ in fused])}
+        dense_s, text_s = dict(dense), dict(text)
+        return [
+            SearchHit(items[i], score, dense_s.get(i), text_s.get(i))
+            for i, score in fused
+            if i in items
+        ]
+
+    # ------------------------------------------------------------------ artifacts
+
+    def put_artifact(self, artifact: Artifact, audit: AuditRecord) -> None:
+        with self._tx() as c:
+            self._insert_artifact(c, artifact)
+            self._audit(c, audit)
+
+    @staticmethod
+    def _insert_artifact(c: sqlite3.Connection, a: Artifact) -> None:
+        c.execute(
+            "INSERT OR REPLACE INTO artifacts(id, cube_id, kind, name, payload, fingerprint, "
+            "sources, metadata, stale, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (a.id, a.cube_id, a.kind, a.name, a.payload, _json(a.fingerprint),
+             _json(a.sources), _json(a.metadata), int(a.stale), _ts(a.created_at)),
+        )
+
+    def list_artifacts(self, cube_id: str, kind: str | None = None) -> list[Artifact]:
+        sql, params = "SELECT * FROM artifacts WHERE cube_id = ?", [cube_id]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        return [_row_to_artifact(r) for r in self._conn().execute(sql + " ORDER BY id", params)]
+
+    # ------------------------------------------------------------------ governance
+
+    def purge_user(self, user_id: str, audit: AuditRecord) -> dict[str, int]:
+        """Hard-delete everything of a user in one transaction (GDPR erasure)."""
+        with self._tx() as c:
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS purge_cubes(id TEXT PRIMARY KEY)")
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS purge_items(id TEXT PRIMARY KEY)")
+            c.execute("DELETE FROM purge_cubes")
+            c.execute("DELETE FROM purge_items")
+            c.execute("INSERT INTO purge_cubes SELECT id FROM cubes WHERE owner = ?", (user_id,))
+            c.execute(
+                "INSERT INTO purge_items SELECT id FROM items WHERE owner = ? "
+                "OR cube_id IN (SELECT id FROM purge_cubes)",
+                (user_id,),
+            )
+            counts: dict[str, int] = {}
+            c.execute(
+                "INSERT INTO index_log(item_id, cube_id, op) SELECT item_id, cube_id, 'del' "
+                "FROM embeddings WHERE item_id IN (SELECT id FROM purge_items)"
+            )
+            for table, column, key in (
+                ("embeddings", "item_id", "vectors"),
+                ("item_versions", "item_id", "versions"),
+                ("transitions", "item_id", "transitions"),
+                ("items", "id", "items"),
+            ):
+                counts[key] = c.execute(
+                    f"DELETE FROM {table} WHERE {column} IN (SELECT id FROM purge_items)"
+                ).rowcount
+            counts["artifacts"] = c.execute(
+                "DELETE FROM artifacts WHERE cube_id IN (SELECT id FROM purge_cubes)"
+            ).rowcount
+            counts["grants"] = c.execute(
+                "DELETE FROM grants WHERE user_id = ? OR cube_id IN (SELECT id FROM purge_cubes)",
+                (user_id,),
+            ).rowcount
+            counts["cubes"] = c.execute(
+                "DELETE FROM cubes WHERE id IN (SELECT id FROM purge_cubes)"
+            ).rowcount
+            counts["audit"] = c.execute("DELETE FROM audit WHERE actor = ?", (user_id,)).rowcount
+            counts["users"] = c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount
+            self._audit(c, AuditRecord(audit.actor, audit.action, audit.target, None,
+                                       {**audit.detail, **counts}, audit.at))
+        return counts
+
+    # ------------------------------------------------------------------ portability
+
+    def dump_cube(self, cube_id: str) -> CubeDump:
+        with self._read() as c:
+            row = c.execute("SELECT * FROM cubes WHERE id = ?", (cube_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"cube {cube_id!r} does not exist")
+            items = [_row_to_item(r) for r in c.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE cube_id = ? ORDER BY rid", (cube_id,))]
+            vecs = {r[0]: r[1] for r in c.execute(
+                "SELECT item_id, vector FROM embeddings WHERE cube_id = ?", (cube_id,))}
+            dim = int(self.get_meta("embedding_dim") or 0)
+            vectors = np.zeros((len(items), dim), np.float32)
+            for n, it in enumerate(items):
+                if it.id in vecs:
+                    vectors[n] = np.frombuffer(vecs[it.id], np.float32)
+            versions = [_row_to_version(r) for r in c.execute(
+                "SELECT v.* FROM item_versions v JOIN items i ON i.id = v.item_id "
+                "WHERE i.cube_id = ? ORDER BY i.rid, v.version", (cube_id,))]
+            transitions = [
+                Transition(r["item_id"], r["from_state"], r["to_state"], r["by"], r["reason"],
+                           _dt(r["at"]))  # type: ignore[arg-type]
+                for r in c.execute(
+                    "SELECT t.* FROM transitions t JOIN items i ON i.id = t.item_id "
+                    "WHERE i.cube_id = ? ORDER BY t.id", (cube_id,))
+            ]
+            grants = self.list_grants(cube_id=cube_id)
+            artifacts = self.list_artifacts(cube_id)
+        return CubeDump(self._row_to_cube(row), grants, items, vectors, versions, transitions,
+                        artifacts)
+
+    def load_cube(self, dump: CubeDump, audit: AuditRecord) -> None:
+        with self._tx() as c:
+            self._insert_cube(c, dump.cube)
+            for g in dump.grants:
+                c.execute(
+                    "INSERT INTO grants(cube_id, user_id, access, granted_by, granted_at) "
+                    "VALUES (?,?,?,?,?)",
+                    (g.cube_id, g.user_id, g.access, g.granted_by, _ts(g.granted_at)),
+                )
+            try:
+                c.executemany(f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(23)})",
+                              [_item_params(it) for it in dump.items])
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"imported items clash with existing ones: {exc}") from None
+            for v in dump.versions:
+                self._insert_version(c, v)
+            for t in dump.transitions:
+                self._insert_transition(c, t)
+            for it, vec in zip(dump.items, dump.vectors, strict=True):
+                if it.state != "deleted":
+                    self._put_vector(c, it.id, it.cube_id, vec)
+            for a in dump.artifacts:
+                self._insert_artifact(c, a)
+            self._audit(c, audit)
+
+    def stats(self, scope: Scope) -> dict[str, Any]:
+        clause, params = _compile_scope(scope, None)
+        c = self._conn()
+        by_state = dict(c.execute(
+            f"SELECT state, count(*) FROM items WHERE {clause} GROUP BY state", params).fetchall())
+        by_kind = dict(c.execute(
+            f"SELECT kind, count(*) FROM items WHERE {clause} GROUP BY kind", params).fetchall())
+        versions = c.execute(
+            "SELECT count(*) FROM item_versions WHERE item_id IN "
+            f"(SELECT id FROM items WHERE {clause})", params).fetchone()[0]
+        return {
+            "backend": "sqlite",
+            "path": str(self.path),
+            "items": sum(by_state.values()),
+            "by_state": by_state,
+            "by_kind": by_kind,
+            "versions": versions,
+            "file_bytes": self.path.stat().st_size if self.path.exists() else 0,
+        }
+
+
+# ---------------------------------------------------------------------------- SQL compilation
+
+
+def _compile_scope(scope: Scope, where: Node | None) -> tuple[str, list[Any]]:
+    """Scope first (cubes, then private items of others), then the user's filter."""
+    parts: list[str] = []
+    params: list[Any] = []
+    if scope.cube_ids is not None:
+        if not scope.cube_ids:
+            return "0", []
+        parts.append(f"items.cube_id IN ({_marks(len(scope.cube_ids))})")
+        params.extend(scope.cube_ids)
+    if scope.viewer is not None:
+        parts.append("(items.visibility != 'private' OR items.owner = ?)")
+        params.append(scope.viewer)
+    if where is not None:
+        sql, more = _compile_node(where)
+        parts.append(sql)
+        params.extend(more)
+    return (" AND ".join(parts) or "1=1"), params
+
+
+def _compile_node(node: Node) -> tuple[str, list[Any]]:
+    if isinstance(node, And | Or):
+        compiled = [_compile_node(p) for p in node.parts]
+        joiner = " AND " if isinstance(node, And) else " OR "
+        return "(" + joiner.join(s for s, _ in compiled) + ")", [p for _, ps in compiled for p in ps]
+    if isinstance(node, Not):
+        sql, params = _compile_node(node.part)
+        return f"(NOT {sql})", params
+    return _compile_cond(node)
+
+
+def _compile_cond(c: Cond) -> tuple[str, list[Any]]:
+    if c.type == "tags":
+        member = "EXISTS (SELECT 1 FROM json_each(items.tags) WHERE json_each.value = ?)"
+        if c.op == "$contains":
+            return member, [c.value]
+        if c.op == "$any":
+            return (f"EXISTS (SELECT 1 FROM json_each(items.tags) WHERE json_each.value IN "
+                    f"({_marks(len(c.value))}))", list(c.value))
+        return "(" + " AND ".join([member] * len(c.value)) + ")", list(c.value)  # $all
+    params: list[Any] = []
+    if c.type == "json":
+        path = "$." + ".".join(f'"{k}"' for k in c.path)  # keys are validated [A-Za-z0-9_-]
+        expr = "json_extract(items.metadata, ?)"
+        if c.op == "$exists":
+            return f"(json_type(items.metadata, ?) IS {'NOT ' if c.value else ''}NULL)", [path]
+        params.append(path)
+        # compare only like with like, as JSON does (SQLite would order text above numbers)
+        if c.op in ("$gt", "$gte", "$lt", "$lte"):
+            kind = "('integer','real')" if isinstance(c.value, int | float) else "('text')"
+            guard = f"json_type(items.metadata, ?) IN {kind} AND "
+            params.insert(0, path)
+            return f"({guard}{expr} {_SQL_OPS[c.op]} ?)", [*params, c.value]
+    else:
+        expr = "items." + _TIME_COLUMNS.get(c.field, c.field)  # field names are whitelisted
+        if c.op == "$exists":
+            return f"({expr} IS {'NOT ' if c.value else ''}NULL)", []
+    if c.op == "$eq":
+        if c.value is None:
+            return f"({expr} IS NULL)", params
+        return f"({expr} = ?)", [*params, c.value]
+    if c.op == "$ne":
+        return f"({expr} IS NULL OR {expr} != ?)", [*params, *params, c.value]
+    if c.op == "$in":
+        return f"({expr} IN ({_marks(len(c.value))}))", [*params, *c.value]
+    if c.op == "$nin":
+        return (f"({expr} IS NULL OR {expr} NOT IN ({_marks(len(c.value))}))",
+                [*params, *params, *c.value])
+    return f"({expr} {_SQL_OPS[c.op]} ?)", [*params, c.value]
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration script into statements (triggers contain ';' inside BEGIN..END)."""
+    statements, buf = [], []
+    for line in script.strip().splitlines():
+        buf.append(line)
+        joined = "\n".join(buf).strip()
+        if joined.endswith(";") and (not joined.upper().startswith("CREATE TRIGGER")
+                                     or joined.upper().endswith("END;")):
+            statements.append(joined)
+            buf = []
+    if "".join(buf).strip():
+        statements.append("\n".join(buf))
+    return statements
