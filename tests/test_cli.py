@@ -1,0 +1,57 @@
+"""The `memos` command line, driven through its entry point."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from memos_integrations.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_round_trip(tmp_path, capsys, embedder) -> None:
+    db = str(tmp_path / "cli.db")
+    assert run(capsys, "--db", db, "create-user", "alice")[0] == 0
+    assert run(capsys, "--db", db, "create-cube", "alice-notes", "--owner", "alice")[0] == 0
+    records = tmp_path / "in.jsonl"
+    records.write_text(
+        "\n".join(json.dumps(r) for r in [
+            {"role": "user", "content": "I moved to Lisbon", "timestamp": "2024-03-01T00:00:00Z"},
+            {"text": "Alice likes jazz", "kind": "preference"},
+            "Alice has a cat named Pixel",
+        ]) + "\n")
+    code, out, _ = run(capsys, "--db", db, "add", "--user", "alice", "--file", str(records))
+    assert code == 0 and "3 memories stored" in out
+    code, out, _ = run(capsys, "--db", db, "search", "what music?", "--user", "alice", "-k",
+                       "1", "--json")
+    hit = json.loads(out)[0]
+    assert hit["text"] == "Alice likes jazz" and hit["score"] > 0
+    code, out, _ = run(capsys, "--db", db, "list", "--user", "alice")
+    assert code == 0 and len(out.strip().splitlines()) == 3
+    code, out, _ = run(capsys, "--db", db, "history", hit["id"])
+    assert "v1" in out and "create" in out
+    code, out, _ = run(capsys, "--db", db, "stats")
+    assert json.loads(out)["items"] == 3
+    export = tmp_path / "export"
+    assert run(capsys, "--db", db, "export", "alice-notes", str(export))[0] == 0
+    assert (export / "manifest.json").is_file()
+    code, out, _ = run(capsys, "--db", db, "import", str(export), "--cube-id", "copy")
+    assert code == 0 and out.strip() == "copy"
+    code, out, _ = run(capsys, "--db", db, "forget-user", "alice", "--yes")
+    assert json.loads(out)["items"] == 6
+
+
+def test_cli_errors_are_clear(tmp_path, capsys, embedder) -> None:
+    db = str(tmp_path / "cli.db")
+    code, _, err = run(capsys, "--db", db, "search", "x", "--user", "ghost")
+    assert code == 2 and "unknown user 'ghost'" in err
+    code, _, err = run(capsys, "--db", db, "add", "--user", "ghost")
+    assert code == 2 and err.startswith("error:")
+    with pytest.raises(SystemExit):
+        main(["--db", db, "no-such-command"])

