@@ -21,14 +21,18 @@ def _item_row(item: MemoryItem) -> dict[str, Any]:
 
 def _print_items(items: Sequence[MemoryItem], as_json: bool, scores: Sequence[float] = ()) -> None:
     if as_json:
-        rows = [_item_row(it) | ({"score": s} if scores else {})
-                for it, s in zip(items, scores or [None] * len(items), strict=True)]
+        rows = [
+            _item_row(it) | ({"score": s} if scores else {})
+            for it, s in zip(items, scores or [None] * len(items), strict=True)
+        ]
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     for n, item in enumerate(items):
         score = f"{scores[n]:.4f} " if scores else ""
-        print(f"{score}{item.id}  [{item.state}] v{item.version} {item.kind:8} "
-              f"{item.cube_id}: {item.text}")
+        print(
+            f"{score}{item.id}  [{item.state}] v{item.version} {item.kind:8} "
+            f"{item.cube_id}: {item.text}"
+        )
 
 
 def _read_records(path: Path) -> list[Any]:
@@ -130,23 +134,37 @@ def _run(args: argparse.Namespace) -> int:
                 records += _read_records(args.file)
             if not records:
                 raise InvalidInput("nothing to add: pass texts or --file")
-            items = mos.ingest(records, user=args.user, cube=args.cube, session=args.session,
-                               kind=args.kind, tags=args.tags, progress=len(records) > 1)
+            items = mos.ingest(
+                records,
+                user=args.user,
+                cube=args.cube,
+                session=args.session,
+                kind=args.kind,
+                tags=args.tags,
+                progress=len(records) > 1,
+            )
             print(f"{len(items)} memories stored")
         elif cmd == "search":
-            hits = mos.search(args.query, user=args.user, k=args.k, cubes=args.cubes,
-                              mode=args.mode)
+            hits = mos.search(
+                args.query, user=args.user, k=args.k, cubes=args.cubes, mode=args.mode
+            )
             _print_items([h.item for h in hits], args.json, [h.score for h in hits])
         elif cmd == "list":
-            _print_items(mos.list(user=args.user, cube=args.cube, states=args.states,
-                                  limit=args.limit), args.json)
+            _print_items(
+                mos.list(user=args.user, cube=args.cube, states=args.states, limit=args.limit),
+                args.json,
+            )
         elif cmd == "history":
             for v in mos.history(args.item_id, user=args.user):
-                print(f"v{v.version} {v.changed_at:%Y-%m-%d %H:%M:%S} {v.change:8} "
-                      f"by {v.changed_by}: {v.text}")
+                print(
+                    f"v{v.version} {v.changed_at:%Y-%m-%d %H:%M:%S} {v.change:8} "
+                    f"by {v.changed_by}: {v.text}"
+                )
             for t in mos.transitions(args.item_id, user=args.user):
-                print(f"  {t.at:%Y-%m-%d %H:%M:%S} {t.from_state or '-'} -> {t.to_state} "
-                      f"({t.reason or ''})")
+                print(
+                    f"  {t.at:%Y-%m-%d %H:%M:%S} {t.from_state or '-'} -> {t.to_state} "
+                    f"({t.reason or ''})"
+                )
         elif cmd == "export":
             print(mos.export_cube(args.cube, args.path, user=args.user))
         elif cmd == "import":

@@ -18,27 +18,55 @@ from .core.items import MemoryItem, SearchHit
 
 # (user, session, timestamp, user turn, assistant turn)
 CONVERSATION: list[tuple[str, str, str, str, str]] = [
-    ("alice", "s1", "2024-03-02T09:15:00+00:00",
-     "Hi! I just moved to Lisbon in March 2024 for a new job at a robotics startup.",
-     "Congratulations on the move and the new job!"),
-    ("alice", "s1", "2024-03-02T09:16:30+00:00",
-     "I'm vegetarian, so I'm hunting for good vegetarian restaurants near Alfama.",
-     "Alfama has several great vegetarian places; I can suggest some."),
-    ("bob", "s1", "2024-03-05T18:00:00+00:00",
-     "I'm training for the Berlin marathon in September, running 50 km a week.",
-     "Great goal! Remember to taper in the last three weeks."),
-    ("bob", "s1", "2024-03-05T18:02:00+00:00",
-     "My daughter Mia turns 7 on the 12th of June and she loves dinosaurs.",
-     "A dinosaur party could be fun for Mia's birthday."),
-    ("alice", "s2", "2024-04-20T20:40:00+00:00",
-     "My sister Clara is visiting me from Toronto next month.",
-     "How nice! Lisbon is lovely in May."),
-    ("alice", "s2", "2024-04-20T20:41:10+00:00",
-     "I adopted a cat and named her Pixel.",
-     "Pixel is a great name for a robotics engineer's cat."),
-    ("bob", "s2", "2024-05-11T07:30:00+00:00",
-     "I hurt my knee on a long run, so I'm switching to cycling for a few weeks.",
-     "Sorry to hear that; cycling keeps your fitness while the knee heals."),
+    (
+        "alice",
+        "s1",
+        "2024-03-02T09:15:00+00:00",
+        "Hi! I just moved to Lisbon in March 2024 for a new job at a robotics startup.",
+        "Congratulations on the move and the new job!",
+    ),
+    (
+        "alice",
+        "s1",
+        "2024-03-02T09:16:30+00:00",
+        "I'm vegetarian, so I'm hunting for good vegetarian restaurants near Alfama.",
+        "Alfama has several great vegetarian places; I can suggest some.",
+    ),
+    (
+        "bob",
+        "s1",
+        "2024-03-05T18:00:00+00:00",
+        "I'm training for the Berlin marathon in September, running 50 km a week.",
+        "Great goal! Remember to taper in the last three weeks.",
+    ),
+    (
+        "bob",
+        "s1",
+        "2024-03-05T18:02:00+00:00",
+        "My daughter Mia turns 7 on the 12th of June and she loves dinosaurs.",
+        "A dinosaur party could be fun for Mia's birthday.",
+    ),
+    (
+        "alice",
+        "s2",
+        "2024-04-20T20:40:00+00:00",
+        "My sister Clara is visiting me from Toronto next month.",
+        "How nice! Lisbon is lovely in May.",
+    ),
+    (
+        "alice",
+        "s2",
+        "2024-04-20T20:41:10+00:00",
+        "I adopted a cat and named her Pixel.",
+        "Pixel is a great name for a robotics engineer's cat.",
+    ),
+    (
+        "bob",
+        "s2",
+        "2024-05-11T07:30:00+00:00",
+        "I hurt my knee on a long run, so I'm switching to cycling for a few weeks.",
+        "Sorry to hear that; cycling keeps your fitness while the knee heals.",
+    ),
 ]
 
 QUESTIONS: list[tuple[str, str]] = [
@@ -66,9 +94,12 @@ def _load_answerer() -> Callable[[str, list[SearchHit]], str]:
             return "I don't remember anything about that."
         memories = "\n".join(f"- {h.text}" for h in hits)
         messages = [
-            {"role": "system", "content": "Answer in one short sentence using only the "
-                                          "memories given. If they do not say, answer "
-                                          "'I don't know'."},
+            {
+                "role": "system",
+                "content": "Answer in one short sentence using only the "
+                "memories given. If they do not say, answer "
+                "'I don't know'.",
+            },
             {"role": "user", "content": f"Memories:\n{memories}\n\nQuestion: {question}"},
         ]
         return model.generate(messages, max_new_tokens=40).strip()
@@ -80,8 +111,10 @@ def _show(item: MemoryItem, indent: str = "    ") -> None:
     p = item.provenance
     when = item.event_time.strftime("%Y-%m-%d %H:%M") if item.event_time else "-"
     print(f"{indent}[{item.state:9}] v{item.version}  {item.text}")
-    print(f"{indent}             said by {p.speaker} in session {p.session_id} at {when}; "
-          f"cube {item.cube_id}; served {item.access_count}x")
+    print(
+        f"{indent}             said by {p.speaker} in session {p.session_id} at {when}; "
+        f"cube {item.cube_id}; served {item.access_count}x"
+    )
 
 
 def run(home: Path | None = None) -> None:
@@ -97,21 +130,32 @@ def run(home: Path | None = None) -> None:
         print("== 1. conversations, stored as memories (fast mode: raw turns)")
         for user, session, when, said, reply in CONVERSATION:
             mos.add(
-                [{"role": "user", "content": said, "timestamp": when},
-                 {"role": "assistant", "content": reply, "timestamp": when}],
-                user=user, cube=f"{user}-personal", session=f"{user}-{session}",
+                [
+                    {"role": "user", "content": said, "timestamp": when},
+                    {"role": "assistant", "content": reply, "timestamp": when},
+                ],
+                user=user,
+                cube=f"{user}-personal",
+                session=f"{user}-{session}",
             )
             print(f"  {when[:10]} {user:5} ({session}): {said}")
-        replay = mos.add([{"role": "user", "content": CONVERSATION[0][3],
-                           "timestamp": CONVERSATION[0][2]}],
-                         user="alice", cube="alice-personal", session="alice-s1")
+        replay = mos.add(
+            [{"role": "user", "content": CONVERSATION[0][3], "timestamp": CONVERSATION[0][2]}],
+            user="alice",
+            cube="alice-personal",
+            session="alice-s1",
+        )
         print(f"  replaying a turn stores nothing new (same id: {replay[0].id[:8]}...)")
         print(f"  stored: {mos.stats()['items']} memories in 2 cubes\n")
 
         print("== 2. a new fact updates a memory: a new version, history kept")
         moved = mos.search("alice moved to Lisbon", user="alice", k=1)[0].item
-        updated = mos.update(moved.id, user="alice", note="alice moved again",
-                             text="alice: In October 2024 I moved from Lisbon to Porto.")
+        updated = mos.update(
+            moved.id,
+            user="alice",
+            note="alice moved again",
+            text="alice: In October 2024 I moved from Lisbon to Porto.",
+        )
         for v in mos.history(updated.id):
             print(f"    v{v.version} ({v.change}): {v.text}")
         print()
@@ -120,8 +164,9 @@ def run(home: Path | None = None) -> None:
         answer = _load_answerer()
         for user, question in QUESTIONS:
             # what the users said, not the assistant's replies, is the evidence here
-            hits = [h for h in mos.search(question, user=user, k=6)
-                    if h.item.provenance.role == "user"][:3]
+            hits = [
+                h for h in mos.search(question, user=user, k=6) if h.item.provenance.role == "user"
+            ][:3]
             print(f"  {user} asks: {question}")
             print("    answer: " + textwrap.shorten(answer(question, hits), 160))
             for hit in hits[:2]:
@@ -137,8 +182,10 @@ def run(home: Path | None = None) -> None:
         mos.set_state(restored.id, "archived", user="alice", reason="superseded")
         print("  transitions of that memory:")
         for t in mos.transitions(restored.id):
-            print(f"    {t.at:%H:%M:%S} {t.from_state or '-':>9} -> {t.to_state:9} "
-                  f"by {t.by} ({t.reason})")
+            print(
+                f"    {t.at:%H:%M:%S} {t.from_state or '-':>9} -> {t.to_state:9} "
+                f"by {t.by} ({t.reason})"
+            )
         print()
 
         print("== 5. export, import and forgetting a user")

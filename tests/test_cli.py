@@ -21,15 +21,25 @@ def test_cli_round_trip(tmp_path, capsys, embedder) -> None:
     assert run(capsys, "--db", db, "create-cube", "alice-notes", "--owner", "alice")[0] == 0
     records = tmp_path / "in.jsonl"
     records.write_text(
-        "\n".join(json.dumps(r) for r in [
-            {"role": "user", "content": "I moved to Lisbon", "timestamp": "2024-03-01T00:00:00Z"},
-            {"text": "Alice likes jazz", "kind": "preference"},
-            "Alice has a cat named Pixel",
-        ]) + "\n")
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {
+                    "role": "user",
+                    "content": "I moved to Lisbon",
+                    "timestamp": "2024-03-01T00:00:00Z",
+                },
+                {"text": "Alice likes jazz", "kind": "preference"},
+                "Alice has a cat named Pixel",
+            ]
+        )
+        + "\n"
+    )
     code, out, _ = run(capsys, "--db", db, "add", "--user", "alice", "--file", str(records))
     assert code == 0 and "3 memories stored" in out
-    code, out, _ = run(capsys, "--db", db, "search", "what music?", "--user", "alice", "-k",
-                       "1", "--json")
+    code, out, _ = run(
+        capsys, "--db", db, "search", "what music?", "--user", "alice", "-k", "1", "--json"
+    )
     hit = json.loads(out)[0]
     assert hit["text"] == "Alice likes jazz" and hit["score"] > 0
     code, out, _ = run(capsys, "--db", db, "list", "--user", "alice")

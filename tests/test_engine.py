@@ -17,9 +17,17 @@ from memos_integrations import (
 
 def test_add_message_keeps_event_time_speaker_and_session(mos: MemOS) -> None:
     [item] = mos.add(
-        [{"role": "user", "content": "I moved to Lisbon in March 2024",
-          "timestamp": "2024-03-10T10:00:00+01:00", "id": "m1"}],
-        user="alice", cube="alice-personal", session="s1",
+        [
+            {
+                "role": "user",
+                "content": "I moved to Lisbon in March 2024",
+                "timestamp": "2024-03-10T10:00:00+01:00",
+                "id": "m1",
+            }
+        ],
+        user="alice",
+        cube="alice-personal",
+        session="s1",
     )
     assert item.text == "alice: I moved to Lisbon in March 2024"
     assert item.kind == "raw_turn"
@@ -27,17 +35,31 @@ def test_add_message_keeps_event_time_speaker_and_session(mos: MemOS) -> None:
     assert item.event_time is not None and item.event_time.utcoffset().total_seconds() == 3600
     p = item.provenance
     assert (p.source, p.session_id, p.message_ids, p.role, p.speaker) == (
-        "conversation", "s1", ("m1",), "user", "alice")
+        "conversation",
+        "s1",
+        ("m1",),
+        "user",
+        "alice",
+    )
     assert item.embedding_model == mos.embedder.model_id
     assert item.created_at <= item.updated_at
 
 
 def test_plain_texts_and_memory_dicts(mos: MemOS) -> None:
     items = mos.add(
-        ["Alice is allergic to peanuts",
-         {"text": "Alice prefers window seats", "kind": "preference", "tags": ["travel"],
-          "metadata": {"source": "form", "score": 3}, "priority": 5, "confidence": 0.8}],
-        user="alice", tags=["health"],
+        [
+            "Alice is allergic to peanuts",
+            {
+                "text": "Alice prefers window seats",
+                "kind": "preference",
+                "tags": ["travel"],
+                "metadata": {"source": "form", "score": 3},
+                "priority": 5,
+                "confidence": 0.8,
+            },
+        ],
+        user="alice",
+        tags=["health"],
     )
     assert [it.kind for it in items] == ["fact", "preference"]
     assert items[0].tags == ("health",) and items[1].tags == ("travel",)
@@ -57,8 +79,14 @@ def test_readding_same_content_is_idempotent(mos: MemOS) -> None:
 
 
 def test_search_is_hybrid_scored_and_activates(mos: MemOS) -> None:
-    mos.add(["Alice moved to Lisbon in March 2024", "Alice's cat is called Pixel",
-             "Alice works at a robotics startup"], user="alice")
+    mos.add(
+        [
+            "Alice moved to Lisbon in March 2024",
+            "Alice's cat is called Pixel",
+            "Alice works at a robotics startup",
+        ],
+        user="alice",
+    )
     hits = mos.search("which city did alice move to?", user="alice", k=2)
     assert len(hits) == 2
     assert "Lisbon" in hits[0].text
@@ -74,11 +102,26 @@ def test_search_is_hybrid_scored_and_activates(mos: MemOS) -> None:
 
 
 def test_search_filters(mos: MemOS) -> None:
-    mos.add([{"text": "Trip to Rome", "kind": "event", "tags": ["travel"],
-              "event_time": "2023-05-01T00:00:00Z", "metadata": {"city": "Rome", "n": 1}},
-             {"text": "Trip to Oslo", "kind": "event", "tags": ["travel", "work"],
-              "event_time": "2024-05-01T00:00:00Z", "metadata": {"city": "Oslo", "n": 2}},
-             {"text": "Likes trips by train", "kind": "preference"}], user="alice")
+    mos.add(
+        [
+            {
+                "text": "Trip to Rome",
+                "kind": "event",
+                "tags": ["travel"],
+                "event_time": "2023-05-01T00:00:00Z",
+                "metadata": {"city": "Rome", "n": 1},
+            },
+            {
+                "text": "Trip to Oslo",
+                "kind": "event",
+                "tags": ["travel", "work"],
+                "event_time": "2024-05-01T00:00:00Z",
+                "metadata": {"city": "Oslo", "n": 2},
+            },
+            {"text": "Likes trips by train", "kind": "preference"},
+        ],
+        user="alice",
+    )
     q = "trip"
 
     def texts(**kw) -> set[str]:
@@ -92,7 +135,9 @@ def test_search_filters(mos: MemOS) -> None:
     assert texts(filter={"metadata.n": {"$gte": 2}}) == {"Trip to Oslo"}
     assert texts(filter={"metadata.city": {"$exists": False}}) == {"Likes trips by train"}
     assert texts(filter={"$or": [{"kind": "preference"}, {"metadata.city": "Oslo"}]}) == {
-        "Likes trips by train", "Trip to Oslo"}
+        "Likes trips by train",
+        "Trip to Oslo",
+    }
     assert texts(filter={"$not": {"kind": "event"}}) == {"Likes trips by train"}
     assert texts(filter={"tags": {"$all": ["travel", "work"]}}) == {"Trip to Oslo"}
 
@@ -140,8 +185,7 @@ def test_lifecycle_states_and_delete(mos: MemOS) -> None:
     # re-adding deleted content creates a fresh memory
     [again] = mos.add(["Alice drinks tea"], user="alice")
     assert again.id != b.id
-    assert [t.to_state for t in mos.transitions(a.id)] == [
-        "generated", "archived", "activated"]
+    assert [t.to_state for t in mos.transitions(a.id)] == ["generated", "archived", "activated"]
 
 
 def test_ttl_hides_then_expires(mos: MemOS) -> None:
@@ -195,15 +239,20 @@ def test_forget_user_removes_everything(mos: MemOS, db_path) -> None:
     with pytest.raises(NotFound):
         mos.get_user("alice")
     assert [h.text for h in mos.search("secret", user="bob", k=5)] == [
-        "bob: Bob note in his own cube"] or mos.count(user="bob") == 1
+        "bob: Bob note in his own cube"
+    ] or mos.count(user="bob") == 1
     import sqlite3
 
     con = sqlite3.connect(db_path)
     for table, column in (("items", "owner"), ("cubes", "owner"), ("grants", "user_id")):
-        assert con.execute(f"SELECT count(*) FROM {table} WHERE {column}='alice'").fetchone() == (0,)
+        assert con.execute(f"SELECT count(*) FROM {table} WHERE {column}='alice'").fetchone() == (
+            0,
+        )
     assert con.execute("SELECT count(*) FROM embeddings").fetchone() == (1,)
     assert con.execute("SELECT count(*) FROM item_versions").fetchone() == (1,)
-    assert con.execute("SELECT count(*) FROM items_fts WHERE items_fts MATCH 'secret'").fetchone() == (0,)
+    assert con.execute(
+        "SELECT count(*) FROM items_fts WHERE items_fts MATCH 'secret'"
+    ).fetchone() == (0,)
     con.close()
 
 
@@ -234,7 +283,8 @@ def test_async_twins(mos: MemOS) -> None:
 
 
 def test_bulk_ingest_batches(mos: MemOS) -> None:
-    items = mos.ingest([f"fact number {i}" for i in range(300)], user="alice", batch_size=128,
-                       progress=False)
+    items = mos.ingest(
+        [f"fact number {i}" for i in range(300)], user="alice", batch_size=128, progress=False
+    )
     assert len(items) == 300 == mos.count(user="alice")
     assert len({it.id for it in items}) == 300

@@ -52,10 +52,13 @@ def test_read_grant_shares_and_is_audited(mos: MemOS, secret) -> None:
 
 def test_write_grant_and_private_items(mos: MemOS) -> None:
     mos.grant("alice-personal", to="bob", access="write", by="alice")
-    [bobs] = mos.add(["Bob's private note in alice's cube"], user="bob",
-                     cube="alice-personal", visibility="private")
-    [shared] = mos.add(["Bob's shared note in alice's cube"], user="bob",
-                       cube="alice-personal")
+    [bobs] = mos.add(
+        ["Bob's private note in alice's cube"],
+        user="bob",
+        cube="alice-personal",
+        visibility="private",
+    )
+    [shared] = mos.add(["Bob's shared note in alice's cube"], user="bob", cube="alice-personal")
     # a private item is seen only by its owner, even by the cube's owner
     assert {h.id for h in mos.search("note in alice's cube", user="alice", k=10)} == {shared.id}
     with pytest.raises(NotFound):

@@ -136,12 +136,17 @@ class MemOS:
                     "SQLite store (MemOS.open() or a file path)"
                 )
             path = Path(text.removeprefix("sqlite:///")).expanduser()
-            settings = Settings(db_path=path, track_access=settings.track_access,
-                                ivf_min_rows=settings.ivf_min_rows)
+            settings = Settings(
+                db_path=path, track_access=settings.track_access, ivf_min_rows=settings.ivf_min_rows
+            )
         from ..storage.sqlite import SQLiteStore
 
-        return cls(SQLiteStore(path, ivf_min_rows=settings.ivf_min_rows), embedder=embedder,
-                   reader=reader, settings=settings)
+        return cls(
+            SQLiteStore(path, ivf_min_rows=settings.ivf_min_rows),
+            embedder=embedder,
+            reader=reader,
+            settings=settings,
+        )
 
     def close(self) -> None:
         self.store.close()
@@ -310,8 +315,7 @@ class MemOS:
         return float(value)
 
     def _read_fine(self, inputs: builtins.list[MemoryInput]) -> builtins.list[MemoryInput]:
-        messages = [x if isinstance(x, Mapping) else {"role": "user", "content": x}
-                    for x in inputs]
+        messages = [x if isinstance(x, Mapping) else {"role": "user", "content": x} for x in inputs]
         drafts = self.reader(builtins.list(map(dict, messages)))  # type: ignore[misc]
         if not isinstance(drafts, builtins.list) or not all(
             isinstance(d, Mapping) and "text" in d for d in drafts
@@ -342,7 +346,11 @@ class MemOS:
             content = check_text(spec["content"], "message content")
             role = str(spec.get("role") or "user")
             # A raw turn records who said it; the adding user speaks the "user" turns.
-            speaker = spec.get("name") or spec.get("speaker") or (owner if role in ("user", "human") else role)
+            speaker = (
+                spec.get("name")
+                or spec.get("speaker")
+                or (owner if role in ("user", "human") else role)
+            )
             text = f"{speaker}: {content}"
             stamp = next((spec[k] for k in _MESSAGE_TIME_KEYS if spec.get(k) is not None), None)
             event_time = parse_time(stamp, "message timestamp")
@@ -360,8 +368,9 @@ class MemOS:
         elif "text" in spec:
             text = check_text(spec["text"])
             event_time = parse_time(spec.get("event_time"), "event_time")
-            provenance = Provenance.from_dict({"source": "api", "session_id": session,
-                                               **(spec.get("provenance") or {})})
+            provenance = Provenance.from_dict(
+                {"source": "api", "session_id": session, **(spec.get("provenance") or {})}
+            )
             kind = check_kind(spec["kind"]) if "kind" in spec else defaults["kind"] or "fact"
             extra = spec
         else:
@@ -377,19 +386,31 @@ class MemOS:
             content_hash=content_hash(text, event_time),
             embedding_model=self.embedder.model_id,
             tags=check_tags(extra["tags"]) if "tags" in extra else defaults["tags"],
-            metadata=(check_metadata(extra["metadata"]) if "metadata" in extra
-                      else check_metadata(spec.get("metadata")) or defaults["metadata"]),
+            metadata=(
+                check_metadata(extra["metadata"])
+                if "metadata" in extra
+                else check_metadata(spec.get("metadata")) or defaults["metadata"]
+            ),
             provenance=provenance,
             event_time=event_time,
             created_at=now,
             updated_at=now,
-            priority=(self._check_priority(extra["priority"]) if "priority" in extra
-                      else defaults["priority"]),
-            confidence=(self._check_confidence(extra["confidence"]) if "confidence" in extra
-                        else defaults["confidence"]),
+            priority=(
+                self._check_priority(extra["priority"])
+                if "priority" in extra
+                else defaults["priority"]
+            ),
+            confidence=(
+                self._check_confidence(extra["confidence"])
+                if "confidence" in extra
+                else defaults["confidence"]
+            ),
             expires_at=now + ttl if ttl else None,
-            visibility=(check_visibility(extra["visibility"]) if "visibility" in extra
-                        else defaults["visibility"]),
+            visibility=(
+                check_visibility(extra["visibility"])
+                if "visibility" in extra
+                else defaults["visibility"]
+            ),
         )
 
     def _record_embedder(self, vectors: np.ndarray) -> None:
@@ -458,8 +479,16 @@ class MemOS:
             raise InvalidInput(f"mode must be 'hybrid', 'dense' or 'text', got {mode!r}")
         actor = self.gov.user(user)
         scope = self.gov.readable(actor, None if cubes is None else [_cube_id(c) for c in cubes])
-        where = self._where(filter, kinds, tags, session, since, until,
-                            states if states is not None else SERVED_STATES, live_only=True)
+        where = self._where(
+            filter,
+            kinds,
+            tags,
+            session,
+            since,
+            until,
+            states if states is not None else SERVED_STATES,
+            live_only=True,
+        )
         vector = self.embedder.embed_query(query) if mode != "text" else None
         hits = self.store.search(SearchRequest(scope, k, query, vector, where, mode))
         self._served([h.item for h in hits], user, "search")
@@ -491,8 +520,14 @@ class MemOS:
         if states is not None:
             conds.append(Cond("state", "text", "$in", tuple(check_state(s) for s in states)))
         if live_only:  # TTL: items past expires_at are not served, even before maintenance
-            conds.append(Or((Cond("expires_at", "time", "$exists", False),
-                             Cond("expires_at", "time", "$gt", utcnow().timestamp()))))
+            conds.append(
+                Or(
+                    (
+                        Cond("expires_at", "time", "$exists", False),
+                        Cond("expires_at", "time", "$gt", utcnow().timestamp()),
+                    )
+                )
+            )
         return combine(*conds)
 
     def _served(self, items: builtins.list[MemoryItem], user: str | None, op: str) -> None:
@@ -503,8 +538,14 @@ class MemOS:
             self.store.touch([it.id for it in items], utcnow())
             fresh = [it.id for it in items if it.state == "generated"]
             if fresh:
-                self.store.set_state(fresh, "activated", from_states=("generated",), by=user,
-                                     reason=f"served by {op}", audit=None)
+                self.store.set_state(
+                    fresh,
+                    "activated",
+                    from_states=("generated",),
+                    by=user,
+                    reason=f"served by {op}",
+                    audit=None,
+                )
         self._audit_foreign_reads(items, user, op)
 
     def _audit_foreign_reads(self, items: Iterable[MemoryItem], user: str | None, op: str) -> None:
@@ -516,8 +557,11 @@ class MemOS:
             by_cube.setdefault(it.cube_id, []).append(it.id)
         for cube_id, ids in by_cube.items():
             if self.gov.cube(cube_id).owner != user:
-                self.store.add_audit(AuditRecord(user, f"read:{op}", None, cube_id,
-                                                 {"items": ids[:100], "count": len(ids)}))
+                self.store.add_audit(
+                    AuditRecord(
+                        user, f"read:{op}", None, cube_id, {"items": ids[:100], "count": len(ids)}
+                    )
+                )
 
     def get(self, item_id: str, *, user: str | None = None) -> MemoryItem:
         """One item as it is now (any state). Not visible and missing look the same."""
@@ -543,12 +587,24 @@ class MemOS:
         return self.store.transitions(item.id)
 
     def count(
-        self, *, user: str | None = None, cube: MemCube | str | None = None,
-        filter: Mapping[str, Any] | None = None, states: Sequence[str] | None = None,
+        self,
+        *,
+        user: str | None = None,
+        cube: MemCube | str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        states: Sequence[str] | None = None,
     ) -> int:
         scope = self.gov.readable(self.gov.user(user), None if cube is None else [_cube_id(cube)])
-        where = self._where(filter, None, None, None, None, None,
-                            states or [s for s in STATES if s != "deleted"], live_only=False)
+        where = self._where(
+            filter,
+            None,
+            None,
+            None,
+            None,
+            None,
+            states or [s for s in STATES if s != "deleted"],
+            live_only=False,
+        )
         return self.store.count_items(scope, where)
 
     # ------------------------------------------------------------------ changing memories
@@ -602,21 +658,32 @@ class MemOS:
         return item
 
     def _write_version(
-        self, item: MemoryItem, changes: dict[str, Any], user: str | None, change: str,
+        self,
+        item: MemoryItem,
+        changes: dict[str, Any],
+        user: str | None,
+        change: str,
         note: str | None,
     ) -> MemoryItem:
         new = item.evolve(**changes, version=item.version + 1, updated_at=utcnow())
-        new = new.evolve(content_hash=content_hash(new.text, new.event_time),
-                         embedding_model=self.embedder.model_id)
+        new = new.evolve(
+            content_hash=content_hash(new.text, new.event_time),
+            embedding_model=self.embedder.model_id,
+        )
         vector = None
         if new.text != item.text:
             vector = self.embedder.embed_documents([new.text])
             self._record_embedder(vector)
             vector = vector[0]
         self.store.update_item(
-            new, expected_version=item.version, change=change, by=user, vector=vector,
-            audit=AuditRecord(user, change, item.id, item.cube_id,
-                              {"version": new.version, "note": note}),
+            new,
+            expected_version=item.version,
+            change=change,
+            by=user,
+            vector=vector,
+            audit=AuditRecord(
+                user, change, item.id, item.cube_id, {"version": new.version, "note": note}
+            ),
         )
         return self.store.get_items([item.id])[0]
 
@@ -627,9 +694,14 @@ class MemOS:
         if old is None:
             raise NotFound(f"memory {item_id!r} has no version {version}")
         changes = {
-            "text": old.text, "kind": old.kind, "tags": old.tags, "metadata": old.metadata,
-            "priority": old.priority, "confidence": old.confidence,
-            "visibility": old.visibility, "expires_at": old.expires_at,
+            "text": old.text,
+            "kind": old.kind,
+            "tags": old.tags,
+            "metadata": old.metadata,
+            "priority": old.priority,
+            "confidence": old.confidence,
+            "visibility": old.visibility,
+            "expires_at": old.expires_at,
             "event_time": old.event_time,
         }
         return self._write_version(item, changes, user, "rollback", f"rollback to v{version}")
@@ -642,7 +714,11 @@ class MemOS:
         self.gov.require_write(self.gov.user(user), self.gov.cube(item.cube_id))
         check_transition(item.state, state)
         changed = self.store.set_state(
-            [item.id], state, from_states=(item.state,), by=user, reason=reason,
+            [item.id],
+            state,
+            from_states=(item.state,),
+            by=user,
+            reason=reason,
             audit=AuditRecord(user, f"state:{state}", item.id, item.cube_id, {"reason": reason}),
         )
         if not changed:
@@ -656,13 +732,23 @@ class MemOS:
     def expire_due(self, *, user: str | None = None) -> int:
         """Move items whose TTL has passed to ``expired``; returns how many moved."""
         scope = self.gov.readable(self.gov.user(user))
-        where = And((Cond("state", "text", "$in", ("generated", "activated")),
-                     Cond("expires_at", "time", "$lte", utcnow().timestamp())))
+        where = And(
+            (
+                Cond("state", "text", "$in", ("generated", "activated")),
+                Cond("expires_at", "time", "$lte", utcnow().timestamp()),
+            )
+        )
         due = self.store.list_items(scope, where, limit=1_000_000, offset=0, order="created")
-        return len(self.store.set_state(
-            [it.id for it in due], "expired", from_states=("generated", "activated"), by=user,
-            reason="ttl", audit=AuditRecord(user, "expire", None, None, {"due": len(due)}),
-        ))
+        return len(
+            self.store.set_state(
+                [it.id for it in due],
+                "expired",
+                from_states=("generated", "activated"),
+                by=user,
+                reason="ttl",
+                audit=AuditRecord(user, "expire", None, None, {"due": len(due)}),
+            )
+        )
 
     # ------------------------------------------------------------------ governance
 
@@ -685,8 +771,11 @@ class MemOS:
     ) -> builtins.list[AuditRecord]:
         """Query the audit log, newest first."""
         return self.store.query_audit(
-            actor=actor, action=action, cube_id=None if cube is None else _cube_id(cube),
-            since=parse_time(since, "since"), limit=limit,
+            actor=actor,
+            action=action,
+            cube_id=None if cube is None else _cube_id(cube),
+            since=parse_time(since, "since"),
+            limit=limit,
         )
 
     def stats(self, *, user: str | None = None) -> dict[str, Any]:
@@ -699,8 +788,9 @@ class MemOS:
 
     # ------------------------------------------------------------------ portability
 
-    def export_cube(self, cube: MemCube | str, path: str | Path, *,
-                    user: str | None = None) -> Path:
+    def export_cube(
+        self, cube: MemCube | str, path: str | Path, *, user: str | None = None
+    ) -> Path:
         """Write a cube to a portable directory (JSONL + safetensors + checksummed manifest)."""
         from .portable import write_export
 
@@ -715,8 +805,9 @@ class MemOS:
             dump.versions = [v for v in dump.versions if v.item_id in ids]
             dump.transitions = [t for t in dump.transitions if t.item_id in ids]
         out = write_export(dump, Path(path), self.store.get_meta("embedding_model") or "")
-        self.store.add_audit(AuditRecord(user, "export", str(out), found.id,
-                                         {"items": len(dump.items)}))
+        self.store.add_audit(
+            AuditRecord(user, "export", str(out), found.id, {"items": len(dump.items)})
+        )
         return out
 
     def import_cube(
@@ -745,8 +836,9 @@ class MemOS:
         self.gov.user(dump.cube.owner)
         known = {u.id for u in self.store.list_users()}
         dump.grants = [g for g in dump.grants if g.user_id in known]
-        dump.items = [it if it.owner in known else it.evolve(owner=dump.cube.owner)
-                      for it in dump.items]
+        dump.items = [
+            it if it.owner in known else it.evolve(owner=dump.cube.owner) for it in dump.items
+        ]
         if self.store.get_cube(dump.cube.id) is not None:
             raise InvalidInput(
                 f"cube {dump.cube.id!r} exists already; pass cube_id= to import it under a new id"
@@ -756,8 +848,9 @@ class MemOS:
             dump.items = [it.evolve(embedding_model=self.embedder.model_id) for it in dump.items]
         if dump.items:
             self._record_embedder(dump.vectors)
-        self.store.load_cube(dump, AuditRecord(user, "import", str(path), dump.cube.id,
-                                               {"items": len(dump.items)}))
+        self.store.load_cube(
+            dump, AuditRecord(user, "import", str(path), dump.cube.id, {"items": len(dump.items)})
+        )
         return dump.cube
 
     # ------------------------------------------------------------------ listing
@@ -786,8 +879,16 @@ class MemOS:
             raise InvalidInput("limit must be a positive integer and offset >= 0")
         actor = self.gov.user(user)
         scope = self.gov.readable(actor, None if cube is None else [_cube_id(cube)])
-        where = self._where(filter, kinds, tags, session, None, None,
-                            states or [s for s in STATES if s != "deleted"], live_only=False)
+        where = self._where(
+            filter,
+            kinds,
+            tags,
+            session,
+            None,
+            None,
+            states or [s for s in STATES if s != "deleted"],
+            live_only=False,
+        )
         items = self.store.list_items(scope, where, limit=limit, offset=offset, order=order)
         self._audit_foreign_reads(items, user, "list")
         return items

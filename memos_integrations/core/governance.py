@@ -61,7 +61,9 @@ class Governance:
 
     def require_owner(self, user: User | None, cube: MemCube) -> None:
         if self.access(user, cube) != "owner":
-            raise PermissionDenied(f"only the owner of cube {cube.id!r} ({cube.owner!r}) may do this")
+            raise PermissionDenied(
+                f"only the owner of cube {cube.id!r} ({cube.owner!r}) may do this"
+            )
 
     def readable(self, user: User | None, cube_ids: list[str] | None = None) -> Scope:
         """The scope a search or list runs in: explicit cubes (checked) or all readable."""

@@ -98,8 +98,12 @@ def write_export(dump: CubeDump, path: Path, embedding_model: str) -> Path:
             "schema_version": SCHEMA_VERSION,
             "cube": dump.cube.to_dict(),
             "embedding": {"model_id": embedding_model, "dim": int(dump.vectors.shape[1])},
-            "counts": {"items": len(dump.items), "versions": len(dump.versions),
-                       "transitions": len(dump.transitions), "artifacts": len(dump.artifacts)},
+            "counts": {
+                "items": len(dump.items),
+                "versions": len(dump.versions),
+                "transitions": len(dump.transitions),
+                "artifacts": len(dump.artifacts),
+            },
             "files": {p.relative_to(tmp).as_posix(): _sha256(p) for p in files},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
@@ -151,8 +155,14 @@ def read_export(path: Path) -> tuple[CubeDump, str]:
             raise CorruptExport(f"manifest names a missing or outside file: {name!r}")
         if _sha256(target) != digest:
             raise CorruptExport(f"checksum mismatch for {name}: the export is corrupt")
-    required = {"items.jsonl", "versions.jsonl", "transitions.jsonl", "grants.jsonl",
-                "artifacts.jsonl", "vectors.safetensors"}
+    required = {
+        "items.jsonl",
+        "versions.jsonl",
+        "transitions.jsonl",
+        "grants.jsonl",
+        "artifacts.jsonl",
+        "vectors.safetensors",
+    }
     if missing := required - files.keys():
         raise CorruptExport(f"export lacks {', '.join(sorted(missing))}")
     try:
@@ -165,8 +175,14 @@ def read_export(path: Path) -> tuple[CubeDump, str]:
 
 def _parse(path: Path, manifest: dict[str, Any]) -> CubeDump:
     c = manifest["cube"]
-    cube = MemCube(c["id"], c["name"], c["owner"], c.get("description", ""),
-                   check_metadata(c.get("metadata")), parse_time(c["created_at"]))  # type: ignore[arg-type]
+    cube = MemCube(
+        c["id"],
+        c["name"],
+        c["owner"],
+        c.get("description", ""),
+        check_metadata(c.get("metadata")),
+        parse_time(c["created_at"]),
+    )  # type: ignore[arg-type]
     items = []
     for row in _read_jsonl(path / "items.jsonl"):
         item = MemoryItem.from_dict(row)
@@ -178,21 +194,31 @@ def _parse(path: Path, manifest: dict[str, Any]) -> CubeDump:
             raise CorruptExport(f"item {item.id} belongs to cube {item.cube_id}, not {cube.id}")
         items.append(item)
     versions = [
-        ItemVersion(**{**r, "tags": tuple(r["tags"]),
-                       "expires_at": parse_time(r["expires_at"]),
-                       "event_time": parse_time(r["event_time"]),
-                       "changed_at": parse_time(r["changed_at"])})
+        ItemVersion(
+            **{
+                **r,
+                "tags": tuple(r["tags"]),
+                "expires_at": parse_time(r["expires_at"]),
+                "event_time": parse_time(r["event_time"]),
+                "changed_at": parse_time(r["changed_at"]),
+            }
+        )
         for r in _read_jsonl(path / "versions.jsonl")
     ]
-    transitions = [Transition(**{**r, "at": parse_time(r["at"])})
-                   for r in _read_jsonl(path / "transitions.jsonl")]
-    grants = [Grant(**{**r, "granted_at": parse_time(r["granted_at"])})
-              for r in _read_jsonl(path / "grants.jsonl")]
+    transitions = [
+        Transition(**{**r, "at": parse_time(r["at"])})
+        for r in _read_jsonl(path / "transitions.jsonl")
+    ]
+    grants = [
+        Grant(**{**r, "granted_at": parse_time(r["granted_at"])})
+        for r in _read_jsonl(path / "grants.jsonl")
+    ]
     artifacts = []
     for r in _read_jsonl(path / "artifacts.jsonl"):
         payload = (path / "artifacts" / f"{r['id']}.safetensors").read_bytes()
-        artifacts.append(Artifact(**{**r, "payload": payload,
-                                     "created_at": parse_time(r["created_at"])}))
+        artifacts.append(
+            Artifact(**{**r, "payload": payload, "created_at": parse_time(r["created_at"])})
+        )
     try:
         vectors = st_load((path / "vectors.safetensors").read_bytes())["vectors"]
     except Exception as exc:  # safetensors raises its own error types
@@ -202,18 +228,23 @@ def _parse(path: Path, manifest: dict[str, Any]) -> CubeDump:
     ids = {it.id for it in items}
     if len(ids) != len(items):
         raise CorruptExport("duplicate item ids in items.jsonl")
-    if any(v.item_id not in ids for v in versions) or any(t.item_id not in ids
-                                                        for t in transitions):
+    if any(v.item_id not in ids for v in versions) or any(
+        t.item_id not in ids for t in transitions
+    ):
         raise CorruptExport("versions or transitions refer to items not in the export")
-    return CubeDump(cube, grants, items, vectors.astype(np.float32), versions, transitions,
-                    artifacts)
+    return CubeDump(
+        cube, grants, items, vectors.astype(np.float32), versions, transitions, artifacts
+    )
 
 
 def rebase(dump: CubeDump, *, cube_id: str | None, owner: str | None) -> CubeDump:
     """The same cube under a new id and/or owner; a new id also renews every item id."""
     new_cube = dump.cube.__class__(
-        id=cube_id or dump.cube.id, name=dump.cube.name, owner=owner or dump.cube.owner,
-        description=dump.cube.description, metadata=dump.cube.metadata,
+        id=cube_id or dump.cube.id,
+        name=dump.cube.name,
+        owner=owner or dump.cube.owner,
+        description=dump.cube.description,
+        metadata=dump.cube.metadata,
         created_at=dump.cube.created_at,
     )
     renew = cube_id is not None and cube_id != dump.cube.id
@@ -223,13 +254,20 @@ def rebase(dump: CubeDump, *, cube_id: str | None, owner: str | None) -> CubeDum
     def own(who: str | None) -> str | None:
         return new_cube.owner if who == old_owner else who
 
-    items = [it.evolve(id=ids[it.id], cube_id=new_cube.id, owner=own(it.owner))
-             for it in dump.items]
+    items = [
+        it.evolve(id=ids[it.id], cube_id=new_cube.id, owner=own(it.owner)) for it in dump.items
+    ]
     versions = [v.__class__(**{**asdict(v), "item_id": ids[v.item_id]}) for v in dump.versions]
-    transitions = [t.__class__(**{**asdict(t), "item_id": ids[t.item_id]})
-                   for t in dump.transitions]
-    grants = [g.__class__(**{**asdict(g), "cube_id": new_cube.id}) for g in dump.grants
-              if g.user_id != new_cube.owner]
-    artifacts = [a.__class__(**{**asdict(a), "cube_id": new_cube.id,
-                                "id": new_id() if renew else a.id}) for a in dump.artifacts]
+    transitions = [
+        t.__class__(**{**asdict(t), "item_id": ids[t.item_id]}) for t in dump.transitions
+    ]
+    grants = [
+        g.__class__(**{**asdict(g), "cube_id": new_cube.id})
+        for g in dump.grants
+        if g.user_id != new_cube.owner
+    ]
+    artifacts = [
+        a.__class__(**{**asdict(a), "cube_id": new_cube.id, "id": new_id() if renew else a.id})
+        for a in dump.artifacts
+    ]
     return CubeDump(new_cube, grants, items, dump.vectors, versions, transitions, artifacts)

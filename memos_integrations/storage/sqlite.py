@@ -9,6 +9,7 @@ for this process *and* for other processes writing to the same file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -289,8 +290,9 @@ class SQLiteStore:
         if conn is None:
             if self._closed:
                 raise sqlite3.ProgrammingError("the store is closed")
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=60.0, check_same_thread=False
+            )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only an OS
@@ -331,10 +333,8 @@ class SQLiteStore:
         self._closed = True
         with self._conns_lock:
             for conn in self._conns:
-                try:
+                with contextlib.suppress(sqlite3.ProgrammingError):  # closed already
                     conn.close()
-                except sqlite3.ProgrammingError:  # closed from its own thread already
-                    pass
             self._conns.clear()
         self._local = threading.local()
 
@@ -440,16 +440,28 @@ class SQLiteStore:
             c.execute(
                 "INSERT INTO cubes(id, name, owner, description, metadata, created_at) "
                 "VALUES (?,?,?,?,?,?)",
-                (cube.id, cube.name, cube.owner, cube.description, _json(cube.metadata),
-                 _ts(cube.created_at)),
+                (
+                    cube.id,
+                    cube.name,
+                    cube.owner,
+                    cube.description,
+                    _json(cube.metadata),
+                    _ts(cube.created_at),
+                ),
             )
         except sqlite3.IntegrityError:
             raise Conflict(f"cube {cube.id!r} already exists") from None
 
     @staticmethod
     def _row_to_cube(r: sqlite3.Row) -> MemCube:
-        return MemCube(r["id"], r["name"], r["owner"], r["description"],
-                       json.loads(r["metadata"]), _dt(r["created_at"]))  # type: ignore[arg-type]
+        return MemCube(
+            r["id"],
+            r["name"],
+            r["owner"],
+            r["description"],
+            json.loads(r["metadata"]),
+            _dt(r["created_at"]),
+        )  # type: ignore[arg-type]
 
     def get_cube(self, cube_id: str) -> MemCube | None:
         r = self._conn().execute("SELECT * FROM cubes WHERE id = ?", (cube_id,)).fetchone()
@@ -469,8 +481,13 @@ class SQLiteStore:
             c.execute(
                 "INSERT OR REPLACE INTO grants(cube_id, user_id, access, granted_by, granted_at) "
                 "VALUES (?,?,?,?,?)",
-                (grant.cube_id, grant.user_id, grant.access, grant.granted_by,
-                 _ts(grant.granted_at)),
+                (
+                    grant.cube_id,
+                    grant.user_id,
+                    grant.access,
+                    grant.granted_by,
+                    _ts(grant.granted_at),
+                ),
             )
             self._audit(c, audit)
 
@@ -506,8 +523,9 @@ class SQLiteStore:
             "INSERT OR REPLACE INTO embeddings(item_id, cube_id, vector) VALUES (?,?,?)",
             (item_id, cube_id, np.asarray(vector, np.float32).tobytes()),
         )
-        c.execute("INSERT INTO index_log(item_id, cube_id, op) VALUES (?,?,'add')",
-                  (item_id, cube_id))
+        c.execute(
+            "INSERT INTO index_log(item_id, cube_id, op) VALUES (?,?,'add')", (item_id, cube_id)
+        )
 
     @staticmethod
     def _drop_vectors(c: sqlite3.Connection, ids: Sequence[str]) -> None:
@@ -517,8 +535,10 @@ class SQLiteStore:
                 "RETURNING item_id, cube_id",
                 tuple(chunk),
             ).fetchall()
-            c.executemany("INSERT INTO index_log(item_id, cube_id, op) VALUES (?,?,'del')",
-                          [(r[0], r[1]) for r in rows])
+            c.executemany(
+                "INSERT INTO index_log(item_id, cube_id, op) VALUES (?,?,'del')",
+                [(r[0], r[1]) for r in rows],
+            )
 
     @staticmethod
     def _insert_version(c: sqlite3.Connection, v: ItemVersion) -> None:
@@ -559,16 +579,27 @@ class SQLiteStore:
                     raise Conflict(f"an item with id {item.id!r} already exists") from None
                 self._insert_version(c, ItemVersion.of(item, "create", item.owner))
                 self._insert_transition(
-                    c, Transition(item.id, None, item.state, item.owner, "created",
-                                  item.created_at)
+                    c, Transition(item.id, None, item.state, item.owner, "created", item.created_at)
                 )
                 self._put_vector(c, item.id, item.cube_id, vector)
                 out.append((item.id, True))
             created = [i for i, new in out if new]
-            self._audit(c, AuditRecord(
-                audit.actor, audit.action, audit.target, audit.cube_id,
-                {**audit.detail, "created": len(created), "existing": len(out) - len(created),
-                 "ids": created[:100]}, audit.at))
+            self._audit(
+                c,
+                AuditRecord(
+                    audit.actor,
+                    audit.action,
+                    audit.target,
+                    audit.cube_id,
+                    {
+                        **audit.detail,
+                        "created": len(created),
+                        "existing": len(out) - len(created),
+                        "ids": created[:100],
+                    },
+                    audit.at,
+                ),
+            )
         return out
 
     def update_item(
@@ -588,11 +619,24 @@ class SQLiteStore:
                     "event_ts=?, updated_at=?, version=?, content_hash=?, embedding_model=?, "
                     "priority=?, confidence=?, expires_at=?, visibility=? "
                     "WHERE id = ? AND version = ?",
-                    (item.text, item.kind, _json(list(item.tags)), _json(item.metadata),
-                     item.event_time.isoformat() if item.event_time else None,
-                     _ts(item.event_time), _ts(item.updated_at), item.version,
-                     item.content_hash, item.embedding_model, item.priority, item.confidence,
-                     _ts(item.expires_at), item.visibility, item.id, expected_version),
+                    (
+                        item.text,
+                        item.kind,
+                        _json(list(item.tags)),
+                        _json(item.metadata),
+                        item.event_time.isoformat() if item.event_time else None,
+                        _ts(item.event_time),
+                        _ts(item.updated_at),
+                        item.version,
+                        item.content_hash,
+                        item.embedding_model,
+                        item.priority,
+                        item.confidence,
+                        _ts(item.expires_at),
+                        item.visibility,
+                        item.id,
+                        expected_version,
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(
@@ -629,17 +673,28 @@ class SQLiteStore:
                     (*chunk, *from_states),
                 ).fetchall()
                 for r in rows:
-                    c.execute("UPDATE items SET state = ?, updated_at = ? WHERE id = ?",
-                              (to_state, _ts(now), r["id"]))
-                    self._insert_transition(c, Transition(r["id"], r["state"], to_state, by,
-                                                          reason, now))
+                    c.execute(
+                        "UPDATE items SET state = ?, updated_at = ? WHERE id = ?",
+                        (to_state, _ts(now), r["id"]),
+                    )
+                    self._insert_transition(
+                        c, Transition(r["id"], r["state"], to_state, by, reason, now)
+                    )
                     changed.append(r["id"])
             if to_state == "deleted":
                 self._drop_vectors(c, changed)
             if audit is not None:
-                self._audit(c, AuditRecord(audit.actor, audit.action, audit.target,
-                                           audit.cube_id, {**audit.detail, "changed": changed},
-                                           audit.at))
+                self._audit(
+                    c,
+                    AuditRecord(
+                        audit.actor,
+                        audit.action,
+                        audit.target,
+                        audit.cube_id,
+                        {**audit.detail, "changed": changed},
+                        audit.at,
+                    ),
+                )
         return changed
 
     def touch(self, ids: Sequence[str], at: datetime) -> None:
@@ -691,7 +746,9 @@ class SQLiteStore:
 
     def count_items(self, scope: Scope, where: Node | None) -> int:
         clause, params = _compile_scope(scope, where)
-        return self._conn().execute(f"SELECT count(*) FROM items WHERE {clause}", params).fetchone()[0]
+        return (
+            self._conn().execute(f"SELECT count(*) FROM items WHERE {clause}", params).fetchone()[0]
+        )
 
     def versions(self, item_id: str) -> list[ItemVersion]:
         rows = self._conn().execute(
@@ -704,8 +761,9 @@ class SQLiteStore:
             "SELECT * FROM transitions WHERE item_id = ? ORDER BY id", (item_id,)
         )
         return [
-            Transition(r["item_id"], r["from_state"], r["to_state"], r["by"], r["reason"],
-                       _dt(r["at"]))  # type: ignore[arg-type]
+            Transition(
+                r["item_id"], r["from_state"], r["to_state"], r["by"], r["reason"], _dt(r["at"])
+            )  # type: ignore[arg-type]
             for r in rows
         ]
 
@@ -725,8 +783,11 @@ class SQLiteStore:
                 index = VectorIndex(int(dim[0]), ivf_min_rows=self._ivf_min_rows)
                 rows = conn.execute("SELECT item_id, cube_id, vector FROM embeddings").fetchall()
                 if rows:
-                    index.add([r[1] for r in rows], [r[0] for r in rows],
-                              np.frombuffer(b"".join(r[2] for r in rows), np.float32))
+                    index.add(
+                        [r[1] for r in rows],
+                        [r[0] for r in rows],
+                        np.frombuffer(b"".join(r[2] for r in rows), np.float32),
+                    )
                 self._index, self._index_seq = index, head
                 return index
             entries = conn.execute(
@@ -743,23 +804,36 @@ class SQLiteStore:
                     tuple(chunk),
                 ).fetchall()
                 if rows:
-                    self._index.add([r[1] for r in rows], [r[0] for r in rows],
-                                    np.frombuffer(b"".join(r[2] for r in rows), np.float32))
+                    self._index.add(
+                        [r[1] for r in rows],
+                        [r[0] for r in rows],
+                        np.frombuffer(b"".join(r[2] for r in rows), np.float32),
+                    )
             self._index_seq = head
             return self._index
 
-    def _allowed(self, conn: sqlite3.Connection, ids: Sequence[str], clause: str,
-                 params: Sequence[Any]) -> set[str]:
+    def _allowed(
+        self, conn: sqlite3.Connection, ids: Sequence[str], clause: str, params: Sequence[Any]
+    ) -> set[str]:
         ok: set[str] = set()
         for chunk in _chunks(list(ids)):
-            ok.update(r[0] for r in conn.execute(
-                f"SELECT id FROM items WHERE id IN ({_marks(len(chunk))}) AND {clause}",
-                (*chunk, *params),
-            ))
+            ok.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM items WHERE id IN ({_marks(len(chunk))}) AND {clause}",
+                    (*chunk, *params),
+                )
+            )
         return ok
 
-    def _dense_leg(self, conn: sqlite3.Connection, req: SearchRequest, n: int, clause: str,
-                   params: Sequence[Any]) -> list[tuple[str, float]]:
+    def _dense_leg(
+        self,
+        conn: sqlite3.Connection,
+        req: SearchRequest,
+        n: int,
+        clause: str,
+        params: Sequence[Any],
+    ) -> list[tuple[str, float]]:
         index = self._synced_index(conn)
         if index is None or req.vector is None:
             return []
@@ -779,8 +853,9 @@ class SQLiteStore:
         return index.search(req.vector, n, cubes, only=admitted)
 
     @staticmethod
-    def _text_leg(conn: sqlite3.Connection, req: SearchRequest, n: int, clause: str,
-                  params: Sequence[Any]) -> list[tuple[str, float]]:
+    def _text_leg(
+        conn: sqlite3.Connection, req: SearchRequest, n: int, clause: str, params: Sequence[Any]
+    ) -> list[tuple[str, float]]:
         terms = text_terms(req.text or "")
         if not terms:
             return []
@@ -797,10 +872,16 @@ class SQLiteStore:
         n = max(2 * request.k, 50)  # candidates per leg before fusion
         clause, params = _compile_scope(request.scope, request.where)
         with self._read() as conn:
-            dense = (self._dense_leg(conn, request, n, clause, params)
-                     if request.mode in ("hybrid", "dense") else [])
-            text = (self._text_leg(conn, request, n, clause, params)
-                    if request.mode in ("hybrid", "text") else [])
+            dense = (
+                self._dense_leg(conn, request, n, clause, params)
+                if request.mode in ("hybrid", "dense")
+                else []
+            )
+            text = (
+                self._text_leg(conn, request, n, clause, params)
+                if request.mode in ("hybrid", "text")
+                else []
+            )
             legs = [leg for leg in (dense, text) if leg]
             fused = rrf_fuse([[i for i, _ in leg] for leg in legs])[: request.k]
             items = {it.id: it for it in self.get_items([i for i, _ in fused])}
@@ -823,8 +904,18 @@ class SQLiteStore:
         c.execute(
             "INSERT OR REPLACE INTO artifacts(id, cube_id, kind, name, payload, fingerprint, "
             "sources, metadata, stale, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (a.id, a.cube_id, a.kind, a.name, a.payload, _json(a.fingerprint),
-             _json(a.sources), _json(a.metadata), int(a.stale), _ts(a.created_at)),
+            (
+                a.id,
+                a.cube_id,
+                a.kind,
+                a.name,
+                a.payload,
+                _json(a.fingerprint),
+                _json(a.sources),
+                _json(a.metadata),
+                int(a.stale),
+                _ts(a.created_at),
+            ),
         )
 
     def list_artifacts(self, cube_id: str, kind: str | None = None) -> list[Artifact]:
@@ -875,8 +966,17 @@ class SQLiteStore:
             ).rowcount
             counts["audit"] = c.execute("DELETE FROM audit WHERE actor = ?", (user_id,)).rowcount
             counts["users"] = c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount
-            self._audit(c, AuditRecord(audit.actor, audit.action, audit.target, None,
-                                       {**audit.detail, **counts}, audit.at))
+            self._audit(
+                c,
+                AuditRecord(
+                    audit.actor,
+                    audit.action,
+                    audit.target,
+                    None,
+                    {**audit.detail, **counts},
+                    audit.at,
+                ),
+            )
         return counts
 
     # ------------------------------------------------------------------ portability
@@ -886,29 +986,46 @@ class SQLiteStore:
             row = c.execute("SELECT * FROM cubes WHERE id = ?", (cube_id,)).fetchone()
             if row is None:
                 raise NotFound(f"cube {cube_id!r} does not exist")
-            items = [_row_to_item(r) for r in c.execute(
-                f"SELECT {_ITEM_COLUMNS} FROM items WHERE cube_id = ? ORDER BY rid", (cube_id,))]
-            vecs = {r[0]: r[1] for r in c.execute(
-                "SELECT item_id, vector FROM embeddings WHERE cube_id = ?", (cube_id,))}
+            items = [
+                _row_to_item(r)
+                for r in c.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE cube_id = ? ORDER BY rid", (cube_id,)
+                )
+            ]
+            vecs = {
+                r[0]: r[1]
+                for r in c.execute(
+                    "SELECT item_id, vector FROM embeddings WHERE cube_id = ?", (cube_id,)
+                )
+            }
             dim = int(self.get_meta("embedding_dim") or 0)
             vectors = np.zeros((len(items), dim), np.float32)
             for n, it in enumerate(items):
                 if it.id in vecs:
                     vectors[n] = np.frombuffer(vecs[it.id], np.float32)
-            versions = [_row_to_version(r) for r in c.execute(
-                "SELECT v.* FROM item_versions v JOIN items i ON i.id = v.item_id "
-                "WHERE i.cube_id = ? ORDER BY i.rid, v.version", (cube_id,))]
+            versions = [
+                _row_to_version(r)
+                for r in c.execute(
+                    "SELECT v.* FROM item_versions v JOIN items i ON i.id = v.item_id "
+                    "WHERE i.cube_id = ? ORDER BY i.rid, v.version",
+                    (cube_id,),
+                )
+            ]
             transitions = [
-                Transition(r["item_id"], r["from_state"], r["to_state"], r["by"], r["reason"],
-                           _dt(r["at"]))  # type: ignore[arg-type]
+                Transition(
+                    r["item_id"], r["from_state"], r["to_state"], r["by"], r["reason"], _dt(r["at"])
+                )  # type: ignore[arg-type]
                 for r in c.execute(
                     "SELECT t.* FROM transitions t JOIN items i ON i.id = t.item_id "
-                    "WHERE i.cube_id = ? ORDER BY t.id", (cube_id,))
+                    "WHERE i.cube_id = ? ORDER BY t.id",
+                    (cube_id,),
+                )
             ]
             grants = self.list_grants(cube_id=cube_id)
             artifacts = self.list_artifacts(cube_id)
-        return CubeDump(self._row_to_cube(row), grants, items, vectors, versions, transitions,
-                        artifacts)
+        return CubeDump(
+            self._row_to_cube(row), grants, items, vectors, versions, transitions, artifacts
+        )
 
     def load_cube(self, dump: CubeDump, audit: AuditRecord) -> None:
         with self._tx() as c:
@@ -920,8 +1037,10 @@ class SQLiteStore:
                     (g.cube_id, g.user_id, g.access, g.granted_by, _ts(g.granted_at)),
                 )
             try:
-                c.executemany(f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(23)})",
-                              [_item_params(it) for it in dump.items])
+                c.executemany(
+                    f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(23)})",
+                    [_item_params(it) for it in dump.items],
+                )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"imported items clash with existing ones: {exc}") from None
             for v in dump.versions:
@@ -938,13 +1057,21 @@ class SQLiteStore:
     def stats(self, scope: Scope) -> dict[str, Any]:
         clause, params = _compile_scope(scope, None)
         c = self._conn()
-        by_state = dict(c.execute(
-            f"SELECT state, count(*) FROM items WHERE {clause} GROUP BY state", params).fetchall())
-        by_kind = dict(c.execute(
-            f"SELECT kind, count(*) FROM items WHERE {clause} GROUP BY kind", params).fetchall())
+        by_state = dict(
+            c.execute(
+                f"SELECT state, count(*) FROM items WHERE {clause} GROUP BY state", params
+            ).fetchall()
+        )
+        by_kind = dict(
+            c.execute(
+                f"SELECT kind, count(*) FROM items WHERE {clause} GROUP BY kind", params
+            ).fetchall()
+        )
         versions = c.execute(
             "SELECT count(*) FROM item_versions WHERE item_id IN "
-            f"(SELECT id FROM items WHERE {clause})", params).fetchone()[0]
+            f"(SELECT id FROM items WHERE {clause})",
+            params,
+        ).fetchone()[0]
         return {
             "backend": "sqlite",
             "path": str(self.path),
@@ -982,7 +1109,9 @@ def _compile_node(node: Node) -> tuple[str, list[Any]]:
     if isinstance(node, And | Or):
         compiled = [_compile_node(p) for p in node.parts]
         joiner = " AND " if isinstance(node, And) else " OR "
-        return "(" + joiner.join(s for s, _ in compiled) + ")", [p for _, ps in compiled for p in ps]
+        return "(" + joiner.join(s for s, _ in compiled) + ")", [
+            p for _, ps in compiled for p in ps
+        ]
     if isinstance(node, Not):
         sql, params = _compile_node(node.part)
         return f"(NOT {sql})", params
@@ -995,8 +1124,11 @@ def _compile_cond(c: Cond) -> tuple[str, list[Any]]:
         if c.op == "$contains":
             return member, [c.value]
         if c.op == "$any":
-            return (f"EXISTS (SELECT 1 FROM json_each(items.tags) WHERE json_each.value IN "
-                    f"({_marks(len(c.value))}))", list(c.value))
+            return (
+                f"EXISTS (SELECT 1 FROM json_each(items.tags) WHERE json_each.value IN "
+                f"({_marks(len(c.value))}))",
+                list(c.value),
+            )
         return "(" + " AND ".join([member] * len(c.value)) + ")", list(c.value)  # $all
     params: list[Any] = []
     if c.type == "json":
@@ -1024,8 +1156,10 @@ def _compile_cond(c: Cond) -> tuple[str, list[Any]]:
     if c.op == "$in":
         return f"({expr} IN ({_marks(len(c.value))}))", [*params, *c.value]
     if c.op == "$nin":
-        return (f"({expr} IS NULL OR {expr} NOT IN ({_marks(len(c.value))}))",
-                [*params, *params, *c.value])
+        return (
+            f"({expr} IS NULL OR {expr} NOT IN ({_marks(len(c.value))}))",
+            [*params, *params, *c.value],
+        )
     return f"({expr} {_SQL_OPS[c.op]} ?)", [*params, c.value]
 
 
@@ -1035,8 +1169,9 @@ def _split_sql(script: str) -> list[str]:
     for line in script.strip().splitlines():
         buf.append(line)
         joined = "\n".join(buf).strip()
-        if joined.endswith(";") and (not joined.upper().startswith("CREATE TRIGGER")
-                                     or joined.upper().endswith("END;")):
+        if joined.endswith(";") and (
+            not joined.upper().startswith("CREATE TRIGGER") or joined.upper().endswith("END;")
+        ):
             statements.append(joined)
             buf = []
     if "".join(buf).strip():
