@@ -91,7 +91,7 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def percentiles(samples: Iterable[float], qs: Iterable[float] = (50, 95, 99)) -> dict[str, float]:
-    """``{"p50": ..., "p95": ..., ...}`` of the samples (linear interpolation), plus mean/min/max."""
+    """``{"p50": ..., "p95": ...}`` of the samples (linear interpolation), plus mean/min/max."""
     arr = np.asarray(list(samples), dtype=np.float64)
     if arr.size == 0:
         return {}

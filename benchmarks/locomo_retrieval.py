@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sqlite3
 import sys
 import tempfile
 import time
@@ -36,12 +37,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import command_line, machine_details, write_result  # noqa: E402
+from _common import command_line, machine_details, write_result
 
-from memos_integrations import MemOS  # noqa: E402
-from memos_integrations.core.config import Settings, data_dir  # noqa: E402
-from memos_integrations.embeddings import BUNDLED_MODEL_ID, default_embedder  # noqa: E402
-from memos_integrations.storage.search import RRF_K, STOPWORDS, rrf_fuse  # noqa: E402
+from memos_integrations import MemOS
+from memos_integrations.core.config import Settings, data_dir
+from memos_integrations.embeddings import BUNDLED_MODEL_ID, default_embedder
+from memos_integrations.storage.search import STOPWORDS, rrf_fuse, text_terms
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
 KS = (1, 5, 10, 25)
@@ -93,14 +94,16 @@ def load_conversation(conv: dict[str, Any], captions: bool) -> list[dict[str, An
             content = turn["text"]
             if captions and turn.get("blip_caption"):
                 content = f"{content} [shares a photo: {turn['blip_caption']}]"
-            turns.append({
-                "dia_id": dia,
-                "speaker": turn["speaker"],
-                "content": content,
-                "text": f"{turn['speaker']}: {content}",  # what the engine stores for a message
-                "session": f"session_{number}",
-                "timestamp": when.isoformat(),
-            })
+            turns.append(
+                {
+                    "dia_id": dia,
+                    "speaker": turn["speaker"],
+                    "content": content,
+                    "text": f"{turn['speaker']}: {content}",  # what the engine stores for a message
+                    "session": f"session_{number}",
+                    "timestamp": when.isoformat(),
+                }
+            )
     return turns
 
 
@@ -126,8 +129,9 @@ def load_questions(conv: dict[str, Any], known: set[str], counts: dict[str, int]
         if not evidence:
             counts["excluded_questions"] += 1
             continue
-        out.append({"question": q["question"], "category": int(q["category"]),
-                    "evidence": evidence})
+        out.append(
+            {"question": q["question"], "category": int(q["category"]), "evidence": evidence}
+        )
     return out
 
 
@@ -206,9 +210,53 @@ def aggregate(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- main loop
 
 
+def _context(turns: list[dict[str, Any]], offset: int) -> list[str]:
+    """The text of the turn ``offset`` away in the same session ('' at session edges)."""
+    out = []
+    for i, t in enumerate(turns):
+        j = i + offset
+        same = 0 <= j < len(turns) and turns[j]["session"] == t["session"]
+        out.append(turns[j]["text"] if same else "")
+    return out
+
+
+class ContextFTS:
+    """An in-memory FTS5 table shaped like a *proposed* index: the turn plus its neighbours.
+
+    Same tokenizer and same query construction (``text_terms`` ORed) as the engine's text
+    leg; ``bm25(items_fts, w_text, w_prev, w_next)`` ranks. Used only for what-if rows.
+    """
+
+    def __init__(self, texts: list[str], prev: list[str], nxt: list[str]) -> None:
+        self.db = sqlite3.connect(":memory:")
+        self.db.execute(
+            "CREATE VIRTUAL TABLE f USING fts5(text, prev, nxt, "
+            "tokenize='porter unicode61 remove_diacritics 2')"
+        )
+        self.db.executemany(
+            "INSERT INTO f(rowid, text, prev, nxt) VALUES (?,?,?,?)",
+            [(i, *row) for i, row in enumerate(zip(texts, prev, nxt, strict=True))],
+        )
+
+    def search(self, query: str, weights: tuple[float, float, float], n: int) -> list[int]:
+        terms = text_terms(query)
+        if not terms:
+            return []
+        cols = [c for c, w in zip(("text", "prev", "nxt"), weights, strict=True) if w > 0]
+        match = "{" + " ".join(cols) + "}: (" + " OR ".join(f'"{t}"' for t in terms) + ")"
+        w = ", ".join(str(x) for x in weights)
+        rows = self.db.execute(
+            f"SELECT rowid FROM f WHERE f MATCH ? ORDER BY bm25(f, {w}) LIMIT ?", (match, n)
+        )
+        return [r[0] for r in rows]
+
+
 def run_conversation(
-    conv: dict[str, Any], args: argparse.Namespace, emb: CachedEmbedder,
-    counts: dict[str, Any], timings: dict[str, float],
+    conv: dict[str, Any],
+    args: argparse.Namespace,
+    emb: CachedEmbedder,
+    counts: dict[str, Any],
+    timings: dict[str, float],
 ) -> list[dict[str, Any]]:
     from rank_bm25 import BM25Okapi
 
@@ -217,14 +265,20 @@ def run_conversation(
     questions = load_questions(conv, known, counts)
     dias = [t["dia_id"] for t in turns]
     texts = [t["text"] for t in turns]
+    prev, nxt = _context(turns, -1), _context(turns, +1)
 
     t0 = time.perf_counter()
     doc_vecs = emb.warm(texts)
     q_vecs = emb.warm([q["question"] for q in questions])
+    extra_vecs: dict[str, np.ndarray] = {}
+    if args.diagnostics:
+        extra_vecs["no_speaker"] = emb.warm([t["content"] for t in turns])
+        windows = [f"{p} {t}".strip() for p, t in zip(prev, texts, strict=True)]
+        extra_vecs["prev_context"] = emb.warm(windows)
     timings["embed_s"] += time.perf_counter() - t0
 
     rows: list[dict[str, Any]] = []
-    k_max = args.k_max
+    k_max, depth = args.k_max, DIAG_DEPTH
     with tempfile.TemporaryDirectory(prefix="locomo_") as tmp:
         db = Path(tmp) / "memos.db"
         settings = Settings(db_path=db, track_access=False)
@@ -239,8 +293,16 @@ def run_conversation(
             for t in turns:
                 by_session[t["session"]].append(t)
             for session, group in by_session.items():
-                messages = [{"role": "user", "name": t["speaker"], "content": t["content"],
-                             "timestamp": t["timestamp"], "id": t["dia_id"]} for t in group]
+                messages = [
+                    {
+                        "role": "user",
+                        "name": t["speaker"],
+                        "content": t["content"],
+                        "timestamp": t["timestamp"],
+                        "id": t["dia_id"],
+                    }
+                    for t in group
+                ]
                 items = mos.add(messages, user=user, cube=cube, session=session)
                 for t, item in zip(group, items, strict=True):
                     if item.text != t["text"]:
@@ -255,84 +317,146 @@ def run_conversation(
             counts["deduplicated_turns"] += len(turns) - len(item_dias)
 
             bm25 = BM25Okapi([tokens(t) for t in texts])
-            bm25_stop = BM25Okapi([tokens(t, STOPWORDS) for t in texts])
-            bm25_nospk = BM25Okapi([tokens(t["content"]) for t in turns])
+            if args.diagnostics:
+                bm25_stop = BM25Okapi([tokens(t, STOPWORDS) for t in texts])
+                bm25_nospk = BM25Okapi([tokens(t["content"]) for t in turns])
+                ctx = ContextFTS(texts, prev, nxt)
+
+            def as_ranked(idx: Sequence[int]) -> list[list[str]]:
+                return [[dias[i]] for i in idx]
 
             t0 = time.perf_counter()
             for q, qv in zip(questions, q_vecs, strict=True):
-                row: dict[str, Any] = {"category": q["category"], "n_evidence": len(q["evidence"])}
-                ours_ids: dict[str, list[str]] = {}
-                for mode in ("hybrid", "dense", "text"):
-                    hits = mos.search(q["question"], user=user, k=k_max, cubes=[cube], mode=mode)
-                    ours_ids[mode] = [h.item.id for h in hits]
-                    row[f"ours_{mode}"] = recall_at([item_dias[i] for i in ours_ids[mode]],
-                                                    q["evidence"])
+                ev = q["evidence"]
+                row: dict[str, Any] = {"category": q["category"], "n_evidence": len(ev)}
+                legs: dict[str, list[str]] = {}
+                hits = mos.search(q["question"], user=user, k=k_max, cubes=[cube], mode="hybrid")
+                row["ours_hybrid"] = recall_at([item_dias[h.item.id] for h in hits], ev)
+                # the single legs, fetched DIAG_DEPTH deep (their order does not depend on k)
+                for mode in ("dense", "text"):
+                    hits = mos.search(q["question"], user=user, k=depth, cubes=[cube], mode=mode)
+                    legs[mode] = [item_dias[h.item.id][0] for h in hits]
+                    row[f"ours_{mode}"] = recall_at([[d] for d in legs[mode]], ev)
+                counts["searches"] += 3
                 # exact baselines over turns
-                dense_scores = doc_vecs @ qv
-                dense_rank = list(np.argsort(-dense_scores, kind="stable"))
-                bm_scores = bm25.get_scores(tokens(q["question"]))
-                bm_rank = list(np.argsort(-bm_scores, kind="stable"))
-                row["bm25"] = recall_at([[dias[i]] for i in bm_rank[:k_max]], q["evidence"])
-                row["dense"] = recall_at([[dias[i]] for i in dense_rank[:k_max]], q["evidence"])
-                # diagnostics (offline; no store involved)
-                stop_scores = bm25_stop.get_scores(tokens(q["question"], STOPWORDS))
-                row["bm25_stopwords"] = recall_at(
-                    [[dias[i]] for i in np.argsort(-stop_scores, kind="stable")[:k_max]],
-                    q["evidence"])
-                nospk = bm25_nospk.get_scores(tokens(q["question"]))
-                row["bm25_no_speaker"] = recall_at(
-                    [[dias[i]] for i in np.argsort(-nospk, kind="stable")[:k_max]],
-                    q["evidence"])
-                for name, fused in _fusions(dense_rank, bm_rank, ours_ids, item_dias, dias):
-                    row[name] = recall_at(fused[:k_max], q["evidence"])
+                dense_rank = np.argsort(-(doc_vecs @ qv), kind="stable")
+                bm_rank = np.argsort(-bm25.get_scores(tokens(q["question"])), kind="stable")
+                row["bm25"] = recall_at(as_ranked(bm_rank[:k_max]), ev)
+                row["dense"] = recall_at(as_ranked(dense_rank[:k_max]), ev)
+                if args.diagnostics:
+                    _diagnose(
+                        row,
+                        q["question"],
+                        qv,
+                        ev,
+                        legs,
+                        extra_vecs,
+                        bm25_stop,
+                        bm25_nospk,
+                        ctx,
+                        as_ranked,
+                        dias,
+                        k_max,
+                    )
                 rows.append(row)
             timings["search_s"] += time.perf_counter() - t0
-            counts["searches"] += 3 * len(questions)
         finally:
             mos.close()
     return rows
 
 
-def _fusions(
-    dense_rank: list[int], bm_rank: list[int], ours_ids: dict[str, list[str]],
-    item_dias: dict[str, list[str]], dias: list[str],
-) -> list[tuple[str, list[list[str]]]]:
-    """What-if fusions, to see what would move hybrid recall (all on exact rankings)."""
-    out = []
+DIAG_DEPTH = 50  # = the engine's per-leg candidate depth max(2k, 50) for k <= 25
 
-    def fuse(legs: list[list[str]], weights: list[float] | None = None,
-             k: int = RRF_K) -> list[list[str]]:
-        return [[d] for d, _ in rrf_fuse(legs, k=k, weights=weights)]
 
-    dense_d = [dias[i] for i in dense_rank]
-    bm_d = [dias[i] for i in bm_rank]
-    for depth in (50, 100, 200):
-        out.append((f"rrf_exact_dense+bm25_depth{depth}", fuse([dense_d[:depth], bm_d[:depth]])))
-    out.append(("rrf_exact_dense+bm25_depth100_w1.5:1",
-                fuse([dense_d[:100], bm_d[:100]], [1.5, 1.0])))
-    out.append(("rrf_exact_dense+bm25_depth100_w1:1.5",
-                fuse([dense_d[:100], bm_d[:100]], [1.0, 1.5])))
-    out.append(("rrf_exact_dense+bm25_depth100_k20", fuse([dense_d[:100], bm_d[:100]], k=20)))
-    return out
+def _diagnose(
+    row: dict[str, Any],
+    question: str,
+    qv: np.ndarray,
+    ev: list[str],
+    legs: dict[str, list[str]],
+    extra_vecs: dict[str, np.ndarray],
+    bm25_stop: Any,
+    bm25_nospk: Any,
+    ctx: ContextFTS,
+    as_ranked: Callable[[Sequence[int]], list[list[str]]],
+    dias: list[str],
+    k_max: int,
+) -> None:
+    """What-if rows: other fusion settings over the engine's own legs, stopwords, speaker
+    prefix and context indexing (the turn plus its neighbours), all on the same turns."""
+    depth = DIAG_DEPTH
+
+    def fuse(rank_lists: list[list[str]], k: int, weights: list[float]) -> list[list[str]]:
+        return [[d] for d, _ in rrf_fuse([r[:depth] for r in rank_lists], k=k, weights=weights)][
+            :k_max
+        ]
+
+    row["bm25_stopwords"] = recall_at(
+        as_ranked(
+            np.argsort(-bm25_stop.get_scores(tokens(question, STOPWORDS)), kind="stable")[:k_max]
+        ),
+        ev,
+    )
+    row["bm25_no_speaker"] = recall_at(
+        as_ranked(np.argsort(-bm25_nospk.get_scores(tokens(question)), kind="stable")[:k_max]), ev
+    )
+    row["dense_no_speaker"] = recall_at(
+        as_ranked(np.argsort(-(extra_vecs["no_speaker"] @ qv), kind="stable")[:k_max]), ev
+    )
+    dense_ctx = [
+        dias[i] for i in np.argsort(-(extra_vecs["prev_context"] @ qv), kind="stable")[:depth]
+    ]
+    row["dense_prev_context"] = recall_at([[d] for d in dense_ctx], ev)
+    # fusion of the engine's dense and text legs with other RRF settings
+    row["rrf_ours_k60_w1:1 (= engine)"] = recall_at(
+        fuse([legs["dense"], legs["text"]], 60, [1, 1]), ev
+    )
+    for k, w in ((10, 1.0), (10, 1.5), (10, 2.0), (5, 1.5), (20, 2.0)):
+        row[f"rrf_ours_k{k}_w1:{w:g}"] = recall_at(
+            fuse([legs["dense"], legs["text"]], k, [1, w]), ev
+        )
+    # context indexing: FTS over (turn, previous turn, next turn) with column weights
+    for name, weights in (
+        ("fts_ctx_prev0.5", (1.0, 0.5, 0.0)),
+        ("fts_ctx_prev0.5_next0.25", (1.0, 0.5, 0.25)),
+    ):
+        found = [dias[i] for i in ctx.search(question, weights, depth)]
+        row[name] = recall_at([[d] for d in found[:k_max]], ev)
+        row[f"rrf_ours_dense+{name}_k10_w1:2"] = recall_at(
+            fuse([legs["dense"], found], 10, [1, 2]), ev
+        )
+        row[f"rrf_dense_prev_context+{name}_k10_w1:2"] = recall_at(
+            fuse([dense_ctx, found], 10, [1, 2]), ev
+        )
+    found = [dias[i] for i in ctx.search(question, (1.0, 0.5, 0.25), depth)]
+    row["rrf_3legs[ours_dense,dense_prev_context,fts_ctx_prev0.5_next0.25]_k10_w.5:.5:1.5"] = (
+        recall_at(fuse([legs["dense"], dense_ctx, found], 10, [0.5, 0.5, 1.5]), ev)
+    )
 
 
 def print_tables(methods: dict[str, dict[str, Any]], main: Sequence[str]) -> None:
+    width = max(len(n) for n in methods) + 2
     print()
-    print(f"{'method':44s} " + " ".join(f"{'R@' + str(k):>7s}" for k in KS))
+    print(f"{'method (* = main rows)':{width}s} " + " ".join(f"{'R@' + str(k):>7s}" for k in KS))
     for name, table in methods.items():
         o = table["overall"]
         mark = "*" if name in main else " "
-        print(f"{mark}{name:43s} " + " ".join(f"{o[f'r@{k}']:7.1f}" for k in KS))
+        print(f"{mark}{name:{width - 1}s} " + " ".join(f"{o[f'r@{k}']:7.1f}" for k in KS))
     print()
     cats = [c for c in next(iter(methods.values())) if c != "overall"]
     print("R@10 per category")
     print(f"{'method':24s} " + " ".join(f"{c:>14s}" for c in cats) + f" {'overall':>9s}")
     for name in main:
         t = methods[name]
-        print(f"{name:24s} " + " ".join(f"{t[c]['r@10']:14.1f}" for c in cats)
-              + f" {t['overall']['r@10']:9.1f}")
-    print("questions per category: "
-          + ", ".join(f"{c}={methods[main[0]][c]['questions']}" for c in cats))
+        print(
+            f"{name:24s} "
+            + " ".join(f"{t[c]['r@10']:14.1f}" for c in cats)
+            + f" {t['overall']['r@10']:9.1f}"
+        )
+    print(
+        "questions per category: "
+        + ", ".join(f"{c}={methods[main[0]][c]['questions']}" for c in cats)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,8 +464,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=data_dir() / "locomo" / "locomo_dev6.json")
     p.add_argument("--k-max", type=int, default=25)
     p.add_argument("--limit-conversations", type=int, default=None)
-    p.add_argument("--no-captions", action="store_true",
-                   help="do not append '[shares a photo: <blip_caption>]' to turns")
+    p.add_argument(
+        "--no-captions",
+        action="store_true",
+        help="do not append '[shares a photo: <blip_caption>]' to turns",
+    )
+    p.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help="skip the what-if rows (they embed every turn twice more)",
+    )
     p.add_argument("--out", default="locomo_retrieval")
     args = p.parse_args(argv)
     if args.k_max < max(KS):
@@ -362,12 +495,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(conv_rows)
         per_conv[conv["sample_id"]] = {
             "questions": len(conv_rows),
-            **{f"{m}_r@10": 100 * float(np.mean([r[m][10] for r in conv_rows]))
-               for m in ("ours_hybrid", "bm25", "dense")},
+            **{
+                f"{m}_r@10": 100 * float(np.mean([r[m][10] for r in conv_rows]))
+                for m in ("ours_hybrid", "bm25", "dense")
+            },
         }
-        print(f"{conv['sample_id']}: {len(conv_rows)} questions, "
-              f"hybrid R@10 {per_conv[conv['sample_id']]['ours_hybrid_r@10']:.1f} "
-              f"({time.perf_counter() - t0:.0f}s)", flush=True)
+        print(
+            f"{conv['sample_id']}: {len(conv_rows)} questions, "
+            f"hybrid R@10 {per_conv[conv['sample_id']]['ours_hybrid_r@10']:.1f} "
+            f"({time.perf_counter() - t0:.0f}s)",
+            flush=True,
+        )
 
     method_names = [k for k in rows[0] if isinstance(rows[0][k], dict)]
     methods = {m: aggregate(rows, m) for m in method_names}
@@ -393,40 +531,59 @@ def main(argv: list[str] | None = None) -> int:
         "data": str(args.data),
         "conversations": [c["sample_id"] for c in data],
         "metric": "evidence recall@k: per question |evidence ∩ dia ids of top-k memories| / "
-                  "|evidence|, averaged per category and overall (all 5 categories; category 5 "
-                  "is asked with its question, its adversarial_answer is unused)",
+        "|evidence|, averaged per category and overall (all 5 categories; category 5 "
+        "is asked with its question, its adversarial_answer is unused)",
         "categories": {str(k): v for k, v in CATEGORIES.items()},
-        "memory_text": "'<speaker>: <text>'" + ("" if args.no_captions else
-                       " + ' [shares a photo: <blip_caption>]' when the turn has an image"),
+        "memory_text": "'<speaker>: <text>'"
+        + (
+            ""
+            if args.no_captions
+            else " + ' [shares a photo: <blip_caption>]' when the turn has an image"
+        ),
         "ingest": "mos.add per session: role=user, name=speaker, timestamp=session date_time "
-                  "(parsed, naive -> UTC), id=dia_id, session='session_N'; "
-                  "Settings(track_access=False); one fresh SQLite store per conversation",
-        "search": f"mos.search(question, k={args.k_max}, cubes=[cube], mode=hybrid|dense|text); "
-                  "R@1/5/10 are prefixes of the k_max list (the engine's per-leg candidate depth "
-                  "max(2k, 50) is 50 for every k <= 25, so prefixes equal separate k runs)",
+        "(parsed, naive -> UTC), id=dia_id, session='session_N'; "
+        "Settings(track_access=False); one fresh SQLite store per conversation",
+        "search": f"mos.search(question, k={args.k_max}, cubes=[cube], mode='hybrid'); "
+        f"mode='dense' and mode='text' with k={DIAG_DEPTH} (a single leg's order does "
+        "not depend on k); R@1/5/10 are prefixes of the ranked list (the engine's "
+        "per-leg candidate depth max(2k, 50) is 50 for every k <= 25, so prefixes "
+        "equal separate runs at each k)",
         "baselines": {
             "bm25": "rank_bm25.BM25Okapi (k1=1.5, b=0.75) over lowercase \\w+ tokens of the "
-                    "stored text (speaker prefix included), no stopwords",
+            "stored text (speaker prefix included), no stopwords",
             "dense": "exact cosine over the same bundled all-MiniLM-L6-v2 vectors the store holds",
         },
-        "anchors_all_10_conversations": {"bm25_r@10": 59.2, "dragon_r@10": 66.2,
-                                         "bm25_r@5/10/25/50": [52.3, 59.2, 67.1, 72.0],
-                                         "dragon_r@5/10/25/50": [56.7, 66.2, 76.7, 82.7]},
+        "anchors_all_10_conversations": {
+            "bm25_r@10": 59.2,
+            "dragon_r@10": 66.2,
+            "bm25_r@5/10/25/50": [52.3, 59.2, 67.1, 72.0],
+            "dragon_r@5/10/25/50": [56.7, 66.2, 76.7, 82.7],
+        },
         "goal": "overall R@10 >= 75",
         "counts": dict(counts),
         "methods": methods,
-        "diagnostics_note": "bm25_stopwords: BM25 with storage.search.STOPWORDS removed; "
-                            "bm25_no_speaker: BM25 over turn text without the 'Speaker: ' prefix; "
-                            "rrf_exact_*: RRF (k=60 unless stated) of exact dense and BM25 "
-                            "rankings at the given per-leg depth/weights",
+        "diagnostics_note": (
+            "what-if rows, same turns and questions, nothing changed in the engine: "
+            "bm25_stopwords = BM25 without storage.search.STOPWORDS; bm25_no_speaker / "
+            "dense_no_speaker = without the 'Speaker: ' prefix; dense_prev_context = exact "
+            "cosine over '<previous turn of the session> <turn>' vectors; rrf_ours_kK_w1:W = "
+            "RRF of the engine's own dense and text legs (top 50 each, from mode='dense'/'text') "
+            "with RRF constant K and text-leg weight W (k60 w1:1 reproduces mode='hybrid'); "
+            "fts_ctx_* = an in-memory FTS5 table (same tokenizer and query terms as the engine) "
+            "with columns (turn, previous turn, next turn) of the same session ranked by "
+            "bm25(f, 1, 0.5[, 0.25]), i.e. a proposed context column in items_fts"
+        )
+        if args.diagnostics
+        else "diagnostics skipped (--no-diagnostics)",
         "per_conversation": per_conv,
         "embedder": BUNDLED_MODEL_ID,
         "embedder_cache_misses": emb.misses,
         "timings_s": {**{k: round(v, 1) for k, v in timings.items()}, "total": round(elapsed, 1)},
         "machine": machine_details(),
     }
-    path = write_result(args.out, command_line(None if argv is None else [sys.argv[0], *argv]),
-                        summary, details)
+    path = write_result(
+        args.out, command_line(None if argv is None else [sys.argv[0], *argv]), summary, details
+    )
     print(f"\nwrote {path} in {elapsed:.0f}s")
     return 0
 

@@ -45,9 +45,11 @@ _MIN_DENOM = 1e-30
 # of long texts are split further so peak memory stays around 100 MB per thread.
 _MAX_BATCH_TOKENS = 16384
 _MAX_ATTENTION_ELEMS = 16 * 1024 * 1024
-# Rows per chunk for the element-wise GELU: the chunk stays in L2 cache while the
-# ~20 NumPy passes of the erf approximation run over it.
-_GELU_CHUNK_ELEMS = 64 * 1024
+# Elements per block of the element-wise GELU: three float32 temporaries of this size
+# plus the block itself stay in L2 while the ~20 NumPy passes run over them.
+_GELU_BLOCK_ELEMS = 48 * 1024
+# Below this size a helper thread costs more than it saves.
+_GELU_MIN_PARALLEL_ELEMS = 128 * 1024
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -123,7 +125,9 @@ def bundled_minilm_dir() -> pathlib.Path:
     if env:
         path = pathlib.Path(env).expanduser()
         if not _model_dir_ok(path):
-            raise FileNotFoundError(f"{ENV_MODEL_DIR}={env!r} does not hold the model files. {hint}")
+            raise FileNotFoundError(
+                f"{ENV_MODEL_DIR}={env!r} does not hold the model files. {hint}"
+            )
         return path
     try:
         spec = importlib.util.find_spec(_BUNDLE_PACKAGE)
@@ -174,49 +178,66 @@ def _layer_norm(x: FloatArray, gamma: FloatArray, beta: FloatArray, eps: float) 
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 # gelu(x) = x * Phi(x) = relu(x) - |x| * erfc(|x| / sqrt2) / 2: no branch on the sign.
-# Constants pre-folded: p / sqrt2 for the argument, the 1/2 into the coefficients.
-_GELU_P = np.float32(_AS_P / math.sqrt(2.0))
-_GELU_A = tuple(np.float32(0.5 * c) for c in _AS_A)
+# With z = |x| / sqrt2 and q = p / sqrt2:  t = 1 / (1 + q|x|) = u / q,  u = 1 / (|x| + 1/q),
+# so the 1/q powers and the 1/2 fold into the Horner coefficients (two passes fewer).
+_GELU_Q = _AS_P / math.sqrt(2.0)
+_GELU_SHIFT = np.float32(1.0 / _GELU_Q)
+_GELU_C = tuple(np.float32(0.5 * c / _GELU_Q ** (k + 1)) for k, c in enumerate(_AS_A))
 
 
-def _bias_gelu_rows(x: FloatArray, bias: FloatArray) -> None:
-    """``x = gelu(x + bias)`` in place for a C-contiguous 2-D block (cache-sized)."""
-    a1, a2, a3, a4, a5 = _GELU_A
+def _bias_gelu_rows(x: FloatArray, bias: FloatArray, scratch: list[FloatArray]) -> None:
+    """``x = gelu(x + bias)`` in place for a cache-sized 2-D block; 19 NumPy passes."""
+    c1, c2, c3, c4, c5 = _GELU_C
+    ax, u, poly = scratch
     x += bias
-    ax = np.abs(x)
-    t = np.multiply(ax, _GELU_P)
-    t += np.float32(1.0)
-    np.reciprocal(t, out=t)
-    # Horner: t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
-    poly = np.multiply(t, a5)
-    poly += a4
-    poly *= t
-    poly += a3
-    poly *= t
-    poly += a2
-    poly *= t
-    poly += a1
-    poly *= t
-    # t <- exp(-x^2 / 2), then poly <- |x| * erfc(|x| / sqrt2) / 2
-    np.multiply(x, x, out=t)
-    t *= np.float32(-0.5)
-    np.exp(t, out=t)
-    poly *= t
+    np.abs(x, out=ax)
+    np.add(ax, _GELU_SHIFT, out=u)
+    np.reciprocal(u, out=u)
+    # Horner: u * (c1 + u * (c2 + u * (c3 + u * (c4 + u * c5)))) = erfc(z) / (2 exp(-z^2))
+    np.multiply(u, c5, out=poly)
+    poly += c4
+    poly *= u
+    poly += c3
+    poly *= u
+    poly += c2
+    poly *= u
+    poly += c1
+    poly *= u
+    # u <- exp(-x^2 / 2) = exp(-z^2); poly <- |x| * erfc(z) / 2
+    with np.errstate(over="ignore"):  # |x| > 1e19 squares to inf; exp(-inf) = 0 is right
+        np.multiply(x, x, out=u)
+    u *= np.float32(-0.5)
+    np.exp(u, out=u)
+    poly *= u
     poly *= ax
     np.maximum(x, np.float32(0.0), out=x)
     x -= poly
 
 
-def _bias_gelu_inplace(x: FloatArray, bias: FloatArray) -> None:
-    """``x = gelu(x + bias)`` in place, row block by row block.
+def _bias_gelu_slab(x: FloatArray, bias: FloatArray) -> None:
+    """Process a row slab in blocks small enough that all temporaries stay in L2."""
+    rows, cols = x.shape
+    block = max(1, min(rows, _GELU_BLOCK_ELEMS // max(1, cols)))
+    # Preallocated once per slab: fresh 100+ kB temporaries per block would each be
+    # an mmap/munmap round trip with page faults in glibc malloc.
+    scratch = [np.empty((block, cols), dtype=np.float32) for _ in range(3)]
+    for start in range(0, rows, block):
+        part = x[start : start + block]
+        n = part.shape[0]
+        _bias_gelu_rows(part, bias, [buf[:n] for buf in scratch])
 
-    Blocks keep the ~20 NumPy passes in cache; with spare cores they run in parallel
-    (NumPy releases the GIL inside ufunc loops, and BLAS is idle meanwhile).
+
+def _bias_gelu_inplace(x: FloatArray, bias: FloatArray) -> None:
+    """``x = gelu(x + bias)`` in place; row slabs run in parallel when cores are free.
+
+    NumPy releases the GIL inside ufunc loops and BLAS is idle at this point, so the
+    element-wise work (as costly as a matmul here) can use the other cores too.
     """
     rows = x.shape[0]
-    block = max(1, _GELU_CHUNK_ELEMS // max(1, x.shape[1]))
-    blocks = [x[i : i + block] for i in range(0, rows, block)]
-    _map_blocks(lambda b: _bias_gelu_rows(b, bias), blocks)
+    parts = min(_POOL_WORKERS + 1, max(1, x.size // _GELU_MIN_PARALLEL_ELEMS))
+    step = -(-rows // parts)
+    slabs = [x[i : i + step] for i in range(0, rows, step)]
+    _map_blocks(lambda slab: _bias_gelu_slab(slab, bias), slabs)
 
 
 def _softmax_inplace(s: FloatArray) -> None:
@@ -278,9 +299,9 @@ class MiniLMEncoder:
         emb = "embeddings."
         self._word_emb = get(emb + "word_embeddings.weight")
         # Token type is always 0 for single sentences: fold it into the position table.
-        self._pos_type_emb = get(emb + "position_embeddings.weight") + get(
-            emb + "token_type_embeddings.weight"
-        )[0]
+        self._pos_type_emb = (
+            get(emb + "position_embeddings.weight") + get(emb + "token_type_embeddings.weight")[0]
+        )
         self._emb_ln_g = get(emb + "LayerNorm.weight")
         self._emb_ln_b = get(emb + "LayerNorm.bias")
 
@@ -467,9 +488,7 @@ class MiniLMEncoder:
         # Normalise while transposing back to token-major layout (one pass).
         batch, heads, seq, _ = out.shape
         ctx = np.empty((batch, seq, heads, head_dim), dtype=np.float32)
-        np.divide(
-            out[..., :head_dim].transpose(0, 2, 1, 3), denom.transpose(0, 2, 1, 3), out=ctx
-        )
+        np.divide(out[..., :head_dim].transpose(0, 2, 1, 3), denom.transpose(0, 2, 1, 3), out=ctx)
         return ctx
 
 

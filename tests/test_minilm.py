@@ -90,11 +90,15 @@ def test_order_preserved_with_mixed_lengths(encoder: MiniLMEncoder) -> None:
 def test_batch_size_independence(encoder: MiniLMEncoder) -> None:
     reference = encoder.encode(TEXTS, batch_size=64)
     for batch_size in (1, 3, 7, 1000):
-        np.testing.assert_allclose(encoder.encode(TEXTS, batch_size=batch_size), reference, atol=1e-5)
+        np.testing.assert_allclose(
+            encoder.encode(TEXTS, batch_size=batch_size), reference, atol=1e-5
+        )
 
 
 def test_duplicates_and_semantics(encoder: MiniLMEncoder) -> None:
-    emb = encoder.encode(["I love green tea", "I love green tea", "Green tea is my favourite", "GPU"])
+    emb = encoder.encode(
+        ["I love green tea", "I love green tea", "Green tea is my favourite", "GPU"]
+    )
     np.testing.assert_allclose(emb[0], emb[1], atol=1e-6)
     assert emb[0] @ emb[2] > emb[0] @ emb[3]
 

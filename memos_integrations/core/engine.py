@@ -42,9 +42,11 @@ from .items import (
     SearchHit,
     Transition,
     User,
+    check_confidence,
     check_id,
     check_kind,
     check_metadata,
+    check_priority,
     check_tags,
     check_text,
     check_visibility,
@@ -75,6 +77,18 @@ def _threaded(method: Callable[..., T]) -> Callable[..., Any]:
     twin.__name__ = twin.__qualname__ = "a" + method.__name__
     twin.__doc__ = f"Async twin of :meth:`MemOS.{method.__name__}` (runs in a worker thread)."
     return twin
+
+
+def _as_inputs(memories: object) -> builtins.list[Any]:
+    """One memory or an iterable of them, as a list; anything else is a clear error."""
+    if isinstance(memories, str | Mapping):
+        return [memories]
+    if isinstance(memories, bytes | bytearray) or not isinstance(memories, Iterable):
+        raise InvalidInput(
+            f"cannot store a {type(memories).__name__}: pass a string, a message or memory "
+            "dict, or a list of those"
+        )
+    return builtins.list(memories)
 
 
 def _cube_id(cube: MemCube | str) -> str:
@@ -216,7 +230,7 @@ class MemOS:
             raise InvalidInput(f"access must be 'read' or 'write', got {access!r}")
         found = self.gov.cube(_cube_id(cube))
         self.gov.require_owner(self.gov.user(by), found)
-        self.gov.user(to)
+        self.gov.user(check_id(to, "user"))
         if to == found.owner:
             raise InvalidInput(f"{to!r} owns cube {found.id!r} already")
         grant = Grant(found.id, to, access, by)  # type: ignore[arg-type]
@@ -261,7 +275,7 @@ class MemOS:
         actor = self.gov.user(check_id(user, "user"))
         target = self.gov.cube(_cube_id(cube) if cube is not None else self._default_cube(user))
         self.gov.require_write(actor, target)
-        inputs = [memories] if isinstance(memories, str | Mapping) else builtins.list(memories)
+        inputs = _as_inputs(memories)
         if not inputs:
             return []
         if mode == "fine":
@@ -277,8 +291,8 @@ class MemOS:
             "kind": check_kind(kind) if kind is not None else None,
             "tags": check_tags(tags),
             "metadata": check_metadata(metadata),
-            "priority": self._check_priority(priority),
-            "confidence": self._check_confidence(confidence),
+            "priority": check_priority(priority),
+            "confidence": check_confidence(confidence),
             "ttl": parse_ttl(ttl),
             "visibility": check_visibility(visibility),
         }
@@ -301,18 +315,6 @@ class MemOS:
             if owned
             else f"user {user!r} owns no cube yet; create one with mos.create_cube()"
         )
-
-    @staticmethod
-    def _check_priority(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not -1000 <= value <= 1000:
-            raise InvalidInput("priority must be an integer from -1000 to 1000")
-        return value
-
-    @staticmethod
-    def _check_confidence(value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise InvalidInput("confidence must be a number from 0 to 1")
-        return float(value)
 
     def _read_fine(self, inputs: builtins.list[MemoryInput]) -> builtins.list[MemoryInput]:
         messages = [x if isinstance(x, Mapping) else {"role": "user", "content": x} for x in inputs]
@@ -354,23 +356,26 @@ class MemOS:
             text = f"{speaker}: {content}"
             stamp = next((spec[k] for k in _MESSAGE_TIME_KEYS if spec.get(k) is not None), None)
             event_time = parse_time(stamp, "message timestamp")
-            provenance = Provenance(
-                source="conversation",
-                session_id=session,
-                message_ids=(str(spec["id"]),) if spec.get("id") is not None else (),
-                role=role,
-                speaker=str(speaker),
-                timestamps=(event_time.isoformat(),) if event_time else (),
-                extractor="fast",
+            provenance = Provenance.from_dict(
+                {
+                    "source": "conversation",
+                    "session_id": session,
+                    "message_ids": [str(spec["id"])] if spec.get("id") is not None else [],
+                    "role": role,
+                    "speaker": str(speaker),
+                    "timestamps": [event_time.isoformat()] if event_time else [],
+                    "extractor": "fast",
+                }
             )
             kind = defaults["kind"] or "raw_turn"
             extra: Mapping[str, Any] = {}
         elif "text" in spec:
             text = check_text(spec["text"])
             event_time = parse_time(spec.get("event_time"), "event_time")
-            provenance = Provenance.from_dict(
-                {"source": "api", "session_id": session, **(spec.get("provenance") or {})}
-            )
+            given = spec.get("provenance") or {}
+            if not isinstance(given, Mapping):
+                raise InvalidInput("provenance must be a dict")
+            provenance = Provenance.from_dict({"source": "api", "session_id": session, **given})
             kind = check_kind(spec["kind"]) if "kind" in spec else defaults["kind"] or "fact"
             extra = spec
         else:
@@ -396,12 +401,10 @@ class MemOS:
             created_at=now,
             updated_at=now,
             priority=(
-                self._check_priority(extra["priority"])
-                if "priority" in extra
-                else defaults["priority"]
+                check_priority(extra["priority"]) if "priority" in extra else defaults["priority"]
             ),
             confidence=(
-                self._check_confidence(extra["confidence"])
+                check_confidence(extra["confidence"])
                 if "confidence" in extra
                 else defaults["confidence"]
             ),
@@ -438,7 +441,7 @@ class MemOS:
         """Bulk :meth:`add` with a progress bar: one transaction per batch of ``batch_size``."""
         from tqdm.auto import tqdm
 
-        pending = builtins.list(memories)
+        pending = _as_inputs(memories)
         out: builtins.list[MemoryItem] = []
         with tqdm(total=len(pending), desc="ingest", unit="mem", disable=not progress) as bar:
             for start in range(0, len(pending), batch_size):
@@ -637,9 +640,9 @@ class MemOS:
         if metadata is not None:
             changes["metadata"] = check_metadata(metadata)
         if priority is not None:
-            changes["priority"] = self._check_priority(priority)
+            changes["priority"] = check_priority(priority)
         if confidence is not None:
-            changes["confidence"] = self._check_confidence(confidence)
+            changes["confidence"] = check_confidence(confidence)
         if ttl is not None:
             changes["expires_at"] = utcnow() + parse_ttl(ttl)  # type: ignore[operator]
         if visibility is not None:

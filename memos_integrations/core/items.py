@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from .errors import InvalidInput
-from .lifecycle import State
+from .lifecycle import STATES, State
 
 # private: only its owner sees it; cube: everyone who may read its cube.
 Visibility = Literal["private", "cube"]
@@ -32,6 +32,9 @@ MAX_TEXT_CHARS = 100_000
 MAX_TAGS = 64
 MAX_TAG_CHARS = 128
 MAX_METADATA_BYTES = 64_000
+MAX_METADATA_DEPTH = 32
+MAX_TTL = timedelta(days=36_500)
+MAX_INT = 2**63 - 1  # SQLite's INTEGER range
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:\-]{0,127}$")
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -111,43 +114,47 @@ def check_tags(value: object) -> tuple[str, ...]:
     return tuple(tags)
 
 
-def _check_json_value(value: Any, path: str) -> None:
+def _check_json_value(value: Any, path: str, depth: int = 0) -> None:
+    if depth > MAX_METADATA_DEPTH:
+        raise InvalidInput(f"{path} is nested deeper than {MAX_METADATA_DEPTH} levels")
     if isinstance(value, str):
-        check_unicode(value, f"metadata value at {path}")
+        check_unicode(value, f"value at {path}")
         return
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise InvalidInput(f"value at {path} is outside the 64-bit integer range")
     if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidInput(f"metadata value at {path} is {value}; JSON has no NaN/Infinity")
+            raise InvalidInput(f"value at {path} is {value}; JSON has no NaN/Infinity")
         return
     if isinstance(value, list | tuple):
         for i, v in enumerate(value):
-            _check_json_value(v, f"{path}[{i}]")
+            _check_json_value(v, f"{path}[{i}]", depth + 1)
         return
     if isinstance(value, Mapping):
         for k, v in value.items():
             if not isinstance(k, str) or not k:
-                raise InvalidInput(f"metadata key {k!r} at {path} must be a non-empty string")
-            check_unicode(k, f"metadata key at {path}")
-            _check_json_value(v, f"{path}.{k}")
+                raise InvalidInput(f"key {k!r} at {path} must be a non-empty string")
+            check_unicode(k, f"key at {path}")
+            _check_json_value(v, f"{path}.{k}", depth + 1)
         return
     raise InvalidInput(
-        f"metadata value at {path} has type {type(value).__name__}; only JSON types "
+        f"value at {path} has type {type(value).__name__}; only JSON types "
         "(str, int, float, bool, None, list, dict) are stored"
     )
 
 
-def check_metadata(value: object) -> dict[str, Any]:
-    """User metadata: a JSON object of bounded size. Returned as a deep JSON copy."""
+def check_metadata(value: object, what: str = "metadata") -> dict[str, Any]:
+    """A JSON object of bounded size (user metadata, provenance). Returned as a deep copy."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InvalidInput(f"metadata must be a dict, got {type(value).__name__}")
-    _check_json_value(value, "metadata")
+        raise InvalidInput(f"{what} must be a dict, got {type(value).__name__}")
+    _check_json_value(value, what)
     encoded = json.dumps(value, ensure_ascii=False)
     if len(encoded.encode("utf-8")) > MAX_METADATA_BYTES:
-        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES:,} bytes as JSON")
+        raise InvalidInput(f"{what} is larger than {MAX_METADATA_BYTES:,} bytes as JSON")
     return json.loads(encoded)
 
 
@@ -162,7 +169,10 @@ def parse_time(value: object, what: str = "timestamp") -> datetime | None:
     elif isinstance(value, int | float):
         if not math.isfinite(value):
             raise InvalidInput(f"{what} {value!r} is not a finite number")
-        dt = datetime.fromtimestamp(value, UTC)
+        try:
+            dt = datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidInput(f"{what} {value!r} is out of range for a date") from None
     elif isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -181,11 +191,13 @@ def parse_ttl(value: object) -> timedelta | None:
     if isinstance(value, timedelta):
         ttl = value
     elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        if abs(value) > MAX_TTL.total_seconds():
+            raise InvalidInput(f"ttl must be at most {MAX_TTL.days} days")
         ttl = timedelta(seconds=value)
     else:
         raise InvalidInput("ttl must be a number of seconds or a timedelta")
-    if ttl.total_seconds() <= 0:
-        raise InvalidInput("ttl must be positive")
+    if ttl.total_seconds() <= 0 or ttl > MAX_TTL:
+        raise InvalidInput(f"ttl must be positive and at most {MAX_TTL.days} days")
     return ttl
 
 
@@ -193,6 +205,18 @@ def check_visibility(value: object) -> Visibility:
     if value not in VISIBILITIES:
         raise InvalidInput(f"visibility must be one of {', '.join(VISIBILITIES)}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def check_priority(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -1000 <= value <= 1000:
+        raise InvalidInput("priority must be an integer from -1000 to 1000")
+    return value
+
+
+def check_confidence(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InvalidInput("confidence must be a number from 0 to 1")
+    return float(value)
 
 
 def content_hash(text: str, event_time: datetime | None) -> str:
@@ -244,8 +268,14 @@ class Provenance:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Provenance:
+        """Build from a dict, validated: JSON values only, lists of strings where tuples go."""
         if not data:
             return cls()
+        data = check_metadata(data, "provenance")  # a JSON object of bounded size, valid Unicode
+        for name in ("message_ids", "timestamps", "derived_from"):
+            value = data.get(name, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InvalidInput(f"provenance {name} must be a list of strings")
         known = {f.name for f in fields(cls)}
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**kw)
@@ -304,13 +334,36 @@ class MemoryItem:
         for name in ("event_time", "created_at", "updated_at", "expires_at", "last_accessed_at"):
             if name in kw:
                 kw[name] = parse_time(kw[name], name)
-        kw["tags"] = tuple(kw.get("tags") or ())
+        kw["tags"] = check_tags(kw.get("tags"))
         kw["provenance"] = Provenance.from_dict(kw.get("provenance"))
         kw.setdefault("embedding_model", "")
         return cls(**kw)
 
     def evolve(self, **changes: Any) -> MemoryItem:
         return replace(self, **changes)
+
+
+def check_item(item: MemoryItem) -> MemoryItem:
+    """Validate a whole item as the engine would have built it (used for imports)."""
+    check_id(item.id, "item")
+    check_id(item.cube_id, "cube")
+    check_id(item.owner, "user")
+    check_text(item.text)
+    check_kind(item.kind)
+    check_tags(item.tags)
+    check_metadata(item.metadata)
+    check_visibility(item.visibility)
+    check_priority(item.priority)
+    check_confidence(item.confidence)
+    if item.state not in STATES:
+        raise InvalidInput(f"unknown state {item.state!r}")
+    if not re.fullmatch(r"[0-9a-f]{64}", str(item.content_hash)):
+        raise InvalidInput("content_hash must be 64 lowercase hex digits")
+    for name in ("version", "access_count"):
+        value = getattr(item, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (name == "version"):
+            raise InvalidInput(f"{name} must be a non-negative integer")
+    return item
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,12 @@ from .items import (
     ItemVersion,
     MemoryItem,
     Transition,
+    check_id,
+    check_item,
     check_metadata,
-    check_tags,
-    check_text,
     new_id,
     parse_time,
 )
-from .lifecycle import check_state
 
 FORMAT = "memos-cube"
 SCHEMA_VERSION = 1
@@ -183,13 +182,11 @@ def _parse(path: Path, manifest: dict[str, Any]) -> CubeDump:
         check_metadata(c.get("metadata")),
         parse_time(c["created_at"]),
     )  # type: ignore[arg-type]
+    check_id(cube.id, "cube")
+    check_id(cube.owner, "user")
     items = []
     for row in _read_jsonl(path / "items.jsonl"):
-        item = MemoryItem.from_dict(row)
-        check_text(item.text)
-        check_tags(item.tags)
-        check_metadata(item.metadata)
-        check_state(item.state)
+        item = check_item(MemoryItem.from_dict(row))
         if item.cube_id != cube.id:
             raise CorruptExport(f"item {item.id} belongs to cube {item.cube_id}, not {cube.id}")
         items.append(item)
@@ -213,8 +210,15 @@ def _parse(path: Path, manifest: dict[str, Any]) -> CubeDump:
         Grant(**{**r, "granted_at": parse_time(r["granted_at"])})
         for r in _read_jsonl(path / "grants.jsonl")
     ]
+    for g in grants:  # an export may only carry grants on itself, never on other cubes
+        if g.cube_id != cube.id or g.access not in ("read", "write"):
+            raise CorruptExport(f"grant on {g.cube_id!r} ({g.access!r}) does not belong here")
+        check_id(g.user_id, "user")
     artifacts = []
     for r in _read_jsonl(path / "artifacts.jsonl"):
+        if r.get("cube_id") != cube.id:
+            raise CorruptExport(f"artifact {r.get('id')!r} belongs to another cube")
+        check_id(r.get("id"), "artifact")
         payload = (path / "artifacts" / f"{r['id']}.safetensors").read_bytes()
         artifacts.append(
             Artifact(**{**r, "payload": payload, "created_at": parse_time(r["created_at"])})
@@ -223,8 +227,14 @@ def _parse(path: Path, manifest: dict[str, Any]) -> CubeDump:
         vectors = st_load((path / "vectors.safetensors").read_bytes())["vectors"]
     except Exception as exc:  # safetensors raises its own error types
         raise CorruptExport(f"vectors.safetensors is unreadable: {exc}") from None
-    if vectors.ndim != 2 or vectors.shape[0] != len(items):
-        raise CorruptExport(f"vectors have shape {vectors.shape}, expected ({len(items)}, dim)")
+    dim = manifest.get("embedding", {}).get("dim")
+    if vectors.ndim != 2 or vectors.shape != (len(items), dim):
+        raise CorruptExport(
+            f"vectors have shape {vectors.shape}; expected {len(items)} rows of the manifest's "
+            f"dim {dim}"
+        )
+    if not np.all(np.isfinite(vectors)):
+        raise CorruptExport("vectors.safetensors holds NaN or infinite values")
     ids = {it.id for it in items}
     if len(ids) != len(items):
         raise CorruptExport("duplicate item ids in items.jsonl")

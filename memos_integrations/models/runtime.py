@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.config import memos_home
 from ..core.errors import BackendUnavailable, InvalidInput
 
 if TYPE_CHECKING:
@@ -93,10 +94,6 @@ class ModelFingerprint:
 # --------------------------------------------------------------------------------------------
 # Small helpers (no torch)
 # --------------------------------------------------------------------------------------------
-
-
-def memos_home() -> Path:
-    return Path(os.environ.get("MEMOS_HOME") or Path.home() / ".memos").expanduser()
 
 
 def _require_backend(*, gguf: bool = False) -> tuple[Any, Any]:
@@ -219,54 +216,6 @@ def _atomic_dir(final: Path) -> Iterator[Path]:
 # GGUF conversion
 # --------------------------------------------------------------------------------------------
 
-_GGUF_PATCH_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _parse_gguf_once() -> Iterator[None]:
-    """Memoise gguf's reader and tensor-name map for one conversion.
-
-    transformers re-parses the whole GGUF metadata for the tokenizer, the config and the weights
-    (~10 s each with a 49k-token vocab on 2 cores) and rebuilds gguf's tensor-name map for every
-    tensor; memoising both cuts the SmolLM2 conversion from ~38 s to ~15 s. Patches are undone on
-    exit and skipped for names a gguf release lacks.
-    """
-    import gguf
-
-    with _GGUF_PATCH_LOCK:
-        originals: dict[str, Any] = {}
-        for name in ("GGUFReader", "get_tensor_name_map"):
-            original = getattr(gguf, name, None)
-            if original is None:
-                continue
-            originals[name] = original
-            setattr(gguf, name, _memoised(original))
-        try:
-            yield
-        finally:
-            for name, original in originals.items():
-                setattr(gguf, name, original)
-
-
-def _memoised(fn: Any) -> Any:
-    cache: dict[Any, Any] = {}
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            key = (
-                tuple(str(a) if isinstance(a, os.PathLike) else a for a in args),
-                tuple(sorted(kwargs.items())),
-            )
-            hash(key)
-        except TypeError:
-            return fn(*args, **kwargs)
-        if key not in cache:
-            cache[key] = fn(*args, **kwargs)
-        return cache[key]
-
-    return wrapper
-
-
 def _dtype_kwarg(transformers: Any, dtype: Any) -> dict[str, Any]:
     # transformers renamed torch_dtype= to dtype= in 4.56; the old name warns in 5.x.
     major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
@@ -289,12 +238,17 @@ def _gguf_source_info(gguf_path: Path) -> dict[str, Any]:
 
 def _cache_is_complete(cache_dir: Path, source: dict[str, Any]) -> bool:
     manifest = _read_json(cache_dir / _MANIFEST)
+    if manifest is None or not (cache_dir / "config.json").is_file():
+        return False
+    # Sizes, not mtimes: a copied cache is still whole, a truncated one is not.
+    sizes = {name: stat["size"] for name, stat in _file_stats(cache_dir).items()}
+    recorded = manifest.get("files")
     return (
-        manifest is not None
-        and manifest.get("format") == _MANIFEST_FORMAT
+        manifest.get("format") == _MANIFEST_FORMAT
         and manifest.get("source") == source
-        and (cache_dir / "config.json").is_file()
-        and bool(_file_stats(cache_dir))
+        and bool(sizes)
+        and isinstance(recorded, dict)
+        and sizes == {n: s.get("size") for n, s in recorded.items() if isinstance(s, dict)}
     )
 
 
@@ -312,11 +266,10 @@ def _convert_gguf(gguf_path: Path, cache_dir: Path) -> None:
         # Never replace a directory we did not write (a user's model, a typo'd path).
         raise InvalidInput(f"cache_dir {cache_dir} exists and is not a memos model cache")
     folder, name = str(gguf_path.parent), gguf_path.name
-    with _parse_gguf_once():
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        quantised = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=name, **_dtype_kwarg(transformers, torch.float32)
-        )
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quantised = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, **_dtype_kwarg(transformers, torch.float32)
+    )
     # The GGUF-loaded model is flagged as quantised and refuses save_pretrained: move its
     # (already dequantised) tensors into a fresh model built from the same config.
     config = quantised.config

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..core.errors import FilterError, InvalidInput
-from ..core.items import parse_time
+from ..core.items import MAX_INT, check_unicode, parse_time
 
 FieldType = Literal["text", "number", "time", "tags", "json"]
 
@@ -159,6 +159,13 @@ def _parse_field(key: str, spec: object) -> Node:
 
 
 def _check_scalar(key: str, ftype: FieldType, value: object) -> Any:
+    if isinstance(value, str):
+        try:
+            check_unicode(value, f"filter value for {key!r}")
+        except InvalidInput as exc:
+            raise FilterError(str(exc)) from None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise FilterError(f"filter value for {key!r} is outside the 64-bit integer range")
     if ftype == "text":
         if not isinstance(value, str):
             raise FilterError(f"{key!r} compares with strings, got {value!r}")

@@ -1029,30 +1029,35 @@ class SQLiteStore:
 
     def load_cube(self, dump: CubeDump, audit: AuditRecord) -> None:
         with self._tx() as c:
-            self._insert_cube(c, dump.cube)
-            for g in dump.grants:
-                c.execute(
-                    "INSERT INTO grants(cube_id, user_id, access, granted_by, granted_at) "
-                    "VALUES (?,?,?,?,?)",
-                    (g.cube_id, g.user_id, g.access, g.granted_by, _ts(g.granted_at)),
-                )
             try:
-                c.executemany(
-                    f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(23)})",
-                    [_item_params(it) for it in dump.items],
-                )
+                self._load_rows(c, dump)
             except sqlite3.IntegrityError as exc:
-                raise Conflict(f"imported items clash with existing ones: {exc}") from None
-            for v in dump.versions:
-                self._insert_version(c, v)
-            for t in dump.transitions:
-                self._insert_transition(c, t)
-            for it, vec in zip(dump.items, dump.vectors, strict=True):
-                if it.state != "deleted":
-                    self._put_vector(c, it.id, it.cube_id, vec)
-            for a in dump.artifacts:
-                self._insert_artifact(c, a)
+                raise Conflict(f"the imported cube clashes with existing data: {exc}") from None
             self._audit(c, audit)
+
+    def _load_rows(self, c: sqlite3.Connection, dump: CubeDump) -> None:
+        self._insert_cube(c, dump.cube)
+        c.executemany(
+            "INSERT INTO grants(cube_id, user_id, access, granted_by, granted_at) "
+            "VALUES (?,?,?,?,?)",
+            [
+                (g.cube_id, g.user_id, g.access, g.granted_by, _ts(g.granted_at))
+                for g in dump.grants
+            ],
+        )
+        c.executemany(
+            f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(23)})",
+            [_item_params(it) for it in dump.items],
+        )
+        for v in dump.versions:
+            self._insert_version(c, v)
+        for t in dump.transitions:
+            self._insert_transition(c, t)
+        for it, vec in zip(dump.items, dump.vectors, strict=True):
+            if it.state != "deleted":
+                self._put_vector(c, it.id, it.cube_id, vec)
+        for a in dump.artifacts:
+            self._insert_artifact(c, a)
 
     def stats(self, scope: Scope) -> dict[str, Any]:
         clause, params = _compile_scope(scope, None)
