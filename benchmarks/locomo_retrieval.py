@@ -126,8 +126,10 @@ def load_questions(conv: dict[str, Any], known: set[str], counts: dict[str, int]
                 evidence.append(dia)
         if len(q.get("evidence") or []) != len(raw):
             counts["packed_evidence_entries"] += 1
-        if not evidence:
+        if not evidence:  # excluded: nothing to find
             counts["excluded_questions"] += 1
+            key = "excluded_no_evidence_in_data" if not raw else "excluded_all_evidence_dropped"
+            counts[key] += 1
             continue
         out.append(
             {"question": q["question"], "category": int(q["category"]), "evidence": evidence}

@@ -288,3 +288,26 @@ def test_bulk_ingest_batches(mos: MemOS) -> None:
     )
     assert len(items) == 300 == mos.count(user="alice")
     assert len({it.id for it in items}) == 300
+
+
+def test_turns_keep_their_session_context_for_retrieval(mos: MemOS) -> None:
+    first = mos.add(
+        [{"role": "assistant", "content": "What did you do last weekend?"},
+         {"role": "user", "content": "I went hiking with my brother."}],
+        user="alice", session="s9",
+    )
+    [later] = mos.add([{"role": "user", "content": "It was exhausting but fun."}],
+                      user="alice", session="s9")
+    assert first[0].context == ""
+    assert first[1].context == "assistant: What did you do last weekend?"
+    # the context reaches back into earlier add calls of the same session (2 turns)
+    assert later.context == ("assistant: What did you do last weekend? "
+                             "alice: I went hiking with my brother.")
+    # context is retrieval-only: not part of the content hash or the text
+    assert later.text == "alice: It was exhausting but fun."
+    [other_session] = mos.add([{"role": "user", "content": "New topic."}], user="alice",
+                              session="s10")
+    assert other_session.context == ""
+    # a question worded like the preceding turn finds the reply through its context
+    hits = mos.search("weekend", user="alice", k=3, mode="text")
+    assert hits[0].id == first[0].id and first[1].id in {h.id for h in hits}

@@ -27,6 +27,12 @@ class Settings:
     db_path: Path
     track_access: bool = True  # count search hits and activate served items
     ivf_min_rows: int = 20_000  # cube size from which dense search uses the IVF index
+    # Raw turns keep the preceding turns of their session as retrieval context (indexed as a
+    # second, lower-weighted full-text column): a reply like "I went hiking" is then found by
+    # "what did she do last weekend?". See docs/benchmarks.md for the measurement.
+    context_turns: int = 2
+    # Reciprocal-rank-fusion weight of the dense leg (the full-text leg weighs 1.0).
+    dense_weight: float = 0.5
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..embeddings import Embedder, as_embedder
-from ..storage.base import SearchMode, SearchRequest, Store
+from ..storage.base import Scope, SearchMode, SearchRequest, Store
 from ..storage.search import And, Cond, Node, Or, combine, parse_filter
 from .config import Settings
 from .cube import MemCube
@@ -64,6 +65,7 @@ MemoryInput = str | Mapping[str, Any]
 Reader = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 MAX_K = 1000
+_MAX_CONTEXT_CHARS = 4000
 _MESSAGE_TIME_KEYS = ("timestamp", "time", "created_at", "date")
 
 
@@ -150,9 +152,7 @@ class MemOS:
                     "SQLite store (MemOS.open() or a file path)"
                 )
             path = Path(text.removeprefix("sqlite:///")).expanduser()
-            settings = Settings(
-                db_path=path, track_access=settings.track_access, ivf_min_rows=settings.ivf_min_rows
-            )
+            settings = dataclasses.replace(settings, db_path=path)
         from ..storage.sqlite import SQLiteStore
 
         return cls(
@@ -299,6 +299,7 @@ class MemOS:
         session = check_text(session, "session") if session is not None else None
         now = utcnow()
         items = [self._draft(x, user, target.id, session, defaults, now) for x in inputs]
+        items = self._with_context(items, target.id, session)
         vectors = self.embedder.embed_documents([it.text for it in items])
         self._record_embedder(vectors)
         results = self.store.add_items(
@@ -315,6 +316,39 @@ class MemOS:
             if owned
             else f"user {user!r} owns no cube yet; create one with mos.create_cube()"
         )
+
+    def _with_context(
+        self, items: builtins.list[MemoryItem], cube_id: str, session: str | None
+    ) -> builtins.list[MemoryItem]:
+        """Give each conversation turn the preceding turns of its session as retrieval context.
+
+        The context is indexed for full-text search only (see docs/architecture.md); the
+        memory's text, content hash and vector stay its own.
+        """
+        n = self.settings.context_turns
+        if n <= 0 or not any(it.provenance.source == "conversation" for it in items):
+            return items
+        history: builtins.list[str] = []
+        if session is not None:  # turns stored by earlier add calls of this session
+            where = And(
+                (
+                    Cond("session_id", "text", "$eq", session),
+                    Cond("kind", "text", "$eq", "raw_turn"),
+                )
+            )
+            prior = self.store.list_items(
+                Scope((cube_id,), None), where, limit=n, offset=0, order="created"
+            )
+            history = [it.text for it in reversed(prior)]
+        out = []
+        for it in items:
+            if it.provenance.source == "conversation":
+                context = " ".join(history[-n:])[-_MAX_CONTEXT_CHARS:]
+                out.append(it.evolve(context=context))
+                history.append(it.text)
+            else:
+                out.append(it)
+        return out
 
     def _read_fine(self, inputs: builtins.list[MemoryInput]) -> builtins.list[MemoryInput]:
         messages = [x if isinstance(x, Mapping) else {"role": "user", "content": x} for x in inputs]
@@ -493,7 +527,9 @@ class MemOS:
             live_only=True,
         )
         vector = self.embedder.embed_query(query) if mode != "text" else None
-        hits = self.store.search(SearchRequest(scope, k, query, vector, where, mode))
+        hits = self.store.search(
+            SearchRequest(scope, k, query, vector, where, mode, self.settings.dense_weight)
+        )
         self._served([h.item for h in hits], user, "search")
         return hits
 

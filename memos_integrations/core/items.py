@@ -295,6 +295,8 @@ class MemoryItem:
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     provenance: Provenance = field(default_factory=Provenance)
+    # preceding turns of the conversation, for retrieval only (not part of the memory's content)
+    context: str = ""
     event_time: datetime | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
@@ -349,6 +351,8 @@ def check_item(item: MemoryItem) -> MemoryItem:
     check_id(item.cube_id, "cube")
     check_id(item.owner, "user")
     check_text(item.text)
+    if item.context:
+        check_text(item.context, "context")
     check_kind(item.kind)
     check_tags(item.tags)
     check_metadata(item.metadata)

@@ -216,6 +216,7 @@ def _atomic_dir(final: Path) -> Iterator[Path]:
 # GGUF conversion
 # --------------------------------------------------------------------------------------------
 
+
 def _dtype_kwarg(transformers: Any, dtype: Any) -> dict[str, Any]:
     # transformers renamed torch_dtype= to dtype= in 4.56; the old name warns in 5.x.
     major, minor = (int(p) for p in transformers.__version__.split(".")[:2])

@@ -49,6 +49,7 @@ class SearchRequest:
     vector: np.ndarray | None = None
     where: Node | None = None
     mode: SearchMode = "hybrid"
+    dense_weight: float = 1.0  # RRF weight of the dense leg; the text leg weighs 1.0
 
 
 @dataclass

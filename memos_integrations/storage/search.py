@@ -300,6 +300,8 @@ def text_terms(query: str, max_terms: int = 32) -> list[str]:
 # ---------------------------------------------------------------------------- fusion
 
 RRF_K = 60
+# BM25 weight of an item's conversational context column relative to its own text (1.0).
+CONTEXT_WEIGHT = 0.5
 
 
 def rrf_fuse(

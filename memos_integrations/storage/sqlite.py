@@ -34,7 +34,7 @@ from ..core.items import (
     User,
 )
 from .base import CubeDump, Scope, SearchRequest
-from .search import And, Cond, Node, Not, Or, rrf_fuse, text_terms
+from .search import CONTEXT_WEIGHT, And, Cond, Node, Not, Or, rrf_fuse, text_terms
 from .vector_index import VectorIndex
 
 SCHEMA_VERSION = 1
@@ -65,6 +65,7 @@ MIGRATIONS: tuple[str, ...] = (
         tags TEXT NOT NULL DEFAULT '[]',
         metadata TEXT NOT NULL DEFAULT '{}',
         provenance TEXT NOT NULL DEFAULT '{}',
+        context TEXT NOT NULL DEFAULT '',
         session_id TEXT,
         event_time TEXT,
         event_ts REAL,
@@ -99,17 +100,19 @@ MIGRATIONS: tuple[str, ...] = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL, cube_id TEXT NOT NULL,
         op TEXT NOT NULL CHECK (op IN ('add', 'del')));
     CREATE VIRTUAL TABLE items_fts USING fts5(
-        text, content='items', content_rowid='rid',
+        text, context, content='items', content_rowid='rid',
         tokenize='porter unicode61 remove_diacritics 2');
     CREATE TRIGGER items_fts_ins AFTER INSERT ON items BEGIN
-        INSERT INTO items_fts(rowid, text) VALUES (new.rid, new.text);
+        INSERT INTO items_fts(rowid, text, context) VALUES (new.rid, new.text, new.context);
     END;
     CREATE TRIGGER items_fts_del AFTER DELETE ON items BEGIN
-        INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', old.rid, old.text);
+        INSERT INTO items_fts(items_fts, rowid, text, context)
+        VALUES ('delete', old.rid, old.text, old.context);
     END;
-    CREATE TRIGGER items_fts_upd AFTER UPDATE OF text ON items BEGIN
-        INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', old.rid, old.text);
-        INSERT INTO items_fts(rowid, text) VALUES (new.rid, new.text);
+    CREATE TRIGGER items_fts_upd AFTER UPDATE OF text, context ON items BEGIN
+        INSERT INTO items_fts(items_fts, rowid, text, context)
+        VALUES ('delete', old.rid, old.text, old.context);
+        INSERT INTO items_fts(rowid, text, context) VALUES (new.rid, new.text, new.context);
     END;
     CREATE TABLE artifacts (
         id TEXT PRIMARY KEY, cube_id TEXT NOT NULL REFERENCES cubes(id), kind TEXT NOT NULL,
@@ -126,7 +129,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 _ITEM_COLUMNS = (
-    "id, cube_id, owner, text, kind, tags, metadata, provenance, session_id, event_time, "
+    "id, cube_id, owner, text, kind, tags, metadata, provenance, context, session_id, event_time, "
     "event_ts, created_at, updated_at, state, version, content_hash, embedding_model, "
     "priority, confidence, expires_at, access_count, last_accessed_at, visibility"
 )
@@ -166,6 +169,7 @@ def _row_to_item(row: sqlite3.Row) -> MemoryItem:
         tags=tuple(json.loads(row["tags"])),
         metadata=json.loads(row["metadata"]),
         provenance=Provenance.from_dict(json.loads(row["provenance"])),
+        context=row["context"],
         event_time=datetime.fromisoformat(row["event_time"]) if row["event_time"] else None,
         created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
         updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
@@ -192,6 +196,7 @@ def _item_params(item: MemoryItem) -> tuple[Any, ...]:
         _json(list(item.tags)),
         _json(item.metadata),
         _json(item.provenance.to_dict()),
+        item.context,
         item.provenance.session_id,
         item.event_time.isoformat() if item.event_time else None,
         _ts(item.event_time),
@@ -572,7 +577,7 @@ class SQLiteStore:
                     continue
                 try:
                     c.execute(
-                        f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(23)})",
+                        f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(24)})",
                         _item_params(item),
                     )
                 except sqlite3.IntegrityError:
@@ -861,7 +866,7 @@ class SQLiteStore:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)  # terms are \w+ words: no quotes inside
         rows = conn.execute(
-            "SELECT items.id, bm25(items_fts) AS rank FROM items_fts "
+            f"SELECT items.id, bm25(items_fts, 1.0, {CONTEXT_WEIGHT}) AS rank FROM items_fts "
             "JOIN items ON items.rid = items_fts.rowid "
             f"WHERE items_fts MATCH ? AND {clause} ORDER BY rank LIMIT ?",
             (match, *params, n),
@@ -882,8 +887,10 @@ class SQLiteStore:
                 if request.mode in ("hybrid", "text")
                 else []
             )
-            legs = [leg for leg in (dense, text) if leg]
-            fused = rrf_fuse([[i for i, _ in leg] for leg in legs])[: request.k]
+            legs = [(leg, w) for leg, w in ((dense, request.dense_weight), (text, 1.0)) if leg]
+            fused = rrf_fuse(
+                [[i for i, _ in leg] for leg, _ in legs], weights=[w for _, w in legs]
+            )[: request.k]
             items = {it.id: it for it in self.get_items([i for i, _ in fused])}
         dense_s, text_s = dict(dense), dict(text)
         return [
@@ -1046,7 +1053,7 @@ class SQLiteStore:
             ],
         )
         c.executemany(
-            f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(23)})",
+            f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(24)})",
             [_item_params(it) for it in dump.items],
         )
         for v in dump.versions:
