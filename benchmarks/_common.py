@@ -7,10 +7,12 @@ percentages 0-100) and ``details`` (anything else).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -76,6 +78,32 @@ def machine_details() -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "load_average": load_average(),
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def code_version(package: str = "memos_integrations") -> dict[str, Any]:
+    """Which engine code a run measured: the commit, uncommitted changes to the package, and
+    a hash of its sources (call it at start-up: modules are imported once, edits made while
+    a long benchmark runs do not reach it)."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO_ROOT / package).rglob("*.py")):
+        digest.update(str(path.relative_to(REPO_ROOT)).encode())
+        digest.update(path.read_bytes())
+    dirty = _git("status", "--porcelain", "--", package)
+    return {
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "uncommitted_changes": [line[3:] for line in dirty.splitlines()] if dirty else [],
+        "source_sha256": digest.hexdigest()[:16],
     }
 
 
@@ -150,6 +178,7 @@ def write_result(
 __all__ = [
     "BENCH_DIR",
     "RESULTS_DIR",
+    "code_version",
     "command_line",
     "load_average",
     "machine_details",

@@ -37,12 +37,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import command_line, machine_details, write_result
+from _common import code_version, command_line, machine_details, write_result
 
 from memos_integrations import MemOS
 from memos_integrations.core.config import Settings, data_dir
 from memos_integrations.embeddings import BUNDLED_MODEL_ID, default_embedder
-from memos_integrations.storage.search import STOPWORDS, rrf_fuse, text_terms
+from memos_integrations.storage import search as search_module
+from memos_integrations.storage.search import RRF_K, STOPWORDS, rrf_fuse, text_terms
+
+CODE = code_version()  # the engine as imported at start-up
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
 KS = (1, 5, 10, 25)
@@ -367,6 +370,18 @@ def run_conversation(
     return rows
 
 
+def engine_settings() -> dict[str, Any]:
+    """The retrieval knobs of the engine being measured (read, not set)."""
+    defaults = Settings(db_path=Path("unused"))
+    return {
+        "rrf_k": RRF_K,
+        "dense_weight": getattr(defaults, "dense_weight", 1.0),
+        "context_turns": getattr(defaults, "context_turns", 0),
+        "context_weight": getattr(search_module, "CONTEXT_WEIGHT", None),
+        "stopwords_in_text_leg": len(STOPWORDS),
+    }
+
+
 DIAG_DEPTH = 50  # = the engine's per-leg candidate depth max(2k, 50) for k <= 25
 
 
@@ -410,10 +425,13 @@ def _diagnose(
     ]
     row["dense_prev_context"] = recall_at([[d] for d in dense_ctx], ev)
     # fusion of the engine's dense and text legs with other RRF settings
-    row["rrf_ours_k60_w1:1 (= engine)"] = recall_at(
-        fuse([legs["dense"], legs["text"]], 60, [1, 1]), ev
+    # (weights written dense:text; the first row reproduces mode="hybrid" as configured)
+    settings = engine_settings()
+    dw = settings["dense_weight"]
+    row[f"rrf_ours_k{RRF_K}_w{dw:g}:1 (= engine hybrid)"] = recall_at(
+        fuse([legs["dense"], legs["text"]], RRF_K, [dw, 1.0]), ev
     )
-    for k, w in ((10, 1.0), (10, 1.5), (10, 2.0), (5, 1.5), (20, 2.0)):
+    for k, w in ((60, 1.0), (10, 1.0), (10, 1.5), (10, 2.0), (5, 1.5), (20, 2.0)):
         row[f"rrf_ours_k{k}_w1:{w:g}"] = recall_at(
             fuse([legs["dense"], legs["text"]], k, [1, w]), ev
         )
@@ -570,13 +588,16 @@ def main(argv: list[str] | None = None) -> int:
             "dense_no_speaker = without the 'Speaker: ' prefix; dense_prev_context = exact "
             "cosine over '<previous turn of the session> <turn>' vectors; rrf_ours_kK_w1:W = "
             "RRF of the engine's own dense and text legs (top 50 each, from mode='dense'/'text') "
-            "with RRF constant K and text-leg weight W (k60 w1:1 reproduces mode='hybrid'); "
+            "with RRF constant K and weights dense:text (the '(= engine hybrid)' row uses the "
+            "engine's own RRF_K and dense_weight and reproduces mode='hybrid'); "
             "fts_ctx_* = an in-memory FTS5 table (same tokenizer and query terms as the engine) "
             "with columns (turn, previous turn, next turn) of the same session ranked by "
             "bm25(f, 1, 0.5[, 0.25]), i.e. a proposed context column in items_fts"
         )
         if args.diagnostics
         else "diagnostics skipped (--no-diagnostics)",
+        "engine_settings": engine_settings(),
+        "code": CODE,
         "per_conversation": per_conv,
         "embedder": BUNDLED_MODEL_ID,
         "embedder_cache_misses": emb.misses,

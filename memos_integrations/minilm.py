@@ -17,9 +17,7 @@ import json
 import math
 import os
 import pathlib
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,58 +46,8 @@ _MAX_ATTENTION_ELEMS = 16 * 1024 * 1024
 # Elements per block of the element-wise GELU: three float32 temporaries of this size
 # plus the block itself stay in L2 while the ~20 NumPy passes run over them.
 _GELU_BLOCK_ELEMS = 48 * 1024
-# Below this size a helper thread costs more than it saves.
-_GELU_MIN_PARALLEL_ELEMS = 128 * 1024
 
 FloatArray = npt.NDArray[np.float32]
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # honours taskset / cgroup CPU pinning
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
-
-
-# Helper threads for element-wise work between matmuls. NumPy ufuncs run on one core
-# while BLAS uses all of them; splitting the big GELU across cores nearly halves it.
-_POOL_LOCK = threading.Lock()
-_POOL: ThreadPoolExecutor | None = None
-_POOL_WORKERS = min(_cpu_count(), 4) - 1
-
-
-def _reset_pool_after_fork() -> None:
-    # A forked child inherits the executor object but not its threads: start afresh.
-    global _POOL
-    _POOL = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_pool_after_fork)
-
-
-def _map_blocks(fn: Callable[[FloatArray], None], blocks: list[FloatArray]) -> None:
-    """Apply ``fn`` to every block, spread over the caller and the helper threads."""
-    global _POOL
-    parts = min(_POOL_WORKERS + 1, len(blocks))
-    if parts < 2:
-        for block in blocks:
-            fn(block)
-        return
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=_POOL_WORKERS, thread_name_prefix="minilm")
-        pool = _POOL
-    groups = [blocks[i::parts] for i in range(parts)]
-    futures = [pool.submit(_apply_all, fn, group) for group in groups[1:]]
-    _apply_all(fn, groups[0])
-    for future in futures:
-        future.result()
-
-
-def _apply_all(fn: Callable[[FloatArray], None], blocks: list[FloatArray]) -> None:
-    for block in blocks:
-        fn(block)
 
 
 def _model_dir_ok(path: pathlib.Path) -> bool:
@@ -145,7 +93,7 @@ def bundled_minilm_dir() -> pathlib.Path:
 class _Layer:
     """Weights of one encoder layer, pre-arranged as (in, out) for ``x @ w``."""
 
-    w_qkv: FloatArray  # (H, 3H); the query part is pre-scaled by 1/sqrt(head_dim)
+    w_qkv: FloatArray  # (H, 2H + heads * (head_dim + 1)): Q (pre-scaled) | K | V + 1-column
     b_qkv: FloatArray
     w_attn_out: FloatArray
     b_attn_out: FloatArray
@@ -214,30 +162,21 @@ def _bias_gelu_rows(x: FloatArray, bias: FloatArray, scratch: list[FloatArray]) 
     x -= poly
 
 
-def _bias_gelu_slab(x: FloatArray, bias: FloatArray) -> None:
-    """Process a row slab in blocks small enough that all temporaries stay in L2."""
+def _bias_gelu_inplace(x: FloatArray, bias: FloatArray) -> None:
+    """``x = gelu(x + bias)`` in place on a C-contiguous 2-D array, block by block.
+
+    Single-threaded on purpose: OpenBLAS worker threads keep spinning for a while after
+    each matmul, so helper threads for element-wise work measured no faster.
+    """
     rows, cols = x.shape
     block = max(1, min(rows, _GELU_BLOCK_ELEMS // max(1, cols)))
-    # Preallocated once per slab: fresh 100+ kB temporaries per block would each be
-    # an mmap/munmap round trip with page faults in glibc malloc.
+    # Scratch allocated once per call: fresh 100+ kB temporaries per block would each
+    # be an mmap/munmap round trip with page faults in glibc malloc.
     scratch = [np.empty((block, cols), dtype=np.float32) for _ in range(3)]
     for start in range(0, rows, block):
         part = x[start : start + block]
         n = part.shape[0]
         _bias_gelu_rows(part, bias, [buf[:n] for buf in scratch])
-
-
-def _bias_gelu_inplace(x: FloatArray, bias: FloatArray) -> None:
-    """``x = gelu(x + bias)`` in place; row slabs run in parallel when cores are free.
-
-    NumPy releases the GIL inside ufunc loops and BLAS is idle at this point, so the
-    element-wise work (as costly as a matmul here) can use the other cores too.
-    """
-    rows = x.shape[0]
-    parts = min(_POOL_WORKERS + 1, max(1, x.size // _GELU_MIN_PARALLEL_ELEMS))
-    step = -(-rows // parts)
-    slabs = [x[i : i + step] for i in range(0, rows, step)]
-    _map_blocks(lambda slab: _bias_gelu_slab(slab, bias), slabs)
 
 
 def _softmax_inplace(s: FloatArray) -> None:
@@ -367,10 +306,7 @@ class MiniLMEncoder:
         if n == 0:
             return out
 
-        # sentence-transformers strips surrounding whitespace before tokenising.
-        prepared = [str(t).strip() for t in texts]
-        if self._lower_case:
-            prepared = [t.lower() for t in prepared]
+        prepared = [t.lower() for t in texts] if self._lower_case else list(texts)
         encodings = self._tokenizer.encode_batch(prepared, add_special_tokens=True)
         ids_list = [e.ids for e in encodings]
         lengths = np.fromiter((len(ids) for ids in ids_list), dtype=np.int64, count=n)
@@ -479,7 +415,9 @@ class MiniLMEncoder:
         np.exp(scores, out=scores)
         out = scores @ v_ext  # (B, heads, L, head_dim + 1)
         denom = out[..., head_dim:]
-        if not (np.isfinite(out).all() and float(denom.min()) >= _MIN_DENOM):
+        # Numerators are bounded by max|v| * denominator, so checking the denominators
+        # suffices (NaN fails both comparisons).
+        if not (float(denom.min()) >= _MIN_DENOM and float(denom.max()) < math.inf):
             # Stable path: recompute with per-row max and an additive key mask.
             scores = q @ k.transpose(0, 2, 3, 1)
             scores += ((np.float32(1.0) - mask) * _MASK_BIAS)[:, None, None, :]

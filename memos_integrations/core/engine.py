@@ -39,7 +39,6 @@ from .items import (
     Grant,
     ItemVersion,
     MemoryItem,
-    Provenance,
     SearchHit,
     Transition,
     User,
@@ -48,6 +47,7 @@ from .items import (
     check_kind,
     check_metadata,
     check_priority,
+    check_provenance,
     check_tags,
     check_text,
     check_visibility,
@@ -390,7 +390,7 @@ class MemOS:
             text = f"{speaker}: {content}"
             stamp = next((spec[k] for k in _MESSAGE_TIME_KEYS if spec.get(k) is not None), None)
             event_time = parse_time(stamp, "message timestamp")
-            provenance = Provenance.from_dict(
+            provenance = check_provenance(
                 {
                     "source": "conversation",
                     "session_id": session,
@@ -409,7 +409,7 @@ class MemOS:
             given = spec.get("provenance") or {}
             if not isinstance(given, Mapping):
                 raise InvalidInput("provenance must be a dict")
-            provenance = Provenance.from_dict({"source": "api", "session_id": session, **given})
+            provenance = check_provenance({"source": "api", "session_id": session, **given})
             kind = check_kind(spec["kind"]) if "kind" in spec else defaults["kind"] or "fact"
             extra = spec
         else:

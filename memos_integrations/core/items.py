@@ -268,17 +268,25 @@ class Provenance:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Provenance:
-        """Build from a dict, validated: JSON values only, lists of strings where tuples go."""
+        """Build from trusted data (a store row); use :func:`check_provenance` for input."""
         if not data:
             return cls()
-        data = check_metadata(data, "provenance")  # a JSON object of bounded size, valid Unicode
-        for name in ("message_ids", "timestamps", "derived_from"):
-            value = data.get(name, [])
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise InvalidInput(f"provenance {name} must be a list of strings")
         known = {f.name for f in fields(cls)}
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**kw)
+
+
+def check_provenance(data: object) -> Provenance:
+    """Provenance from caller input: a JSON object; lists of strings where tuples go."""
+    checked = check_metadata(data, "provenance")  # bounded size, JSON values, valid Unicode
+    for name in ("message_ids", "timestamps", "derived_from"):
+        value = checked.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidInput(f"provenance {name} must be a list of strings")
+    for name in ("source", "session_id", "role", "speaker", "extractor"):
+        if not isinstance(checked.get(name, ""), str | None):
+            raise InvalidInput(f"provenance {name} must be a string")
+    return Provenance.from_dict(checked)
 
 
 @dataclass(frozen=True)
@@ -337,7 +345,7 @@ class MemoryItem:
             if name in kw:
                 kw[name] = parse_time(kw[name], name)
         kw["tags"] = check_tags(kw.get("tags"))
-        kw["provenance"] = Provenance.from_dict(kw.get("provenance"))
+        kw["provenance"] = check_provenance(kw.get("provenance"))
         kw.setdefault("embedding_model", "")
         return cls(**kw)
 

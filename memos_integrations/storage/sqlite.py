@@ -83,6 +83,8 @@ MIGRATIONS: tuple[str, ...] = (
         visibility TEXT NOT NULL);
     -- the same content is stored once per cube (deleted tombstones do not count)
     CREATE UNIQUE INDEX items_content ON items(cube_id, content_hash) WHERE state != 'deleted';
+    -- named, so candidate checks can insist on it (INDEXED BY)
+    CREATE UNIQUE INDEX items_id ON items(id);
     CREATE INDEX items_cube_state ON items(cube_id, state);
     CREATE INDEX items_owner ON items(owner);
     CREATE INDEX items_event ON items(cube_id, event_ts);
@@ -825,7 +827,10 @@ class SQLiteStore:
             ok.update(
                 r[0]
                 for r in conn.execute(
-                    f"SELECT id FROM items WHERE id IN ({_marks(len(chunk))}) AND {clause}",
+                    # INDEXED BY: without it the planner may scan a whole cube via
+                    # items_cube_state instead of probing the ids (6 ms vs 0.1 ms at 10k)
+                    f"SELECT id FROM items INDEXED BY items_id "
+                    f"WHERE id IN ({_marks(len(chunk))}) AND {clause}",
                     (*chunk, *params),
                 )
             )
