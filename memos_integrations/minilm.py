@@ -39,6 +39,10 @@ _MASK_BIAS = np.float32(-1e9)
 _EXP_SAFE_MAX = 60.0
 # Denominators below this would mean the (unshifted) exps underflowed for some row.
 _MIN_DENOM = 1e-30
+# A batch only takes texts up to _PAD_RATIO * shortest + _PAD_SLACK tokens long, which
+# bounds the padding overhead while keeping batches of similar short texts large.
+_PAD_RATIO = 1.25
+_PAD_SLACK = 8
 # Upper bounds on the scratch arrays of one forward pass (elements, float32). Batches
 # of long texts are split further so peak memory stays around 100 MB per thread.
 _MAX_BATCH_TOKENS = 16384
@@ -314,26 +318,20 @@ class MiniLMEncoder:
         # Length-sorted batches keep padding (wasted FLOPs) near zero; results are
         # scattered back to the caller's order through ``order``.
         order = np.argsort(lengths, kind="stable")
+        sorted_lengths = lengths[order]
         start = 0
         while start < n:
-            stop = min(start + batch_size, n)
-            # Shrink batches of long texts so the scratch arrays stay bounded.
-            while stop - start > 1:
-                seq = int(lengths[order[stop - 1]])
-                rows = stop - start
-                if (
-                    rows * seq <= _MAX_BATCH_TOKENS
-                    and rows * self.num_heads * seq * seq <= _MAX_ATTENTION_ELEMS
-                ):
-                    break
-                stop = start + max(
-                    1,
-                    min(
-                        rows - 1,
-                        _MAX_BATCH_TOKENS // seq,
-                        _MAX_ATTENTION_ELEMS // (self.num_heads * seq * seq),
-                    ),
-                )
+            # Close the batch early where lengths jump (e.g. a few long texts among
+            # short ones): padding 20 short texts to 256 tokens would cost 10x.
+            limit = sorted_lengths[start] * _PAD_RATIO + _PAD_SLACK
+            stop = min(start + batch_size, int(np.searchsorted(sorted_lengths, limit, "right")))
+            # Cap rows for long texts so the scratch arrays stay bounded. One step is
+            # enough: dropping rows can only shorten the batch's longest text.
+            seq = int(sorted_lengths[stop - 1])
+            max_rows = min(
+                _MAX_BATCH_TOKENS // seq, _MAX_ATTENTION_ELEMS // (self.num_heads * seq * seq)
+            )
+            stop = min(stop, start + max(1, max_rows))
             idx = order[start:stop]
             seq = int(lengths[idx[-1]])
             ids = np.full((len(idx), seq), self._pad_id, dtype=np.int64)

@@ -574,17 +574,7 @@ class MemOS:
         if not items:
             return
         if self.settings.track_access:
-            self.store.touch([it.id for it in items], utcnow())
-            fresh = [it.id for it in items if it.state == "generated"]
-            if fresh:
-                self.store.set_state(
-                    fresh,
-                    "activated",
-                    from_states=("generated",),
-                    by=user,
-                    reason=f"served by {op}",
-                    audit=None,
-                )
+            self.store.mark_served([it.id for it in items], utcnow(), user, f"served by {op}")
         self._audit_foreign_reads(items, user, op)
 
     def _audit_foreign_reads(self, items: Iterable[MemoryItem], user: str | None, op: str) -> None:

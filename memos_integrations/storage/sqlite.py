@@ -704,15 +704,26 @@ class SQLiteStore:
                 )
         return changed
 
-    def touch(self, ids: Sequence[str], at: datetime) -> None:
+    def mark_served(self, ids: Sequence[str], at: datetime, by: str | None, reason: str) -> None:
+        """Count an access on each item and activate the ``generated`` ones: one transaction."""
         if not ids:
             return
+        marks = _marks(len(ids))
         with self._tx() as c:
             c.execute(
                 "UPDATE items SET access_count = access_count + 1, last_accessed_at = ? "
-                f"WHERE id IN ({_marks(len(ids))})",
+                f"WHERE id IN ({marks})",
                 (_ts(at), *ids),
             )
+            fresh = c.execute(
+                f"UPDATE items SET state = 'activated' WHERE id IN ({marks}) "
+                "AND state = 'generated' RETURNING id",
+                tuple(ids),
+            ).fetchall()
+            for (item_id,) in fresh:
+                self._insert_transition(
+                    c, Transition(item_id, "generated", "activated", by, reason, at)
+                )
 
     # ------------------------------------------------------------------ items: reads
 
