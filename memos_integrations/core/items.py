@@ -458,3 +458,7 @@ class AuditRecord:
     detail: dict[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=utcnow)
     id: int | None = None
+
+    def with_detail(self, **extra: Any) -> AuditRecord:
+        """The same record with more detail (what a store learns while writing)."""
+        return replace(self, detail={**self.detail, **extra})

@@ -593,18 +593,8 @@ class SQLiteStore:
             created = [i for i, new in out if new]
             self._audit(
                 c,
-                AuditRecord(
-                    audit.actor,
-                    audit.action,
-                    audit.target,
-                    audit.cube_id,
-                    {
-                        **audit.detail,
-                        "created": len(created),
-                        "existing": len(out) - len(created),
-                        "ids": created[:100],
-                    },
-                    audit.at,
+                audit.with_detail(
+                    created=len(created), existing=len(out) - len(created), ids=created[:100]
                 ),
             )
         return out
@@ -691,17 +681,7 @@ class SQLiteStore:
             if to_state == "deleted":
                 self._drop_vectors(c, changed)
             if audit is not None:
-                self._audit(
-                    c,
-                    AuditRecord(
-                        audit.actor,
-                        audit.action,
-                        audit.target,
-                        audit.cube_id,
-                        {**audit.detail, "changed": changed},
-                        audit.at,
-                    ),
-                )
+                self._audit(c, audit.with_detail(changed=changed))
         return changed
 
     def mark_served(self, ids: Sequence[str], at: datetime, by: str | None, reason: str) -> None:
@@ -989,17 +969,7 @@ class SQLiteStore:
             ).rowcount
             counts["audit"] = c.execute("DELETE FROM audit WHERE actor = ?", (user_id,)).rowcount
             counts["users"] = c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount
-            self._audit(
-                c,
-                AuditRecord(
-                    audit.actor,
-                    audit.action,
-                    audit.target,
-                    None,
-                    {**audit.detail, **counts},
-                    audit.at,
-                ),
-            )
+            self._audit(c, audit.with_detail(**counts))
         return counts
 
     # ------------------------------------------------------------------ portability
