@@ -209,90 +209,17 @@ def _check_value(key: str, ftype: FieldType, op: str, value: object) -> Any:
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Function words that match almost every memory and only slow the text leg down.
 STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "he",
-        "her",
-        "him",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "she",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "they",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "yours",
-        "about",
-        "after",
-        "before",
-        "did",
-        "does",
-        "just",
-        "also",
-        "any",
-        "all",
-        "some",
-    ]
+    """a an and are as at be been but by can could did do does for from had has have he her him
+    his how i if in into is it its me my of on or our she so than that the their them then
+    there they this to was we were what when where which who whom why will with would you
+    your yours about after before just also any all some ll re ve""".split()  # noqa: SIM905
 )
 
 
 def text_terms(query: str, max_terms: int = 32) -> list[str]:
     """The distinct content words of a query, for the full-text leg (stopwords dropped)."""
-    words = [w.lower() for w in _WORD.findall(query)]
+    # single letters ("s" of "alice's", "t" of "don't") match nearly everything, say nothing
+    words = [w.lower() for w in _WORD.findall(query) if len(w) > 1 or w.isdigit()]
     content = [w for w in words if w not in STOPWORDS] or words
     return list(dict.fromkeys(content))[:max_terms]
 

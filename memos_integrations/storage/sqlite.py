@@ -810,22 +810,27 @@ class SQLiteStore:
             self._index_seq = head
             return self._index
 
-    def _allowed(
-        self, conn: sqlite3.Connection, ids: Sequence[str], clause: str, params: Sequence[Any]
-    ) -> set[str]:
-        ok: set[str] = set()
-        for chunk in _chunks(list(ids)):
-            ok.update(
-                r[0]
-                for r in conn.execute(
-                    # INDEXED BY: without it the planner may scan a whole cube via
-                    # items_cube_state instead of probing the ids (6 ms vs 0.1 ms at 10k)
-                    f"SELECT id FROM items INDEXED BY items_id "
-                    f"WHERE id IN ({_marks(len(chunk))}) AND {clause}",
-                    (*chunk, *params),
-                )
+    @staticmethod
+    def _admitted(
+        conn: sqlite3.Connection,
+        key: str,
+        keys: Sequence[Any],
+        clause: str,
+        params: Sequence[Any],
+    ) -> dict[Any, str]:
+        """Which candidates (by ``id`` or ``rid``) pass the scope and filter: key -> item id."""
+        # Probe the keys, never scan: without the hint the planner may walk a whole cube via
+        # items_cube_state instead (6 ms vs 0.1 ms at 10k). NOT INDEXED keeps rowid lookups.
+        hint = "INDEXED BY items_id" if key == "id" else "NOT INDEXED"
+        out: dict[Any, str] = {}
+        for chunk in _chunks(list(keys)):
+            rows = conn.execute(
+                f"SELECT {key}, id FROM items {hint} "
+                f"WHERE {key} IN ({_marks(len(chunk))}) AND {clause}",
+                (*chunk, *params),
             )
-        return ok
+            out.update((r[0], r[1]) for r in rows)
+        return out
 
     def _dense_leg(
         self,
@@ -845,7 +850,7 @@ class SQLiteStore:
         want = n
         for _ in range(3):
             raw = index.search(req.vector, want, cubes)
-            ok = self._allowed(conn, [i for i, _ in raw], clause, params)
+            ok = self._admitted(conn, "id", [i for i, _ in raw], clause, params)
             hits = [(i, s) for i, s in raw if i in ok]
             if len(hits) >= n:
                 return hits[:n]
@@ -853,21 +858,41 @@ class SQLiteStore:
         admitted = {r[0] for r in conn.execute(f"SELECT id FROM items WHERE {clause}", params)}
         return index.search(req.vector, n, cubes, only=admitted)
 
-    @staticmethod
     def _text_leg(
-        conn: sqlite3.Connection, req: SearchRequest, n: int, clause: str, params: Sequence[Any]
+        self,
+        conn: sqlite3.Connection,
+        req: SearchRequest,
+        n: int,
+        clause: str,
+        params: Sequence[Any],
     ) -> list[tuple[str, float]]:
         terms = text_terms(req.text or "")
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)  # terms are \w+ words: no quotes inside
+        rank = f"bm25(items_fts, 1.0, {CONTEXT_WEIGHT})"  # FTS5 bm25: lower is better
+        # Rank in the full-text index alone, then check the best candidates against scope and
+        # filter: joining items inside the ranking query made it ~5x slower (52 vs 11 ms at
+        # 100k). Widen while the filter rejects too many; a selective filter ends in the join.
+        want = n
+        for _ in range(3):
+            rows = conn.execute(
+                f"SELECT rowid, {rank} AS r FROM items_fts WHERE items_fts MATCH ? "
+                "ORDER BY r LIMIT ?",
+                (match, want),
+            ).fetchall()
+            ok = self._admitted(conn, "rid", [r[0] for r in rows], clause, params)
+            hits = [(ok[rid], -float(score)) for rid, score in rows if rid in ok]
+            if len(hits) >= n or len(rows) < want:  # enough, or every match was seen
+                return hits[:n]
+            want *= 8
         rows = conn.execute(
-            f"SELECT items.id, bm25(items_fts, 1.0, {CONTEXT_WEIGHT}) AS rank FROM items_fts "
+            f"SELECT items.id, {rank} AS r FROM items_fts "
             "JOIN items ON items.rid = items_fts.rowid "
-            f"WHERE items_fts MATCH ? AND {clause} ORDER BY rank LIMIT ?",
+            f"WHERE items_fts MATCH ? AND {clause} ORDER BY r LIMIT ?",
             (match, *params, n),
-        )
-        return [(r[0], -float(r[1])) for r in rows]  # FTS5 bm25 is "lower is better"
+        ).fetchall()
+        return [(r[0], -float(r[1])) for r in rows]
 
     def search(self, request: SearchRequest) -> list[SearchHit]:
         n = max(2 * request.k, 50)  # candidates per leg before fusion

@@ -88,7 +88,7 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 class VectorIndex:
     """Cosine top-k over unit vectors, partitioned by cube, safe to share between threads."""
 
-    def __init__(self, dim: int, *, ivf_min_rows: int = 20_000, nprobe: int = 24) -> None:
+    def __init__(self, dim: int, *, ivf_min_rows: int = 20_000, nprobe: int = 32) -> None:
         self.dim = dim
         self.ivf_min_rows = ivf_min_rows
         self.nprobe = nprobe
