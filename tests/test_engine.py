@@ -311,3 +311,18 @@ def test_turns_keep_their_session_context_for_retrieval(mos: MemOS) -> None:
     # a question worded like the preceding turn finds the reply through its context
     hits = mos.search("weekend", user="alice", k=3, mode="text")
     assert hits[0].id == first[0].id and first[1].id in {h.id for h in hits}
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "text"])
+def test_selective_filter_still_returns_every_match(mos: MemOS, mode: str) -> None:
+    # 3 of 300 similar notes carry the tag: over-fetching the best 50 candidates finds none of
+    # them, so the search must widen and finally search exactly the admitted rows.
+    mos.ingest(
+        [{"text": f"note number {i} about the garden", "tags": ["rare"] if i % 100 == 7 else []}
+         for i in range(300)],
+        user="alice", progress=False,
+    )
+    hits = mos.search("note about the garden", user="alice", k=10, tags=["rare"], mode=mode)
+    assert sorted(h.text for h in hits) == [
+        "note number 107 about the garden", "note number 207 about the garden",
+        "note number 7 about the garden"]

@@ -13,7 +13,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -832,6 +832,33 @@ class SQLiteStore:
             out.update((r[0], r[1]) for r in rows)
         return out
 
+    def _best_admitted(
+        self,
+        conn: sqlite3.Connection,
+        ranked: Callable[[int], list[tuple[Any, float]]],
+        key: str,
+        n: int,
+        clause: str,
+        params: Sequence[Any],
+        *,
+        exhaustive: bool,
+    ) -> list[tuple[str, float]] | None:
+        """The n best ranked candidates that scope and filter admit, as (item id, score).
+
+        Over-fetches and checks in SQL, widening 8x twice while the filter rejects too many.
+        ``None`` means a selective filter defeated that: the caller searches exactly. With
+        ``exhaustive``, a short ranking means every match was seen, so fewer than n is final.
+        """
+        want = n
+        for _ in range(3):
+            rows = ranked(want)
+            ok = self._admitted(conn, key, [r[0] for r in rows], clause, params)
+            hits = [(ok[k], score) for k, score in rows if k in ok]
+            if len(hits) >= n or (exhaustive and len(rows) < want):
+                return hits[:n]
+            want *= 8
+        return None
+
     def _dense_leg(
         self,
         conn: sqlite3.Connection,
@@ -844,17 +871,18 @@ class SQLiteStore:
         if index is None or req.vector is None:
             return []
         cubes = req.scope.cube_ids
-        # Over-fetch and check candidates against scope and filter in SQL; widen while a
-        # selective filter leaves fewer than n. Last resort: an exact scan of exactly the
-        # rows the filter admits, so a selective filter still returns n rows when they exist.
-        want = n
-        for _ in range(3):
-            raw = index.search(req.vector, want, cubes)
-            ok = self._admitted(conn, "id", [i for i, _ in raw], clause, params)
-            hits = [(i, s) for i, s in raw if i in ok]
-            if len(hits) >= n:
-                return hits[:n]
-            want *= 8
+        hits = self._best_admitted(
+            conn,
+            lambda want: index.search(req.vector, want, cubes),
+            "id",
+            n,
+            clause,
+            params,
+            exhaustive=False,  # an IVF scan may return fewer rows than asked for
+        )
+        if hits is not None:
+            return hits
+        # A selective filter: scan exactly the rows it admits, so n rows come back if they exist.
         admitted = {r[0] for r in conn.execute(f"SELECT id FROM items WHERE {clause}", params)}
         return index.search(req.vector, n, cubes, only=admitted)
 
@@ -873,19 +901,25 @@ class SQLiteStore:
         rank = f"bm25(items_fts, 1.0, {CONTEXT_WEIGHT})"  # FTS5 bm25: lower is better
         # Rank in the full-text index alone, then check the best candidates against scope and
         # filter: joining items inside the ranking query made it ~5x slower (52 vs 11 ms at
-        # 100k). Widen while the filter rejects too many; a selective filter ends in the join.
-        want = n
-        for _ in range(3):
-            rows = conn.execute(
-                f"SELECT rowid, {rank} AS r FROM items_fts WHERE items_fts MATCH ? "
-                "ORDER BY r LIMIT ?",
-                (match, want),
-            ).fetchall()
-            ok = self._admitted(conn, "rid", [r[0] for r in rows], clause, params)
-            hits = [(ok[rid], -float(score)) for rid, score in rows if rid in ok]
-            if len(hits) >= n or len(rows) < want:  # enough, or every match was seen
-                return hits[:n]
-            want *= 8
+        # 100k). A selective filter ends in the join.
+        hits = self._best_admitted(
+            conn,
+            lambda want: [
+                (rid, -float(score))
+                for rid, score in conn.execute(
+                    f"SELECT rowid, {rank} AS r FROM items_fts WHERE items_fts MATCH ? "
+                    "ORDER BY r LIMIT ?",
+                    (match, want),
+                )
+            ],
+            "rid",
+            n,
+            clause,
+            params,
+            exhaustive=True,
+        )
+        if hits is not None:
+            return hits
         rows = conn.execute(
             f"SELECT items.id, {rank} AS r FROM items_fts "
             "JOIN items ON items.rid = items_fts.rowid "
