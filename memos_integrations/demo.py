@@ -79,7 +79,11 @@ QUESTIONS: list[tuple[str, str]] = [
 ]
 
 
-def _load_answerer() -> Callable[[str, list[SearchHit]], str]:
+def _top_memory(question: str, hits: list[SearchHit]) -> str:
+    return hits[0].text if hits else "I don't remember anything about that."
+
+
+def _load_answerer() -> tuple[str, Callable[[str, list[SearchHit]], str]]:
     """SmolLM2 answers from the retrieved memories when the [local] extra is installed."""
     try:
         from .models.runtime import LocalModel
@@ -87,7 +91,7 @@ def _load_answerer() -> Callable[[str, list[SearchHit]], str]:
         model = LocalModel.load()
     except (ImportError, MemOSError, OSError, RuntimeError) as exc:
         print(f"(local model unavailable: {exc}; showing the best memory as the answer)\n")
-        return lambda q, hits: hits[0].text if hits else "I don't remember anything about that."
+        return "top memory", _top_memory
 
     def answer(question: str, hits: list[SearchHit]) -> str:
         if not hits:
@@ -104,7 +108,7 @@ def _load_answerer() -> Callable[[str, list[SearchHit]], str]:
         ]
         return model.generate(messages, max_new_tokens=40).strip()
 
-    return answer
+    return "SmolLM2-135M, a tiny local model", answer
 
 
 def _show(item: MemoryItem, indent: str = "    ") -> None:
@@ -161,14 +165,14 @@ def run(home: Path | None = None) -> None:
         print()
 
         print("== 3. questions answered from memory, across sessions")
-        answer = _load_answerer()
+        answerer_name, answer = _load_answerer()
         for user, question in QUESTIONS:
             # what the users said, not the assistant's replies, is the evidence here
             hits = [
                 h for h in mos.search(question, user=user, k=6) if h.item.provenance.role == "user"
             ][:3]
             print(f"  {user} asks: {question}")
-            print("    answer: " + textwrap.shorten(answer(question, hits), 160))
+            print(f"    answer ({answerer_name}): " + textwrap.shorten(answer(question, hits), 160))
             for hit in hits[:2]:
                 _show(hit.item, indent="      ")
             print()

@@ -11,6 +11,7 @@ def test_demo_runs_and_answers_from_memory(tmp_path, monkeypatch, capsys, smol_c
     run(tmp_path)
     out = capsys.readouterr().out
     assert "local model unavailable" not in out
+    assert "answer (SmolLM2-135M, a tiny local model)" in out
     assert "replaying a turn stores nothing new" in out
     assert "v2 (update): alice: In October 2024 I moved from Lisbon to Porto." in out
     assert "alice asks: What is the name of alice's cat?" in out
