@@ -57,7 +57,7 @@ from .items import (
     parse_ttl,
     utcnow,
 )
-from .lifecycle import SERVED_STATES, STATES, check_state, check_transition
+from .lifecycle import LISTED_STATES, SERVED_STATES, check_state, check_transition
 
 T = TypeVar("T")
 MemoryInput = str | Mapping[str, Any]
@@ -631,7 +631,7 @@ class MemOS:
             None,
             None,
             None,
-            states or [s for s in STATES if s != "deleted"],
+            states or LISTED_STATES,
             live_only=False,
         )
         return self.store.count_items(scope, where)
@@ -915,7 +915,7 @@ class MemOS:
             session,
             None,
             None,
-            states or [s for s in STATES if s != "deleted"],
+            states or LISTED_STATES,
             live_only=False,
         )
         items = self.store.list_items(scope, where, limit=limit, offset=offset, order=order)

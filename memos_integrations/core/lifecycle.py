@@ -36,6 +36,8 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
 
 # States that search and list return unless the caller asks for others.
 SERVED_STATES: Final[tuple[State, ...]] = ("generated", "activated")
+# States that list and count return unless asked: everything but tombstones.
+LISTED_STATES: Final[tuple[State, ...]] = tuple(s for s in STATES if s != "deleted")
 
 
 def check_state(state: str) -> State:

@@ -37,8 +37,6 @@ from .base import CubeDump, Scope, SearchRequest
 from .search import CONTEXT_WEIGHT, And, Cond, Node, Not, Or, rrf_fuse, text_terms
 from .vector_index import VectorIndex
 
-SCHEMA_VERSION = 1
-
 # Ordered migrations; PRAGMA user_version records how many have run.
 MIGRATIONS: tuple[str, ...] = (
     """
