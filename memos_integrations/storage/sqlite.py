@@ -10,7 +10,6 @@ for this process *and* for other processes writing to the same file.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,14 +27,30 @@ from ..core.items import (
     Grant,
     ItemVersion,
     MemoryItem,
-    Provenance,
     SearchHit,
     Transition,
     User,
 )
 from ..core.lifecycle import SERVED_STATES
 from .base import CubeDump, Scope, SearchRequest
-from .search import CONTEXT_WEIGHT, And, Cond, Node, Not, Or, rrf_fuse, text_terms
+from .rows import (
+    ITEM_COLUMNS,
+    REWRITTEN_COLUMNS,
+    artifact_from_row,
+    audit_from_row,
+    cube_from_row,
+    dump_json,
+    epoch,
+    grant_from_row,
+    item_from_row,
+    item_values,
+    transition_from_row,
+    user_from_row,
+    version_from_row,
+    version_snapshot,
+)
+from .search import CONTEXT_WEIGHT, Cond, Node, rrf_fuse, text_terms
+from .sqlfilter import SQL_OPS, TIME_COLUMNS, compile_tree
 from .vector_index import VectorIndex
 
 # Ordered migrations; PRAGMA user_version records how many have run.
@@ -138,46 +153,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_ITEM_COLUMNS = (
-    "id, cube_id, owner, text, kind, tags, metadata, provenance, context, session_id, event_time, "
-    "event_ts, created_at, updated_at, state, version, content_hash, embedding_model, "
-    "priority, confidence, expires_at, access_count, last_accessed_at, visibility, key"
-)
-_ITEM_MARKS = ",".join("?" * len(_ITEM_COLUMNS.split(",")))
-# What a new version rewrites; identity, state and access counters stay.
-_REWRITTEN_COLUMNS = (
-    "text",
-    "kind",
-    "tags",
-    "metadata",
-    "context",
-    "event_time",
-    "event_ts",
-    "updated_at",
-    "version",
-    "content_hash",
-    "embedding_model",
-    "priority",
-    "confidence",
-    "expires_at",
-    "visibility",
-)
+_ITEM_COLUMNS = ", ".join(ITEM_COLUMNS)
+_ITEM_MARKS = ",".join("?" * len(ITEM_COLUMNS))
 
-_SQL_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-_TIME_COLUMNS = {"event_time": "event_ts"}  # the sortable epoch twin of an ISO column
 _CHUNK = 500  # ids per IN (...) list
-
-
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
-def _dt(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, UTC) if value is not None else None
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _chunks(seq: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
@@ -187,124 +166,6 @@ def _chunks(seq: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
 
 def _marks(n: int) -> str:
     return ",".join("?" * n)
-
-
-def _row_to_item(row: sqlite3.Row) -> MemoryItem:
-    return MemoryItem(
-        id=row["id"],
-        cube_id=row["cube_id"],
-        owner=row["owner"],
-        text=row["text"],
-        kind=row["kind"],
-        tags=tuple(json.loads(row["tags"])),
-        metadata=json.loads(row["metadata"]),
-        provenance=Provenance.from_dict(json.loads(row["provenance"])),
-        context=row["context"],
-        event_time=datetime.fromisoformat(row["event_time"]) if row["event_time"] else None,
-        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=_dt(row["updated_at"]),  # type: ignore[arg-type]
-        state=row["state"],
-        version=row["version"],
-        content_hash=row["content_hash"],
-        embedding_model=row["embedding_model"],
-        priority=row["priority"],
-        confidence=row["confidence"],
-        expires_at=_dt(row["expires_at"]),
-        access_count=row["access_count"],
-        last_accessed_at=_dt(row["last_accessed_at"]),
-        visibility=row["visibility"],
-        key=row["key"],
-    )
-
-
-def _item_row(item: MemoryItem) -> dict[str, Any]:
-    """An item as column values, in the order of ``_ITEM_COLUMNS``."""
-    return {
-        "id": item.id,
-        "cube_id": item.cube_id,
-        "owner": item.owner,
-        "text": item.text,
-        "kind": item.kind,
-        "tags": _json(list(item.tags)),
-        "metadata": _json(item.metadata),
-        "provenance": _json(item.provenance.to_dict()),
-        "context": item.context,
-        "session_id": item.provenance.session_id,
-        "event_time": item.event_time.isoformat() if item.event_time else None,
-        "event_ts": _ts(item.event_time),
-        "created_at": _ts(item.created_at),
-        "updated_at": _ts(item.updated_at),
-        "state": item.state,
-        "version": item.version,
-        "content_hash": item.content_hash,
-        "embedding_model": item.embedding_model,
-        "priority": item.priority,
-        "confidence": item.confidence,
-        "expires_at": _ts(item.expires_at),
-        "access_count": item.access_count,
-        "last_accessed_at": _ts(item.last_accessed_at),
-        "visibility": item.visibility,
-        "key": item.key,
-    }
-
-
-def _item_params(item: MemoryItem) -> tuple[Any, ...]:
-    return tuple(_item_row(item).values())
-
-
-def _version_to_json(v: ItemVersion) -> str:
-    return _json(
-        {
-            "text": v.text,
-            "kind": v.kind,
-            "tags": list(v.tags),
-            "metadata": v.metadata,
-            "priority": v.priority,
-            "confidence": v.confidence,
-            "visibility": v.visibility,
-            "expires_at": v.expires_at.isoformat() if v.expires_at else None,
-            "event_time": v.event_time.isoformat() if v.event_time else None,
-            "content_hash": v.content_hash,
-            "note": v.note,
-        }
-    )
-
-
-def _row_to_version(row: sqlite3.Row) -> ItemVersion:
-    snap = json.loads(row["snapshot"])
-    return ItemVersion(
-        item_id=row["item_id"],
-        version=row["version"],
-        text=snap["text"],
-        kind=snap["kind"],
-        tags=tuple(snap["tags"]),
-        metadata=snap["metadata"],
-        priority=snap["priority"],
-        confidence=snap["confidence"],
-        visibility=snap["visibility"],
-        expires_at=datetime.fromisoformat(snap["expires_at"]) if snap["expires_at"] else None,
-        event_time=datetime.fromisoformat(snap["event_time"]) if snap["event_time"] else None,
-        content_hash=snap["content_hash"],
-        change=row["change"],
-        changed_by=row["changed_by"],
-        changed_at=_dt(row["changed_at"]),  # type: ignore[arg-type]
-        note=snap.get("note"),
-    )
-
-
-def _row_to_artifact(row: sqlite3.Row) -> Artifact:
-    return Artifact(
-        id=row["id"],
-        cube_id=row["cube_id"],
-        kind=row["kind"],
-        name=row["name"],
-        payload=bytes(row["payload"]),
-        fingerprint=json.loads(row["fingerprint"]),
-        sources=json.loads(row["sources"]),
-        metadata=json.loads(row["metadata"]),
-        stale=bool(row["stale"]),
-        created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
-    )
 
 
 class SQLiteStore:
@@ -409,7 +270,7 @@ class SQLiteStore:
     def _audit(c: sqlite3.Connection, r: AuditRecord) -> None:
         c.execute(
             "INSERT INTO audit(at, actor, action, target, cube_id, detail) VALUES (?,?,?,?,?,?)",
-            (_ts(r.at), r.actor, r.action, r.target, r.cube_id, _json(r.detail)),
+            (epoch(r.at), r.actor, r.action, r.target, r.cube_id, dump_json(r.detail)),
         )
 
     def add_audit(self, record: AuditRecord) -> None:
@@ -432,23 +293,12 @@ class SQLiteStore:
                 params.append(value)
         if since is not None:
             sql.append("at >= ?")
-            params.append(_ts(since))
+            params.append(epoch(since))
         rows = self._conn().execute(
             f"SELECT * FROM audit WHERE {' AND '.join(sql)} ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
-        return [
-            AuditRecord(
-                id=r["id"],
-                at=_dt(r["at"]),  # type: ignore[arg-type]
-                actor=r["actor"],
-                action=r["action"],
-                target=r["target"],
-                cube_id=r["cube_id"],
-                detail=json.loads(r["detail"]),
-            )
-            for r in rows
-        ]
+        return [audit_from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ users, cubes, grants
 
@@ -457,7 +307,7 @@ class SQLiteStore:
             try:
                 c.execute(
                     "INSERT INTO users(id, role, name, created_at) VALUES (?,?,?,?)",
-                    (user.id, user.role, user.name, _ts(user.created_at)),
+                    (user.id, user.role, user.name, epoch(user.created_at)),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"user {user.id!r} already exists") from None
@@ -465,11 +315,11 @@ class SQLiteStore:
 
     def get_user(self, user_id: str) -> User | None:
         r = self._conn().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
-        return User(r["id"], r["role"], r["name"], _dt(r["created_at"])) if r else None  # type: ignore[arg-type]
+        return user_from_row(r) if r else None
 
     def list_users(self) -> list[User]:
         rows = self._conn().execute("SELECT * FROM users ORDER BY id")
-        return [User(r["id"], r["role"], r["name"], _dt(r["created_at"])) for r in rows]  # type: ignore[arg-type]
+        return [user_from_row(r) for r in rows]
 
     def put_cube(self, cube: MemCube, audit: AuditRecord) -> None:
         with self._tx() as c:
@@ -487,27 +337,16 @@ class SQLiteStore:
                     cube.name,
                     cube.owner,
                     cube.description,
-                    _json(cube.metadata),
-                    _ts(cube.created_at),
+                    dump_json(cube.metadata),
+                    epoch(cube.created_at),
                 ),
             )
         except sqlite3.IntegrityError:
             raise Conflict(f"cube {cube.id!r} already exists") from None
 
-    @staticmethod
-    def _row_to_cube(r: sqlite3.Row) -> MemCube:
-        return MemCube(
-            r["id"],
-            r["name"],
-            r["owner"],
-            r["description"],
-            json.loads(r["metadata"]),
-            _dt(r["created_at"]),
-        )  # type: ignore[arg-type]
-
     def get_cube(self, cube_id: str) -> MemCube | None:
         r = self._conn().execute("SELECT * FROM cubes WHERE id = ?", (cube_id,)).fetchone()
-        return self._row_to_cube(r) if r else None
+        return cube_from_row(r) if r else None
 
     def list_cubes(self, owner: str | None = None) -> list[MemCube]:
         if owner is None:
@@ -516,7 +355,7 @@ class SQLiteStore:
             rows = self._conn().execute(
                 "SELECT * FROM cubes WHERE owner = ? ORDER BY created_at, id", (owner,)
             )
-        return [self._row_to_cube(r) for r in rows]
+        return [cube_from_row(r) for r in rows]
 
     def set_grant(self, grant: Grant, audit: AuditRecord) -> None:
         with self._tx() as c:
@@ -528,7 +367,7 @@ class SQLiteStore:
                     grant.user_id,
                     grant.access,
                     grant.granted_by,
-                    _ts(grant.granted_at),
+                    epoch(grant.granted_at),
                 ),
             )
             self._audit(c, audit)
@@ -552,10 +391,7 @@ class SQLiteStore:
         rows = self._conn().execute(
             f"SELECT * FROM grants WHERE {' AND '.join(sql)} ORDER BY cube_id, user_id", params
         )
-        return [
-            Grant(r["cube_id"], r["user_id"], r["access"], r["granted_by"], _dt(r["granted_at"]))  # type: ignore[arg-type]
-            for r in rows
-        ]
+        return [grant_from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ items: writes
 
@@ -587,7 +423,14 @@ class SQLiteStore:
         c.execute(
             "INSERT INTO item_versions(item_id, version, change, changed_by, changed_at, snapshot)"
             " VALUES (?,?,?,?,?,?)",
-            (v.item_id, v.version, v.change, v.changed_by, _ts(v.changed_at), _version_to_json(v)),
+            (
+                v.item_id,
+                v.version,
+                v.change,
+                v.changed_by,
+                epoch(v.changed_at),
+                version_snapshot(v),
+            ),
         )
 
     @staticmethod
@@ -595,7 +438,7 @@ class SQLiteStore:
         c.execute(
             "INSERT INTO transitions(item_id, from_state, to_state, by, reason, at) "
             "VALUES (?,?,?,?,?,?)",
-            (t.item_id, t.from_state, t.to_state, t.by, t.reason, _ts(t.at)),
+            (t.item_id, t.from_state, t.to_state, t.by, t.reason, epoch(t.at)),
         )
 
     def add_items(
@@ -612,7 +455,7 @@ class SQLiteStore:
                         (item.cube_id, item.key),
                     ).fetchone()
                     if row is not None:  # a keyed re-add: the same item, maybe a new version
-                        current = _row_to_item(row)
+                        current = item_from_row(row)
                         if self._readd_keyed(c, current, item, vector):
                             updated.append(current.id)
                         out.append((current.id, False))
@@ -629,7 +472,7 @@ class SQLiteStore:
                 try:
                     c.execute(
                         f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_ITEM_MARKS})",
-                        _item_params(item),
+                        tuple(item_values(item).values()),
                     )
                 except sqlite3.IntegrityError:
                     raise Conflict(f"an item with id {item.id!r} already exists") from None
@@ -695,11 +538,11 @@ class SQLiteStore:
     def _write_row(c: sqlite3.Connection, item: MemoryItem, expected_version: int) -> None:
         """Overwrite an item's content columns, if it is still at ``expected_version``."""
         try:
-            row = _item_row(item)
+            row = item_values(item)
             cur = c.execute(
-                f"UPDATE items SET {', '.join(f'{col} = ?' for col in _REWRITTEN_COLUMNS)} "
+                f"UPDATE items SET {', '.join(f'{col} = ?' for col in REWRITTEN_COLUMNS)} "
                 "WHERE id = ? AND version = ?",
-                (*(row[col] for col in _REWRITTEN_COLUMNS), item.id, expected_version),
+                (*(row[col] for col in REWRITTEN_COLUMNS), item.id, expected_version),
             )
         except sqlite3.IntegrityError:
             raise Conflict(
@@ -750,7 +593,7 @@ class SQLiteStore:
         for item_id, from_state in items:
             c.execute(
                 "UPDATE items SET state = ?, updated_at = ? WHERE id = ?",
-                (to_state, _ts(now), item_id),
+                (to_state, epoch(now), item_id),
             )
             self._insert_transition(c, Transition(item_id, from_state, to_state, by, reason, now))
         moved = [item_id for item_id, _ in items]
@@ -767,7 +610,7 @@ class SQLiteStore:
             c.execute(
                 "UPDATE items SET access_count = access_count + 1, last_accessed_at = ? "
                 f"WHERE id IN ({marks})",
-                (_ts(at), *ids),
+                (epoch(at), *ids),
             )
             fresh = c.execute(
                 f"UPDATE items SET state = 'activated' WHERE id IN ({marks}) "
@@ -789,7 +632,7 @@ class SQLiteStore:
                 f"SELECT {_ITEM_COLUMNS} FROM items WHERE id IN ({_marks(len(chunk))})",
                 tuple(chunk),
             ):
-                found[r["id"]] = _row_to_item(r)
+                found[r["id"]] = item_from_row(r)
         return [found[i] for i in ids if i in found]
 
     def list_items(
@@ -814,7 +657,7 @@ class SQLiteStore:
             "LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
-        return [_row_to_item(r) for r in rows]
+        return [item_from_row(r) for r in rows]
 
     def count_items(self, scope: Scope, where: Node | None) -> int:
         clause, params = _compile_scope(scope, where)
@@ -826,18 +669,13 @@ class SQLiteStore:
         rows = self._conn().execute(
             "SELECT * FROM item_versions WHERE item_id = ? ORDER BY version", (item_id,)
         )
-        return [_row_to_version(r) for r in rows]
+        return [version_from_row(r) for r in rows]
 
     def transitions(self, item_id: str) -> list[Transition]:
         rows = self._conn().execute(
             "SELECT * FROM transitions WHERE item_id = ? ORDER BY id", (item_id,)
         )
-        return [
-            Transition(
-                r["item_id"], r["from_state"], r["to_state"], r["by"], r["reason"], _dt(r["at"])
-            )  # type: ignore[arg-type]
-            for r in rows
-        ]
+        return [transition_from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ search
 
@@ -1046,11 +884,11 @@ class SQLiteStore:
                 a.kind,
                 a.name,
                 a.payload,
-                _json(a.fingerprint),
-                _json(a.sources),
-                _json(a.metadata),
+                dump_json(a.fingerprint),
+                dump_json(a.sources),
+                dump_json(a.metadata),
                 int(a.stale),
-                _ts(a.created_at),
+                epoch(a.created_at),
             ),
         )
 
@@ -1059,7 +897,7 @@ class SQLiteStore:
         if kind is not None:
             sql += " AND kind = ?"
             params.append(kind)
-        return [_row_to_artifact(r) for r in self._conn().execute(sql + " ORDER BY id", params)]
+        return [artifact_from_row(r) for r in self._conn().execute(sql + " ORDER BY id", params)]
 
     # ------------------------------------------------------------------ governance
 
@@ -1113,7 +951,7 @@ class SQLiteStore:
             if row is None:
                 raise NotFound(f"cube {cube_id!r} does not exist")
             items = [
-                _row_to_item(r)
+                item_from_row(r)
                 for r in c.execute(
                     f"SELECT {_ITEM_COLUMNS} FROM items WHERE cube_id = ? ORDER BY rid", (cube_id,)
                 )
@@ -1130,7 +968,7 @@ class SQLiteStore:
                 if it.id in vecs:
                     vectors[n] = np.frombuffer(vecs[it.id], np.float32)
             versions = [
-                _row_to_version(r)
+                version_from_row(r)
                 for r in c.execute(
                     "SELECT v.* FROM item_versions v JOIN items i ON i.id = v.item_id "
                     "WHERE i.cube_id = ? ORDER BY i.rid, v.version",
@@ -1138,9 +976,7 @@ class SQLiteStore:
                 )
             ]
             transitions = [
-                Transition(
-                    r["item_id"], r["from_state"], r["to_state"], r["by"], r["reason"], _dt(r["at"])
-                )  # type: ignore[arg-type]
+                transition_from_row(r)
                 for r in c.execute(
                     "SELECT t.* FROM transitions t JOIN items i ON i.id = t.item_id "
                     "WHERE i.cube_id = ? ORDER BY t.id",
@@ -1150,7 +986,7 @@ class SQLiteStore:
             grants = self.list_grants(cube_id=cube_id)
             artifacts = self.list_artifacts(cube_id)
         return CubeDump(
-            self._row_to_cube(row), grants, items, vectors, versions, transitions, artifacts
+            cube_from_row(row), grants, items, vectors, versions, transitions, artifacts
         )
 
     def load_cube(self, dump: CubeDump, audit: AuditRecord) -> None:
@@ -1167,13 +1003,13 @@ class SQLiteStore:
             "INSERT INTO grants(cube_id, user_id, access, granted_by, granted_at) "
             "VALUES (?,?,?,?,?)",
             [
-                (g.cube_id, g.user_id, g.access, g.granted_by, _ts(g.granted_at))
+                (g.cube_id, g.user_id, g.access, g.granted_by, epoch(g.granted_at))
                 for g in dump.grants
             ],
         )
         c.executemany(
             f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_ITEM_MARKS})",
-            [_item_params(it) for it in dump.items],
+            [tuple(item_values(it).values()) for it in dump.items],
         )
         for v in dump.versions:
             self._insert_version(c, v)
@@ -1230,23 +1066,10 @@ def _compile_scope(scope: Scope, where: Node | None) -> tuple[str, list[Any]]:
         parts.append("(items.visibility != 'private' OR items.owner = ?)")
         params.append(scope.viewer)
     if where is not None:
-        sql, more = _compile_node(where)
+        sql, more = compile_tree(where, _compile_cond)
         parts.append(sql)
         params.extend(more)
     return (" AND ".join(parts) or "1=1"), params
-
-
-def _compile_node(node: Node) -> tuple[str, list[Any]]:
-    if isinstance(node, And | Or):
-        compiled = [_compile_node(p) for p in node.parts]
-        joiner = " AND " if isinstance(node, And) else " OR "
-        return "(" + joiner.join(s for s, _ in compiled) + ")", [
-            p for _, ps in compiled for p in ps
-        ]
-    if isinstance(node, Not):
-        sql, params = _compile_node(node.part)
-        return f"(NOT {sql})", params
-    return _compile_cond(node)
 
 
 def _compile_cond(c: Cond) -> tuple[str, list[Any]]:
@@ -1273,9 +1096,9 @@ def _compile_cond(c: Cond) -> tuple[str, list[Any]]:
             kind = "('integer','real')" if isinstance(c.value, int | float) else "('text')"
             guard = f"json_type(items.metadata, ?) IN {kind} AND "
             params.insert(0, path)
-            return f"({guard}{expr} {_SQL_OPS[c.op]} ?)", [*params, c.value]
+            return f"({guard}{expr} {SQL_OPS[c.op]} ?)", [*params, c.value]
     else:
-        expr = "items." + _TIME_COLUMNS.get(c.field, c.field)  # field names are whitelisted
+        expr = "items." + TIME_COLUMNS.get(c.field, c.field)  # field names are whitelisted
         if c.op == "$exists":
             return f"({expr} IS {'NOT ' if c.value else ''}NULL)", []
     if c.op == "$eq":
@@ -1291,7 +1114,7 @@ def _compile_cond(c: Cond) -> tuple[str, list[Any]]:
             f"({expr} IS NULL OR {expr} NOT IN ({_marks(len(c.value))}))",
             [*params, *params, *c.value],
         )
-    return f"({expr} {_SQL_OPS[c.op]} ?)", [*params, c.value]
+    return f"({expr} {SQL_OPS[c.op]} ?)", [*params, c.value]
 
 
 def _split_sql(script: str) -> list[str]:
