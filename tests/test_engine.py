@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from _backends import is_pg, rows, vector_table
 
 from memos_integrations import (
     InvalidInput,
@@ -223,7 +224,7 @@ def test_stats_and_audit(mos: MemOS) -> None:
     assert actions[0] == "add" and "create_cube" in actions
 
 
-def test_forget_user_removes_everything(mos: MemOS, db_path) -> None:
+def test_forget_user_removes_everything(mos: MemOS) -> None:
     [item] = mos.add(["Alice's secret"], user="alice")
     mos.update(item.id, user="alice", text="Alice's other secret")
     mos.add(["Bob note in his own cube"], user="bob")
@@ -241,19 +242,12 @@ def test_forget_user_removes_everything(mos: MemOS, db_path) -> None:
     assert [h.text for h in mos.search("secret", user="bob", k=5)] == [
         "bob: Bob note in his own cube"
     ] or mos.count(user="bob") == 1
-    import sqlite3
-
-    con = sqlite3.connect(db_path)
     for table, column in (("items", "owner"), ("cubes", "owner"), ("grants", "user_id")):
-        assert con.execute(f"SELECT count(*) FROM {table} WHERE {column}='alice'").fetchone() == (
-            0,
-        )
-    assert con.execute("SELECT count(*) FROM embeddings").fetchone() == (1,)
-    assert con.execute("SELECT count(*) FROM item_versions").fetchone() == (1,)
-    assert con.execute(
-        "SELECT count(*) FROM items_fts WHERE items_fts MATCH 'secret'"
-    ).fetchone() == (0,)
-    con.close()
+        assert rows(mos, f"SELECT count(*) FROM {table} WHERE {column}='alice'") == [(0,)]
+    assert rows(mos, f"SELECT count(*) FROM {vector_table(mos)}") == [(1,)]
+    assert rows(mos, "SELECT count(*) FROM item_versions") == [(1,)]
+    if not is_pg(mos):  # no text left in the full-text index either
+        assert rows(mos, "SELECT count(*) FROM items_fts WHERE items_fts MATCH 'secret'") == [(0,)]
 
 
 def test_reopen_keeps_everything_and_checks_embedder(mos: MemOS, open_mos) -> None:

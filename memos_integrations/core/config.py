@@ -35,7 +35,10 @@ class Settings:
     # small bundled MiniLM the full-text leg is the stronger one on conversations; measured
     # on LoCoMo (docs/benchmarks.md), 0.25 beats both legs alone at R@10 and R@25.
     dense_weight: float = 0.25
+    # A PostgreSQL URL (``MEMOS_PG_URL``): MemOS.open() without a target opens it instead of
+    # the embedded SQLite file.
+    pg_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(db_path=memos_home() / "memos.db")
+        return cls(db_path=memos_home() / "memos.db", pg_url=os.environ.get("MEMOS_PG_URL") or None)

@@ -24,7 +24,7 @@ import numpy as np
 from ..embeddings import Embedder, as_embedder
 from ..storage.base import Scope, SearchMode, SearchRequest, Store
 from ..storage.search import And, Cond, Node, Or, combine, parse_filter
-from .config import Settings
+from .config import Settings, memos_home
 from .cube import MemCube
 from .errors import (
     BackendUnavailable,
@@ -66,6 +66,7 @@ MemoryInput = str | Mapping[str, Any]
 Reader = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 MAX_K = 1000
+_PG_SCHEMES = ("postgres://", "postgresql://")
 _MAX_CONTEXT_CHARS = 4000
 _MESSAGE_TIME_KEYS = ("timestamp", "time", "created_at", "date")
 
@@ -92,6 +93,17 @@ def _as_inputs(memories: object) -> builtins.list[Any]:
             "dict, or a list of those"
         )
     return builtins.list(memories)
+
+
+def _postgres(url: str, **options: Any) -> Store:
+    try:
+        from ..storage.postgres import PostgresStore
+    except ImportError:
+        raise BackendUnavailable(
+            "the PostgreSQL backend needs the postgres extra: "
+            "pip install 'memos-integrations[postgres]'"
+        ) from None
+    return PostgresStore(url, **options)
 
 
 def _cube_id(cube: MemCube | str) -> str:
@@ -141,27 +153,55 @@ class MemOS:
         reader: Reader | None = None,
         settings: Settings | None = None,
     ) -> MemOS:
-        """Open a store: ``None`` for the embedded default, a file path, or ``sqlite:///path``."""
+        """Open a store: a file path or ``sqlite:///path`` (the embedded SQLite store), or a
+        ``postgresql://`` URL. ``None`` opens ``MEMOS_PG_URL`` when set, else the SQLite file
+        in ``MEMOS_HOME``."""
         settings = settings or Settings.from_env()
-        if target is None:
-            path = settings.db_path
-        else:
-            text = str(target)
-            if text.startswith(("postgres://", "postgresql://")):
-                raise BackendUnavailable(
-                    "the PostgreSQL backend is not part of this release yet; use the embedded "
-                    "SQLite store (MemOS.open() or a file path)"
-                )
-            path = Path(text.removeprefix("sqlite:///")).expanduser()
+        text = str(target) if target is not None else settings.pg_url
+        if text is not None and text.startswith(_PG_SCHEMES):
+            return cls._over(_postgres(text), embedder, reader, settings)
+        if target is not None:
+            path = Path(str(target).removeprefix("sqlite:///")).expanduser()
             settings = dataclasses.replace(settings, db_path=path)
         from ..storage.sqlite import SQLiteStore
 
         return cls(
-            SQLiteStore(path, ivf_min_rows=settings.ivf_min_rows),
+            SQLiteStore(settings.db_path, ivf_min_rows=settings.ivf_min_rows),
             embedder=embedder,
             reader=reader,
             settings=settings,
         )
+
+    @classmethod
+    def open_embedded_postgres(
+        cls,
+        path: str | Path | None = None,
+        *,
+        embedder: Any = None,
+        reader: Reader | None = None,
+        settings: Settings | None = None,
+    ) -> MemOS:
+        """Start (or join) a private PostgreSQL with pgvector whose data lives in ``path``
+        (default ``$MEMOS_HOME/postgres``) and open it; it stops with the last handle."""
+        from ..storage import pg_embedded
+
+        settings = settings or Settings.from_env()
+        url, release = pg_embedded.start(path or memos_home() / "postgres")
+        try:
+            store = _postgres(url, on_close=release)
+        except BaseException:
+            release()
+            raise
+        return cls._over(store, embedder, reader, settings)
+
+    @classmethod
+    def _over(cls, store: Store, embedder: Any, reader: Reader | None, settings: Settings) -> MemOS:
+        """An engine over a store just opened; the store is closed if the engine refuses it."""
+        try:
+            return cls(store, embedder=embedder, reader=reader, settings=settings)
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         self.store.close()
@@ -486,7 +526,10 @@ class MemOS:
 
         pending = _as_inputs(memories)
         out: builtins.list[MemoryItem] = []
-        with tqdm(total=len(pending), desc="ingest", unit="mem", disable=not progress) as bar:
+        with (
+            self.store.bulk_load(len(pending)),
+            tqdm(total=len(pending), desc="ingest", unit="mem", disable=not progress) as bar,
+        ):
             for start in range(0, len(pending), batch_size):
                 batch = pending[start : start + batch_size]
                 out.extend(self.add(batch, user=user, cube=cube, **options))
@@ -886,9 +929,11 @@ class MemOS:
             dump.items = [it.evolve(embedding_model=self.embedder.model_id) for it in dump.items]
         if dump.items:
             self._record_embedder(dump.vectors)
-        self.store.load_cube(
-            dump, AuditRecord(user, "import", str(path), dump.cube.id, {"items": len(dump.items)})
-        )
+        with self.store.bulk_load(len(dump.items)):
+            self.store.load_cube(
+                dump,
+                AuditRecord(user, "import", str(path), dump.cube.id, {"items": len(dump.items)}),
+            )
         return dump.cube
 
     # ------------------------------------------------------------------ listing

@@ -8,6 +8,7 @@ and writes its audit record inside that same transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -15,6 +16,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from ..core.cube import Artifact, MemCube
+from ..core.errors import Conflict
 from ..core.items import (
     AuditRecord,
     Grant,
@@ -24,6 +26,7 @@ from ..core.items import (
     Transition,
     User,
 )
+from ..core.lifecycle import SERVED_STATES
 from .search import Node
 
 SearchMode = Literal["hybrid", "dense", "text"]
@@ -65,6 +68,42 @@ class CubeDump:
     artifacts: list[Artifact] = field(default_factory=list)
 
 
+READDED_BY_KEY = "re-added by key"
+
+
+def content_clash() -> Conflict:
+    """An update would give an item the exact content of another live one in its cube."""
+    return Conflict(
+        "another memory in this cube already has exactly this content; "
+        "update or delete that one instead"
+    )
+
+
+def stale_version(item_id: str, expected: int) -> Conflict:
+    """An update raced another one (optimistic concurrency on ``version``)."""
+    return Conflict(
+        f"item {item_id!r} changed since version {expected} was read; fetch it again and retry"
+    )
+
+
+def keyed_readd(current: MemoryItem, draft: MemoryItem) -> MemoryItem | None:
+    """What re-adding ``draft`` under the key of live item ``current`` writes: its next
+    version, or None when nothing would change.
+
+    Re-adding is how a caller says "this is the memory now": an archived or expired item
+    comes back (the store moves it to ``activated``); a merged one has a successor, so the
+    caller must use that one instead.
+    """
+    servable = current.state in SERVED_STATES and not current.is_expired(draft.updated_at)
+    if servable and current.same_content(draft):
+        return None
+    if current.state == "merged":
+        raise Conflict(
+            f"key {draft.key!r} belongs to a memory merged into another; update that one"
+        )
+    return current.overwritten_by(draft)
+
+
 @runtime_checkable
 class Store(Protocol):
     """A storage backend. See ``tests/test_store_conformance.py`` for the behaviour."""
@@ -95,6 +134,12 @@ class Store(Protocol):
         self, items: Sequence[MemoryItem], vectors: np.ndarray, audit: AuditRecord
     ) -> list[tuple[str, bool]]:
         """Insert items (idempotent on ``(cube_id, content_hash)``): (id, created) per input."""
+        ...
+
+    def bulk_load(self, expected: int) -> AbstractContextManager[None]:
+        """A context for loading ``expected`` items over many ``add_items``/``load_cube``
+        calls (ingest, import): the store may defer index upkeep to its end. Every write
+        inside stays atomic and searchable."""
         ...
 
     def update_item(

@@ -6,9 +6,10 @@ travel as bound parameters, and column names only ever come from the validated A
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from .base import Scope
 from .search import And, Cond, Node, Not, Or
 
 Compiled = tuple[str, list[Any]]
@@ -31,3 +32,41 @@ def compile_tree(node: Node, leaf: Callable[[Cond], Compiled]) -> Compiled:
         sql, params = compile_tree(node.part, leaf)
         return f"(NOT {sql})", params
     return leaf(node)
+
+
+def compile_scope(
+    scope: Scope,
+    where: Node | None,
+    leaf: Callable[[Cond], Compiled],
+    *,
+    mark: str,
+    one_of: Callable[[str, tuple[str, ...]], Compiled],
+) -> Compiled:
+    """Scope first (cubes, then private items of others), then the user's filter.
+
+    ``mark`` is the dialect's placeholder and ``one_of(column, values)`` its membership test.
+    """
+    parts: list[str] = []
+    params: list[Any] = []
+    if scope.cube_ids is not None:
+        if not scope.cube_ids:
+            return "1=0", []
+        sql, more = one_of("items.cube_id", scope.cube_ids)
+        parts.append(sql)
+        params.extend(more)
+    if scope.viewer is not None:
+        parts.append(f"(items.visibility <> 'private' OR items.owner = {mark})")
+        params.append(scope.viewer)
+    if where is not None:
+        sql, more = compile_tree(where, leaf)
+        parts.append(sql)
+        params.extend(more)
+    return (" AND ".join(parts) or "1=1"), params
+
+
+def equalities(pairs: Iterable[tuple[str, Any]], mark: str) -> Compiled:
+    """``col = mark AND ...`` for the pairs whose value is not None (column names are the
+    caller's fixed strings)."""
+    given = [(column, value) for column, value in pairs if value is not None]
+    sql = " AND ".join(f"{column} = {mark}" for column, _ in given)
+    return sql or "1=1", [value for _, value in given]

@@ -32,7 +32,15 @@ from ..core.items import (
     User,
 )
 from ..core.lifecycle import SERVED_STATES
-from .base import CubeDump, Scope, SearchRequest
+from .base import (
+    READDED_BY_KEY,
+    CubeDump,
+    Scope,
+    SearchRequest,
+    content_clash,
+    keyed_readd,
+    stale_version,
+)
 from .rows import (
     ITEM_COLUMNS,
     REWRITTEN_COLUMNS,
@@ -50,7 +58,7 @@ from .rows import (
     version_snapshot,
 )
 from .search import CONTEXT_WEIGHT, Cond, Node, rrf_fuse, text_terms
-from .sqlfilter import SQL_OPS, TIME_COLUMNS, compile_tree
+from .sqlfilter import SQL_OPS, TIME_COLUMNS, compile_scope, equalities
 from .vector_index import VectorIndex
 
 # Ordered migrations; PRAGMA user_version records how many have run.
@@ -286,17 +294,11 @@ class SQLiteStore:
         since: datetime | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
-        sql, params = ["1=1"], []
-        for column, value in (("actor", actor), ("action", action), ("cube_id", cube_id)):
-            if value is not None:
-                sql.append(f"{column} = ?")
-                params.append(value)
-        if since is not None:
-            sql.append("at >= ?")
-            params.append(epoch(since))
+        sql, params = equalities((("actor", actor), ("action", action), ("cube_id", cube_id)), "?")
+        since_sql = " AND at >= ?" if since is not None else ""
         rows = self._conn().execute(
-            f"SELECT * FROM audit WHERE {' AND '.join(sql)} ORDER BY id DESC LIMIT ?",
-            (*params, limit),
+            f"SELECT * FROM audit WHERE {sql}{since_sql} ORDER BY id DESC LIMIT ?",
+            (*params, *([epoch(since)] if since is not None else []), limit),
         )
         return [audit_from_row(r) for r in rows]
 
@@ -381,15 +383,9 @@ class SQLiteStore:
             return cur.rowcount > 0
 
     def list_grants(self, cube_id: str | None = None, user_id: str | None = None) -> list[Grant]:
-        sql, params = ["1=1"], []
-        if cube_id is not None:
-            sql.append("cube_id = ?")
-            params.append(cube_id)
-        if user_id is not None:
-            sql.append("user_id = ?")
-            params.append(user_id)
+        sql, params = equalities((("cube_id", cube_id), ("user_id", user_id)), "?")
         rows = self._conn().execute(
-            f"SELECT * FROM grants WHERE {' AND '.join(sql)} ORDER BY cube_id, user_id", params
+            f"SELECT * FROM grants WHERE {sql} ORDER BY cube_id, user_id", params
         )
         return [grant_from_row(r) for r in rows]
 
@@ -497,25 +493,20 @@ class SQLiteStore:
     def _readd_keyed(
         self, c: sqlite3.Connection, current: MemoryItem, draft: MemoryItem, vector: np.ndarray
     ) -> bool:
-        """Write ``draft`` as the next version of the live item with its key; False if unchanged.
-
-        Re-adding is how a caller says "this is the memory now": an archived or expired item
-        comes back (``activated``); a merged one has a successor, so the caller must use that.
-        """
-        servable = current.state in SERVED_STATES and not current.is_expired(draft.updated_at)
-        if servable and current.same_content(draft):
+        """Write ``draft`` as the next version of the live item with its key; False if unchanged."""
+        new = keyed_readd(current, draft)
+        if new is None:
             return False
-        if current.state == "merged":
-            raise Conflict(
-                f"key {draft.key!r} belongs to a memory merged into another; update that one"
-            )
-        new = current.overwritten_by(draft)
         self._write_row(c, new, current.version)
-        self._insert_version(c, ItemVersion.of(new, "update", draft.owner, "re-added by key"))
+        self._insert_version(c, ItemVersion.of(new, "update", draft.owner, READDED_BY_KEY))
         self._put_vector(c, new.id, new.cube_id, vector)
         if current.state not in SERVED_STATES:
-            self._move(c, [(new.id, current.state)], "activated", draft.owner, "re-added by key")
+            self._move(c, [(new.id, current.state)], "activated", draft.owner, READDED_BY_KEY)
         return True
+
+    def bulk_load(self, expected: int) -> contextlib.nullcontext[None]:
+        """Nothing to defer: the vector index catches up from ``index_log`` on the next search."""
+        return contextlib.nullcontext()
 
     def update_item(
         self,
@@ -545,15 +536,9 @@ class SQLiteStore:
                 (*(row[col] for col in REWRITTEN_COLUMNS), item.id, expected_version),
             )
         except sqlite3.IntegrityError:
-            raise Conflict(
-                "another memory in this cube already has exactly this content; "
-                "update or delete that one instead"
-            ) from None
+            raise content_clash() from None
         if cur.rowcount != 1:
-            raise Conflict(
-                f"item {item.id!r} changed since version {expected_version} was read; "
-                "fetch it again and retry"
-            )
+            raise stale_version(item.id, expected_version)
 
     def set_state(
         self,
@@ -1054,22 +1039,13 @@ class SQLiteStore:
 
 
 def _compile_scope(scope: Scope, where: Node | None) -> tuple[str, list[Any]]:
-    """Scope first (cubes, then private items of others), then the user's filter."""
-    parts: list[str] = []
-    params: list[Any] = []
-    if scope.cube_ids is not None:
-        if not scope.cube_ids:
-            return "0", []
-        parts.append(f"items.cube_id IN ({_marks(len(scope.cube_ids))})")
-        params.extend(scope.cube_ids)
-    if scope.viewer is not None:
-        parts.append("(items.visibility != 'private' OR items.owner = ?)")
-        params.append(scope.viewer)
-    if where is not None:
-        sql, more = compile_tree(where, _compile_cond)
-        parts.append(sql)
-        params.extend(more)
-    return (" AND ".join(parts) or "1=1"), params
+    return compile_scope(
+        scope,
+        where,
+        _compile_cond,
+        mark="?",
+        one_of=lambda column, values: (f"{column} IN ({_marks(len(values))})", list(values)),
+    )
 
 
 def _compile_cond(c: Cond) -> tuple[str, list[Any]]:

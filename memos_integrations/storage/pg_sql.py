@@ -1,0 +1,266 @@
+"""SQL for the PostgreSQL store: scope and filters, and hybrid search as one statement.
+
+Values are bound parameters, always; the only things formatted into SQL text are column
+names from the validated filter AST and fixed fragments of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import sqlfilter
+from .base import Scope, SearchRequest
+from .rows import ITEM_COLUMNS
+from .search import CONTEXT_WEIGHT, RRF_K, Cond, Node
+from .sqlfilter import SQL_OPS, TIME_COLUMNS, Compiled
+
+ITEM_SELECT = ", ".join(f"items.{c}" for c in ITEM_COLUMNS)
+
+
+# ---------------------------------------------------------------------------- filters
+
+
+def compile_scope(scope: Scope, where: Node | None) -> Compiled:
+    return sqlfilter.compile_scope(
+        scope,
+        where,
+        _compile_cond,
+        mark="%s",
+        one_of=lambda column, values: (f"{column} = ANY(%s)", [list(values)]),
+    )
+
+
+def _compile_cond(c: Cond) -> Compiled:
+    if c.type == "tags":
+        if c.op == "$any":
+            return "(items.tags && %s::text[])", [list(c.value)]
+        values = [c.value] if c.op == "$contains" else list(c.value)  # $all
+        return "(items.tags @> %s::text[])", values and [values]
+    if c.type == "json":
+        return _compile_json(c)
+    column = "items." + TIME_COLUMNS.get(c.field, c.field)  # field names are whitelisted
+    if c.op == "$exists":
+        return f"({column} IS {'NOT ' if c.value else ''}NULL)", []
+    if c.type == "time":  # values are epoch seconds
+        return f"({column} {SQL_OPS[c.op]} to_timestamp(%s))", [c.value]
+    if c.op in ("$in", "$nin"):
+        values: list[Any] = list(c.value)
+        cast = "text[]"
+        if c.type == "number":
+            cast = "numeric[]"
+            if any(isinstance(v, float) for v in values):
+                values = [float(v) for v in values]  # one element type per array
+        member = f"{column} = ANY(%s::{cast})"
+        if c.op == "$in":
+            return f"({member})", [values]
+        return f"({column} IS NULL OR NOT {member})", [values]
+    if c.op == "$ne":
+        return f"({column} IS NULL OR {column} <> %s)", [c.value]
+    return f"({column} {SQL_OPS[c.op]} %s)", [c.value]
+
+
+def _compile_json(c: Cond) -> Compiled:
+    """User metadata: ``null`` and a missing key both count as "no value", as in SQLite."""
+    path = list(c.path)
+    expr = "(items.metadata #> %s::text[])"
+    absent = f"({expr} IS NULL OR {expr} = 'null'::jsonb)"
+    if c.op == "$exists":
+        return f"({expr} IS {'NOT ' if c.value else ''}NULL)", [path]
+    if c.op in ("$eq", "$ne"):
+        if c.value is None:
+            return (absent if c.op == "$eq" else f"(NOT {absent})"), [path, path]
+        if c.op == "$ne":
+            return f"({absent} OR {expr} <> %s::jsonb)", [path, path, path, json.dumps(c.value)]
+        # containment first: the GIN index answers it, the equality makes it exact
+        contained: Any = c.value
+        for key in reversed(path):
+            contained = {key: contained}
+        return (
+            f"(items.metadata @> %s::jsonb AND {expr} = %s::jsonb)",
+            [json.dumps(contained), path, json.dumps(c.value)],
+        )
+    if c.op in ("$in", "$nin"):
+        given = [v for v in c.value if v is not None]
+        member = f"{expr} = ANY(%s::jsonb[])"
+        params: list[Any] = [path, [json.dumps(v) for v in given]]
+        if None in c.value:  # "no value" is one of the listed values
+            sql, more = f"({absent} OR {member})", [path, path, *params]
+        else:
+            sql, more = f"({member})", params
+        return (sql if c.op == "$in" else f"(NOT {sql})"), more
+    # ranges compare like with like, as JSON does: numbers with numbers, strings with strings
+    op = SQL_OPS[c.op]
+    if isinstance(c.value, bool | int | float):
+        return (
+            f"(jsonb_typeof({expr}) = 'number' AND ({expr})::numeric {op} %s::numeric)",
+            [path, path, float(c.value) if isinstance(c.value, float) else int(c.value)],
+        )
+    return (
+        f"(jsonb_typeof({expr}) = 'string' AND (items.metadata #>> %s::text[]) COLLATE \"C\" "
+        f"{op} %s)",
+        [path, path, c.value],
+    )
+
+
+# ---------------------------------------------------------------------------- full text
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """The full-text leg of one query: which lexemes score, with what weight, and which
+    ones find the candidates."""
+
+    lexemes: tuple[str, ...]
+    idf: tuple[float, ...]
+    candidates: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LexemeStats:
+    """Document frequencies of lexemes, from the planner statistics of ``items.tsv``."""
+
+    rows: float
+    freq: dict[str, float]
+    floor: float  # the lowest frequency ANALYZE kept; rarer lexemes are not listed
+
+    def docs(self, lexeme: str) -> float:
+        return self.rows * self.freq.get(lexeme, self.floor / 2)
+
+    def idf(self, lexeme: str) -> float:
+        """BM25's idf, floored like SQLite FTS5 does (common words weigh almost nothing)."""
+        n = self.docs(lexeme)
+        return max(math.log((self.rows - n + 0.5) / (n + 0.5)), 1e-6)
+
+
+def plan_text(lexemes: Sequence[str], stats: LexemeStats | None, budget: int) -> TextPlan:
+    """Weigh lexemes by idf; find candidates through the rarest ones.
+
+    Ranking in PostgreSQL reads every matching row, so a word in half the memories would
+    cost a scan of half the table. Candidates come from the rarest lexemes, adding more
+    while their estimated matches stay within ``budget`` rows; every lexeme still scores.
+    A memory matching only very common words can then be missed, where it would have
+    ranked below the rare-word matches anyway.
+    """
+    unique = tuple(dict.fromkeys(lexemes))
+    if stats is None or stats.rows <= 0:  # never analysed: plain term matching
+        return TextPlan(unique, tuple(1.0 for _ in unique), unique)
+    by_rarity = sorted(unique, key=stats.docs)
+    chosen: list[str] = []
+    rows = 0.0
+    for lexeme in by_rarity:
+        listed = lexeme in stats.freq
+        if chosen and listed and rows + stats.docs(lexeme) > budget:
+            break
+        chosen.append(lexeme)
+        rows += stats.docs(lexeme) if listed else 0.0
+    return TextPlan(unique, tuple(stats.idf(lx) for lx in unique), tuple(chosen))
+
+
+def tsquery(lexemes: Sequence[str]) -> str:
+    """An OR query of already-normalised lexemes, each quoted (no tsquery syntax leaks)."""
+    return " | ".join("'" + lx.replace("\\", "\\\\").replace("'", "''") + "'" for lx in lexemes)
+
+
+# ---------------------------------------------------------------------------- search
+
+
+@dataclass(frozen=True)
+class SearchSQL:
+    sql: str
+    params: list[Any]
+    dense: bool  # whether the statement has a dense leg (and a _dense_n column)
+
+
+_EMPTY_LEG = (
+    "SELECT NULL::text AS cube_id, NULL::text AS id, NULL::float8 AS score, "
+    "NULL::bigint AS rank WHERE false"
+)
+
+
+def search_sql(
+    req: SearchRequest, text: TextPlan | None, n: int, *, exact_dense: bool = False
+) -> SearchSQL:
+    """Both legs, their reciprocal-rank fusion and the items, in one statement.
+
+    Ranks and ties follow :func:`~.search.rrf_fuse`: dense leg first, then text leg.
+    ``exact_dense`` orders the dense leg by an expression the HNSW index cannot serve, so
+    PostgreSQL scans every admitted vector (the fallback when a selective filter defeats
+    the index scan).
+    """
+    where, where_params = compile_scope(req.scope, req.where)
+    params: list[Any] = []
+    ctes: list[str] = []
+    dense = req.mode in ("hybrid", "dense") and req.vector is not None
+    if dense:
+        vector_scope = ""
+        scope_params: list[Any] = []
+        if req.scope.cube_ids is not None:  # the tenant key on the vector table itself
+            vector_scope = "v.cube_id = ANY(%s) AND "
+            scope_params = [list(req.scope.cube_ids)]
+        order = "(v.embedding <=> %b::vector) + 0" if exact_dense else "v.embedding <=> %b::vector"
+        ctes.append(
+            "dense AS MATERIALIZED (SELECT v.cube_id, v.item_id AS id, "
+            "v.embedding <=> %b::vector AS dist FROM item_vectors v "
+            "JOIN items ON items.cube_id = v.cube_id AND items.id = v.item_id "
+            f"WHERE {vector_scope}{where} ORDER BY {order} LIMIT %s)"
+        )
+        params += [req.vector, *scope_params, *where_params, req.vector, n]
+        # relaxed_order returns rows a little out of order: rank them here
+        ctes.append(
+            "dense_r AS (SELECT cube_id, id, 1 - dist AS score, "
+            "row_number() OVER (ORDER BY dist, id) AS rank FROM dense)"
+        )
+    else:
+        ctes.append(f"dense_r AS ({_EMPTY_LEG})")
+    if req.mode in ("hybrid", "text") and text is not None and text.lexemes:
+        score = " + ".join(
+            ["%s::float8 * ts_rank(%s::float4[], items.tsv, %s::tsquery)"] * len(text.lexemes)
+        )
+        weights = [0.0, 0.0, CONTEXT_WEIGHT, 1.0]  # labels D, C, B (context), A (text)
+        for lexeme, idf in zip(text.lexemes, text.idf, strict=True):
+            params += [idf, weights, tsquery([lexeme])]
+        ctes.append(
+            f"sparse AS MATERIALIZED (SELECT items.cube_id, items.id, {score} AS score "
+            f"FROM items WHERE items.tsv @@ %s::tsquery AND {where} "
+            "ORDER BY score DESC, items.id LIMIT %s)"
+        )
+        params += [tsquery(text.candidates), *where_params, n]
+        ctes.append(
+            "sparse_r AS (SELECT cube_id, id, score, "
+            "row_number() OVER (ORDER BY score DESC, id) AS rank FROM sparse)"
+        )
+    else:
+        ctes.append(f"sparse_r AS ({_EMPTY_LEG})")
+    ctes.append(
+        "fused AS (SELECT coalesce(d.cube_id, s.cube_id) AS cube_id, coalesce(d.id, s.id) AS id, "
+        "coalesce(%s::float8 / (%s::float8 + d.rank), 0) "
+        "+ coalesce(%s::float8 / (%s::float8 + s.rank), 0) AS score, "
+        "d.score AS dense_score, s.score AS text_score, d.rank AS drank, s.rank AS srank "
+        "FROM dense_r d FULL JOIN sparse_r s ON d.cube_id = s.cube_id AND d.id = s.id "
+        "ORDER BY score DESC, drank NULLS LAST, srank LIMIT %s)"
+    )
+    params += [req.dense_weight, RRF_K, 1.0, RRF_K, req.k]
+    # how many rows the dense leg found, for the completeness check (0 without one)
+    dense_n = "(SELECT count(*) FROM dense)" if dense else "0"
+    sql = (
+        "WITH " + ", ".join(ctes) + " "
+        f"SELECT f.score AS _score, f.dense_score AS _dense, f.text_score AS _text, "
+        f"{dense_n} AS _dense_n, {ITEM_SELECT} "
+        "FROM fused f JOIN items ON items.cube_id = f.cube_id AND items.id = f.id "
+        "ORDER BY f.score DESC, f.drank NULLS LAST, f.srank"
+    )
+    return SearchSQL(sql, params, dense)
+
+
+def admitted_vectors_sql(req: SearchRequest, limit: int) -> Compiled:
+    """How many vectors (up to ``limit``) the scope and filter admit."""
+    where, params = compile_scope(req.scope, req.where)
+    return (
+        "SELECT count(*) FROM (SELECT 1 FROM item_vectors v JOIN items "
+        f"ON items.cube_id = v.cube_id AND items.id = v.item_id WHERE {where} LIMIT %s) x",
+        [*params, limit],
+    )
