@@ -16,6 +16,7 @@ import numpy as np
 
 from memos_integrations import MemOS
 
+BACKENDS = ("sqlite", "postgres")
 SQLITE_TABLES = ("users", "cubes", "grants", "items", "item_versions", "transitions",
                  "embeddings", "index_log", "audit", "artifacts", "meta")
 PG_TABLES = ("users", "cubes", "grants", "items", "item_versions", "transitions",
@@ -27,15 +28,25 @@ def is_pg(m: MemOS) -> bool:
 
 
 def rows(m: MemOS, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run one query (``?`` placeholders on SQLite, ``%s`` on PostgreSQL) as tuples."""
+    """Run one query (``?`` placeholders, made ``%s`` for PostgreSQL) as tuples."""
     if is_pg(m):
+        from psycopg.rows import tuple_row
+
         with m.store.connection() as conn:  # type: ignore[attr-defined]
-            return [tuple(r.values()) for r in conn.execute(sql, params).fetchall()]
+            query = sql.replace("?", "%s") if params else sql
+            return conn.cursor(row_factory=tuple_row).execute(query, params).fetchall()
     conn = sqlite3.connect(m.store.path)  # type: ignore[attr-defined]
     try:
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+def table_names(m: MemOS) -> set[str]:
+    if is_pg(m):
+        return {r[0] for r in rows(m, "SELECT tablename FROM pg_tables "
+                                      "WHERE schemaname = current_schema()")}
+    return {r[0] for r in rows(m, "SELECT name FROM sqlite_master")}
 
 
 def table_counts(m: MemOS) -> dict[str, int]:

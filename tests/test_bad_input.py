@@ -9,13 +9,21 @@ they are stored and matched literally and leave the schema intact.
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+from _backends import (
+    BACKENDS,
+    PG_TABLES,
+    assert_intact,
+    is_pg,
+    rows,
+    table_counts,
+    table_names,
+    vector_table,
+)
 
 from memos_integrations import MemOS
 from memos_integrations.core.errors import (
@@ -28,21 +36,11 @@ from memos_integrations.core.errors import (
 from memos_integrations.core.items import MAX_METADATA_BYTES, MAX_TAGS, MAX_TEXT_CHARS
 from memos_integrations.core.lifecycle import STATES
 
-TABLES = ("users", "cubes", "grants", "items", "item_versions", "transitions", "embeddings",
-          "index_log", "audit", "artifacts", "meta")
 SQL_STRINGS = ("'; DROP TABLE items; --", '" OR 1=1 --', "x') OR ('1'='1")
 NAN, INF = float("nan"), float("inf")
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def table_counts(db: Path) -> dict[str, int]:
-    conn = sqlite3.connect(db)
-    try:
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
-    finally:
-        conn.close()
 
 
 def snapshot(m: MemOS) -> dict[str, Any]:
@@ -52,7 +50,7 @@ def snapshot(m: MemOS) -> dict[str, Any]:
         "all_states": m.count(states=list(STATES)),
         "audit": len(m.audit(limit=10_000)),
         "versions": m.stats()["versions"],
-        "tables": table_counts(m.store.path),
+        "tables": table_counts(m),
     }
 
 
@@ -96,10 +94,15 @@ def assert_refused(
 # ---------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, embedder):
-    """One seeded store for the refusal cases: each case compares before/after itself."""
-    m = MemOS.open(tmp_path_factory.mktemp("bad") / "memos.db", embedder=embedder)
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(request, tmp_path_factory, embedder):
+    """One seeded store per backend for the refusal cases: each case compares before/after
+    itself."""
+    if request.param == "sqlite":
+        target = tmp_path_factory.mktemp("bad") / "memos.db"
+    else:
+        target = request.getfixturevalue("pg_schemas")()
+    m = MemOS.open(target, embedder=embedder)
     for user in ("alice", "bob"):
         m.create_user(user)
         m.create_cube(f"{user}-personal", owner=user)
@@ -609,7 +612,7 @@ def test_batch_refused_in_ingest_stores_nothing(store: MemOS) -> None:
 
 
 @pytest.mark.parametrize("sql", SQL_STRINGS)
-def test_sql_looking_strings_are_plain_data(mos: MemOS, db_path: Path, sql: str) -> None:
+def test_sql_looking_strings_are_plain_data(mos: MemOS, sql: str) -> None:
     plain = mos.add(
         [
             {"text": "Alice keeps her bicycle in the hallway", "metadata": {"k": "normal"},
@@ -675,19 +678,14 @@ def test_sql_looking_strings_are_plain_data(mos: MemOS, db_path: Path, sql: str)
     assert_refused(mos, lambda: mos.get(sql), InvalidInput, "id")
 
     # The schema and every row survived.
-    conn = sqlite3.connect(db_path)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        conn.execute("INSERT INTO items_fts(items_fts) VALUES ('integrity-check')")
-        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        assert {"items", "users", "cubes", "audit", "items_fts", "embeddings"} <= names
-        assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 6
-        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 4
-        assert conn.execute("SELECT count(*) FROM cubes").fetchone()[0] == 3
-        assert conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 6
-        assert conn.execute("SELECT count(*) FROM items WHERE text = ?", (sql,)).fetchone()[0] == 2
-    finally:
-        conn.close()
+    assert_intact(mos)
+    expected = set(PG_TABLES) if is_pg(mos) else {"items", "users", "cubes", "audit", "items_fts",
+                                                   "embeddings"}
+    assert expected <= table_names(mos)
+    counts = table_counts(mos)
+    assert (counts["items"], counts["users"], counts["cubes"]) == (6, 4, 3)
+    assert counts[vector_table(mos)] == 6
+    assert rows(mos, "SELECT count(*) FROM items WHERE text = ?", (sql,)) == [(2,)]
     assert mos.count() == 6
     assert mos.stats()["versions"] == 6 + 2
 
@@ -705,4 +703,4 @@ def test_fts_syntax_in_queries_is_literal(mos: MemOS) -> None:
             hits = mos.search(query, user="alice", k=5, mode=mode)
             assert all(not math.isnan(h.score) for h in hits), query
     assert mos.search('bicycle"); --', user="alice", mode="text")[0].id == bike.id
-    assert table_counts(mos.store.path)["items"] == mos.count() == 2
+    assert table_counts(mos)["items"] == mos.count() == 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _backends import BACKENDS, table_counts, vectors
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
@@ -33,9 +33,6 @@ from memos_integrations.core.lifecycle import STATES
 from memos_integrations.embeddings import as_embedder
 
 CUBE = "alice-work"
-TABLES = ("users", "cubes", "grants", "items", "item_versions", "transitions", "embeddings",
-          "index_log", "audit", "artifacts", "meta")
-
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -44,23 +41,6 @@ def _plain(obj: Any) -> Any:
     """A dataclass as a JSON-like dict with exact ISO times (offsets included)."""
     data = asdict(obj) if not isinstance(obj, dict) else obj
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in data.items()}
-
-
-def vectors(m: MemOS, cube_id: str) -> dict[str, bytes]:
-    conn = sqlite3.connect(m.store.path)
-    try:
-        return dict(conn.execute("SELECT item_id, vector FROM embeddings WHERE cube_id = ?",
-                                 (cube_id,)).fetchall())
-    finally:
-        conn.close()
-
-
-def table_counts(m: MemOS) -> dict[str, int]:
-    conn = sqlite3.connect(m.store.path)
-    try:
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
-    finally:
-        conn.close()
 
 
 def cube_state(m: MemOS, cube_id: str) -> dict[str, Any]:
@@ -86,8 +66,9 @@ def store_snapshot(m: MemOS) -> dict[str, Any]:
     }
 
 
-def fresh_store(path: Path, embedder: Any, users: tuple[str, ...] = ("alice", "bob")) -> MemOS:
-    m = MemOS.open(path, embedder=embedder)
+def fresh_store(target: Path | str, embedder: Any,
+                users: tuple[str, ...] = ("alice", "bob")) -> MemOS:
+    m = MemOS.open(target, embedder=embedder)
     for user in users:
         m.create_user(user)
     m.create_user("carol", role="admin")
@@ -130,11 +111,29 @@ def flip_byte(path: Path, at: int) -> None:
 # ---------------------------------------------------------------------------- the source cube
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    """The backend of the module's stores (source and destinations alike)."""
+    return request.param
+
+
+@pytest.fixture
+def new_target(kind: str, tmp_path: Path, request: pytest.FixtureRequest):
+    """Where a fresh destination store of the same backend lives."""
+
+    def make(name: str) -> Path | str:
+        return tmp_path / f"{name}.db" if kind == "sqlite" else request.getfixturevalue(
+            "pg_schemas")()
+
+    return make
+
+
 @pytest.fixture(scope="module")
-def source(tmp_path_factory, embedder):
+def source(kind: str, tmp_path_factory, embedder, request: pytest.FixtureRequest):
     """A cube with every kind of content, its export, and its state at export time."""
     root = tmp_path_factory.mktemp("portable")
-    m = fresh_store(root / "source.db", embedder, users=("alice", "bob", "dave"))
+    target = root / "source.db" if kind == "sqlite" else request.getfixturevalue("pg_schemas")()
+    m = fresh_store(target, embedder, users=("alice", "bob", "dave"))
     m.create_cube("Alice's work notes", owner="alice", cube_id=CUBE,
                   description="work memory — ünïcode", metadata={"team": "R&D", "n": [1, 2.5]})
     m.create_cube("alice-personal", owner="alice")
@@ -202,8 +201,8 @@ def test_export_layout(source) -> None:
 # ---------------------------------------------------------------------------- round trips
 
 
-def test_round_trip_into_a_fresh_store_is_lossless(source, tmp_path: Path, embedder) -> None:
-    dst = fresh_store(tmp_path / "fresh.db", embedder)  # no "dave" here
+def test_round_trip_into_a_fresh_store_is_lossless(source, new_target, embedder) -> None:
+    dst = fresh_store(new_target("fresh"), embedder)  # no "dave" here
     try:
         cube = dst.import_cube(source["export"])
         assert cube.id == CUBE
@@ -270,11 +269,11 @@ def test_import_under_a_new_cube_id_in_the_same_store(source) -> None:
     assert hits[0].text == original["items"][source["ids"]["fact"]]["text"]
 
 
-def test_import_with_another_embedder_re_embeds(source, tmp_path: Path) -> None:
+def test_import_with_another_embedder_re_embeds(source, new_target) -> None:
     from langchain_core.embeddings import DeterministicFakeEmbedding
 
     fake = as_embedder(DeterministicFakeEmbedding(size=16), model_id="fake-16")
-    dst = fresh_store(tmp_path / "fake.db", fake)
+    dst = fresh_store(new_target("fake"), fake)
     try:
         dst.import_cube(source["export"])
         got, want = cube_state(dst, CUBE), source["state"]
@@ -308,7 +307,7 @@ def test_import_with_another_embedder_re_embeds(source, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- refusals
 
 
-def test_import_onto_an_existing_cube_id_writes_nothing(source, tmp_path: Path,
+def test_import_onto_an_existing_cube_id_writes_nothing(source, new_target,
                                                         embedder) -> None:
     m: MemOS = source["mos"]
     for kwargs in ({}, {"cube_id": "alice-personal"}, {"cube_id": CUBE}):
@@ -323,7 +322,7 @@ def test_import_onto_an_existing_cube_id_writes_nothing(source, tmp_path: Path,
         m.import_cube(source["export"], cube_id="for-nobody", owner="nobody")
     assert store_snapshot(m) == before
 
-    dst = fresh_store(tmp_path / "twice.db", embedder)
+    dst = fresh_store(new_target("twice"), embedder)
     try:
         dst.import_cube(source["export"])
         before = store_snapshot(dst)
@@ -460,13 +459,13 @@ CORRUPTIONS = [
 
 
 @pytest.mark.parametrize(("corrupt", "match"), CORRUPTIONS)
-def test_corrupt_export_imports_nothing(source, tmp_path: Path, embedder, corrupt,
+def test_corrupt_export_imports_nothing(source, tmp_path: Path, new_target, embedder, corrupt,
                                         match: str) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(source["export"], broken)
     corrupt(broken)
 
-    dst = fresh_store(tmp_path / "target.db", embedder)
+    dst = fresh_store(new_target("target"), embedder)
     m: MemOS = source["mos"]
     copy_id = "restored-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]
     try:
@@ -482,7 +481,8 @@ def test_corrupt_export_imports_nothing(source, tmp_path: Path, embedder, corrup
         dst.close()
 
 
-def test_forged_grant_cannot_reach_another_cube(source, tmp_path: Path, embedder) -> None:
+def test_forged_grant_cannot_reach_another_cube(source, tmp_path: Path, new_target,
+                                                embedder) -> None:
     """A grant record naming a different cube must not be imported as a grant on that cube."""
     forged = tmp_path / "forged"
     shutil.copytree(source["export"], forged)
@@ -490,7 +490,7 @@ def test_forged_grant_cannot_reach_another_cube(source, tmp_path: Path, embedder
         *rows, {**rows[0], "cube_id": "alice-personal", "user_id": "bob", "access": "write"}])
     reseal(forged)
 
-    dst = fresh_store(tmp_path / "victim.db", embedder)
+    dst = fresh_store(new_target("victim"), embedder)
     try:
         dst.create_cube("alice-personal", owner="alice")
         dst.add("Alice's diary: private thoughts", user="alice", cube="alice-personal")

@@ -38,7 +38,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             id text PRIMARY KEY, role text NOT NULL, name text, created_at timestamptz NOT NULL);
         CREATE TABLE cubes (
             id text PRIMARY KEY, name text NOT NULL, owner text NOT NULL REFERENCES users(id),
-            description text NOT NULL DEFAULT '', metadata jsonb NOT NULL DEFAULT '{}',
+            description text NOT NULL DEFAULT '', metadata json NOT NULL DEFAULT '{}',
             created_at timestamptz NOT NULL);
         CREATE INDEX cubes_owner ON cubes (owner);
         CREATE TABLE grants (
@@ -55,8 +55,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             text text NOT NULL,
             kind text NOT NULL,
             tags text[] NOT NULL DEFAULT '{}',
-            metadata jsonb NOT NULL DEFAULT '{}',
-            provenance jsonb NOT NULL DEFAULT '{}',
+            -- json keeps the caller's document as written (jsonb would turn 1.5e300 into an
+            -- integer); filters read its jsonb twin
+            metadata json NOT NULL DEFAULT '{}',
+            metadata_q jsonb GENERATED ALWAYS AS (metadata::jsonb) STORED,
+            provenance json NOT NULL DEFAULT '{}',
             context text NOT NULL DEFAULT '',
             session_id text,
             event_time text,
@@ -94,7 +97,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX items_session ON items (session_id) WHERE session_id IS NOT NULL;
         CREATE INDEX items_tsv ON items USING gin (tsv);
         CREATE INDEX items_tags ON items USING gin (tags);
-        CREATE INDEX items_metadata ON items USING gin (metadata jsonb_path_ops);
+        CREATE INDEX items_metadata ON items USING gin (metadata_q jsonb_path_ops);
         -- vectors live apart from items: access counters and states change often, and an
         -- update that moved the vector row would re-insert it into the HNSW graph
         CREATE TABLE item_vectors (
@@ -106,7 +109,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE TABLE item_versions (
             cube_id text NOT NULL, item_id text NOT NULL, version integer NOT NULL,
             change text NOT NULL, changed_by text, changed_at timestamptz NOT NULL,
-            snapshot jsonb NOT NULL, PRIMARY KEY (cube_id, item_id, version));
+            snapshot json NOT NULL, PRIMARY KEY (cube_id, item_id, version));
         CREATE INDEX item_versions_item ON item_versions (item_id, version);
         CREATE TABLE transitions (
             cube_id text NOT NULL, seq bigint GENERATED ALWAYS AS IDENTITY,
@@ -115,8 +118,8 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX transitions_item ON transitions (item_id, seq);
         CREATE TABLE artifacts (
             cube_id text NOT NULL REFERENCES cubes(id), id text NOT NULL, kind text NOT NULL,
-            name text NOT NULL, payload bytea NOT NULL, fingerprint jsonb NOT NULL DEFAULT '{}',
-            sources jsonb NOT NULL DEFAULT '{}', metadata jsonb NOT NULL DEFAULT '{}',
+            name text NOT NULL, payload bytea NOT NULL, fingerprint json NOT NULL DEFAULT '{}',
+            sources json NOT NULL DEFAULT '{}', metadata json NOT NULL DEFAULT '{}',
             stale boolean NOT NULL DEFAULT false, created_at timestamptz NOT NULL,
             PRIMARY KEY (cube_id, id));
         CREATE UNIQUE INDEX artifacts_id ON artifacts (id);

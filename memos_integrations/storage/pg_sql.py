@@ -66,7 +66,7 @@ def _compile_cond(c: Cond) -> Compiled:
 def _compile_json(c: Cond) -> Compiled:
     """User metadata: ``null`` and a missing key both count as "no value", as in SQLite."""
     path = list(c.path)
-    expr = "(items.metadata #> %s::text[])"
+    expr = "(items.metadata_q #> %s::text[])"
     absent = f"({expr} IS NULL OR {expr} = 'null'::jsonb)"
     if c.op == "$exists":
         return f"({expr} IS {'NOT ' if c.value else ''}NULL)", [path]
@@ -80,7 +80,7 @@ def _compile_json(c: Cond) -> Compiled:
         for key in reversed(path):
             contained = {key: contained}
         return (
-            f"(items.metadata @> %s::jsonb AND {expr} = %s::jsonb)",
+            f"(items.metadata_q @> %s::jsonb AND {expr} = %s::jsonb)",
             [json.dumps(contained), path, json.dumps(c.value)],
         )
     if c.op in ("$in", "$nin"):
@@ -100,7 +100,7 @@ def _compile_json(c: Cond) -> Compiled:
             [path, path, float(c.value) if isinstance(c.value, float) else int(c.value)],
         )
     return (
-        f"(jsonb_typeof({expr}) = 'string' AND (items.metadata #>> %s::text[]) COLLATE \"C\" "
+        f"(jsonb_typeof({expr}) = 'string' AND (items.metadata_q #>> %s::text[]) COLLATE \"C\" "
         f"{op} %s)",
         [path, path, c.value],
     )

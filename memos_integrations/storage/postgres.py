@@ -84,7 +84,7 @@ T = TypeVar("T")
 Conn = psycopg.Connection[dict[str, Any]]
 
 # SQL casts for item columns whose Python value is text (JSON) or a list.
-_CASTS = {"tags": "::text[]", "metadata": "::jsonb", "provenance": "::jsonb"}
+_CASTS = {"tags": "::text[]", "metadata": "::json", "provenance": "::json"}
 _ITEM_INSERT = (
     f"INSERT INTO items (seq, {', '.join(ITEM_COLUMNS)}) VALUES "
     f"(%s, {', '.join('%s' + _CASTS.get(c, '') for c in ITEM_COLUMNS)})"
@@ -329,7 +329,7 @@ class PostgresStore:
             with c.transaction():
                 c.execute(
                     "INSERT INTO cubes (id, name, owner, description, metadata, created_at) "
-                    "VALUES (%s, %s, %s, %s, %s::jsonb, %s)",
+                    "VALUES (%s, %s, %s, %s, %s::json, %s)",
                     (
                         cube.id,
                         cube.name,
@@ -903,8 +903,8 @@ class PostgresStore:
     def _insert_artifact(c: Conn, a: Artifact) -> None:
         c.execute(
             "INSERT INTO artifacts (cube_id, id, kind, name, payload, fingerprint, sources, "
-            "metadata, stale, created_at) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, "
-            "%s::jsonb, %s, %s) ON CONFLICT (cube_id, id) DO UPDATE SET kind = excluded.kind, "
+            "metadata, stale, created_at) VALUES (%s, %s, %s, %s, %s, %s::json, %s::json, "
+            "%s::json, %s, %s) ON CONFLICT (cube_id, id) DO UPDATE SET kind = excluded.kind, "
             "name = excluded.name, payload = excluded.payload, "
             "fingerprint = excluded.fingerprint, sources = excluded.sources, "
             "metadata = excluded.metadata, stale = excluded.stale, "
