@@ -1,5 +1,7 @@
 """The ``memos`` command line: demo, users, cubes, add, search, list, history, export,
-import, stats and forget-user over the embedded store (``--db`` or MEMOS_HOME)."""
+import, stats and forget-user over a store: the embedded SQLite file (``--db`` or
+MEMOS_HOME), a PostgreSQL URL (``--db postgresql://...`` or MEMOS_PG_URL) or a private
+embedded PostgreSQL (``--embedded-pg DIR``)."""
 
 from __future__ import annotations
 
@@ -49,7 +51,18 @@ def _read_records(path: Path) -> list[Any]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memos", description=__doc__)
-    p.add_argument("--db", help="SQLite file (default: $MEMOS_HOME/memos.db)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db",
+        help="SQLite file or postgresql:// URL (default: $MEMOS_PG_URL, else "
+        "$MEMOS_HOME/memos.db)",
+    )
+    where.add_argument(
+        "--embedded-pg",
+        metavar="DIR",
+        type=Path,
+        help="start (or join) a private PostgreSQL with pgvector whose data lives in DIR",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("demo", help="run the scripted two-user memory demo")
@@ -120,7 +133,12 @@ def _run(args: argparse.Namespace) -> int:
 
         run(Path(args.db).parent if args.db else None)
         return 0
-    with MemOS.open(args.db) as mos:
+    opened = (
+        MemOS.open_embedded_postgres(args.embedded_pg)
+        if args.embedded_pg is not None
+        else MemOS.open(args.db)
+    )
+    with opened as mos:
         cmd = args.command
         if cmd == "create-user":
             print(mos.create_user(args.user_id, role=args.role).id)

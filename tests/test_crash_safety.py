@@ -2,8 +2,9 @@
 
 A child process opens the store, adds memories one ``mos.add`` call at a time and prints
 each item id once the call has returned. The parent SIGKILLs it after ~150 acknowledgements,
-reopens the file and checks that every acknowledged memory is there, the file is intact, both
-search legs work and new writes go through.
+reopens the store and checks that every acknowledged memory is there, the store is intact,
+both search legs work and new writes go through. On both stores: a SQLite file, and a
+PostgreSQL database whose client dies mid-transaction.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+from _backends import assert_intact, rows
 
 from memos_integrations import MemOS
 
@@ -80,8 +81,9 @@ def _reader(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def test_sigkill_mid_ingest_loses_no_acknowledged_memory(tmp_path: Path, embedder) -> None:
-    db = tmp_path / "crash.db"
+def test_sigkill_mid_ingest_loses_no_acknowledged_memory(tmp_path: Path, target,
+                                                         embedder) -> None:
+    db = target
     with MemOS.open(db, embedder=embedder) as setup:
         setup.create_user("alice")
         setup.create_cube("alice-personal", owner="alice")
@@ -126,27 +128,15 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_memory(tmp_path: Path, embedde
     assert len(acked) >= ACKS_BEFORE_KILL
     assert sorted(acked.values()) == list(range(len(acked)))
 
-    # The file is intact after the crash: page structure, FTS index, foreign keys.
-    conn = sqlite3.connect(db)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        conn.execute("INSERT INTO items_fts(items_fts) VALUES ('integrity-check')")
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-        n_items = conn.execute("SELECT count(*) FROM items").fetchone()[0]
-        # every item is whole: a vector, a first version, a creation transition, an index entry
-        for table, column in (("embeddings", "item_id"), ("item_versions", "item_id"),
-                              ("transitions", "item_id"), ("index_log", "item_id")):
-            orphans = conn.execute(
-                f"SELECT count(*) FROM items WHERE id NOT IN (SELECT {column} FROM {table})"
-            ).fetchone()[0]
-            assert orphans == 0, f"{orphans} items without a row in {table}"
-    finally:
-        conn.close()
-    # At most the one add in flight at the kill committed without being acknowledged.
-    assert len(acked) + 1 <= n_items <= len(acked) + 2
-
     mos = MemOS.open(db, embedder=embedder)
     try:
+        # Intact after the crash: every item whole (vector, first version, creation
+        # transition; on SQLite also page structure, FTS index and foreign keys).
+        assert_intact(mos)
+        n_items = rows(mos, "SELECT count(*) FROM items")[0][0]
+        # At most the one add in flight at the kill committed without being acknowledged.
+        assert len(acked) + 1 <= n_items <= len(acked) + 2
+
         for item_id, n in acked.items():
             item = mos.get(item_id)
             assert (item.text, item.metadata, item.tags) == (crash_text(n), {"n": n}, ("crash",))
@@ -169,11 +159,6 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_memory(tmp_path: Path, embedde
         assert mos.count() == n_items + 1
         # Re-adding acknowledged content is still recognised as a duplicate.
         assert mos.add(crash_text(late_n), user="alice")[0].id == late_id
+        assert_intact(mos)
     finally:
         mos.close()
-
-    conn = sqlite3.connect(db)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    finally:
-        conn.close()
