@@ -54,8 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--db",
-        help="SQLite file or postgresql:// URL (default: $MEMOS_PG_URL, else "
-        "$MEMOS_HOME/memos.db)",
+        help="SQLite file or postgresql:// URL (default: $MEMOS_PG_URL, else $MEMOS_HOME/memos.db)",
     )
     where.add_argument(
         "--embedded-pg",

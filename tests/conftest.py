@@ -67,7 +67,7 @@ def pg_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_schemas(pg_server: str):
     """Makes a fresh schema and returns a URL whose connections use it (pgvector stays
-    reachable); drops every schema it made at the end of the session."""
+    reachable; ``options`` adds settings); drops every schema it made at the end."""
     import psycopg
     from psycopg import sql
 
@@ -78,23 +78,23 @@ def pg_schemas(pg_server: str):
             "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector'"
         ).fetchone()[0]
 
-        def fresh(prefix: str = "t") -> str:
-            name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        def fresh(options: str = "") -> str:
+            name = f"t_{uuid.uuid4().hex[:12]}"
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
             made.append(name)
-            return with_search_path(pg_server, f"{name},{ext}")
+            return with_options(pg_server, f"{options} -c search_path={name},{ext}".strip())
 
         yield fresh
         for name in made:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
-def with_search_path(url: str, path: str) -> str:
-    """``url`` with ``options=-c search_path=...`` (libpq URL syntax, percent-encoded)."""
+def with_options(url: str, options: str) -> str:
+    """``url`` with libpq ``options`` (``-c name=value ...``), percent-encoded."""
     from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    query = [*parse_qsl(parts.query), ("options", f"-c search_path={path}")]
+    query = [*parse_qsl(parts.query), ("options", options)]
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 

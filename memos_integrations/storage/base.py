@@ -71,6 +71,18 @@ class CubeDump:
 READDED_BY_KEY = "re-added by key"
 
 
+def add_audit_detail(
+    audit: AuditRecord, results: int, created: Sequence[str], updated: Sequence[str]
+) -> AuditRecord:
+    """The audit record of an add call, with what it did to how many items."""
+    return audit.with_detail(
+        created=len(created),
+        updated=len(updated),
+        existing=results - len(created) - len(updated),
+        ids=[*created, *updated][:100],
+    )
+
+
 def content_clash() -> Conflict:
     """An update would give an item the exact content of another live one in its cube."""
     return Conflict(

@@ -64,46 +64,47 @@ def _compile_cond(c: Cond) -> Compiled:
 
 
 def _compile_json(c: Cond) -> Compiled:
-    """User metadata: ``null`` and a missing key both count as "no value", as in SQLite."""
+    """User metadata: ``null`` and a missing key both count as "no value"; values compare
+    only with values of their JSON type (``true`` is not ``1``), as in the SQLite store."""
     path = list(c.path)
     expr = "(items.metadata_q #> %s::text[])"
     absent = f"({expr} IS NULL OR {expr} = 'null'::jsonb)"
     if c.op == "$exists":
         return f"({expr} IS {'NOT ' if c.value else ''}NULL)", [path]
-    if c.op in ("$eq", "$ne"):
+    if c.op in ("$gt", "$gte", "$lt", "$lte"):  # like with like: numbers, or strings
+        op = SQL_OPS[c.op]
         if c.value is None:
-            return (absent if c.op == "$eq" else f"(NOT {absent})"), [path, path]
-        if c.op == "$ne":
-            return f"({absent} OR {expr} <> %s::jsonb)", [path, path, path, json.dumps(c.value)]
-        # containment first: the GIN index answers it, the equality makes it exact
-        contained: Any = c.value
+            return "false", []
+        if isinstance(c.value, bool | int | float):
+            number = float(c.value) if isinstance(c.value, float) else int(c.value)
+            return (
+                f"coalesce(jsonb_typeof({expr}) = 'number' AND ({expr})::numeric {op} "
+                "%s::numeric, false)",
+                [path, path, number],
+            )
+        return (
+            f"coalesce(jsonb_typeof({expr}) = 'string' AND "
+            f'(items.metadata_q #>> %s::text[]) COLLATE "C" {op} %s, false)',
+            [path, path, c.value],
+        )
+    values = c.value if c.op in ("$in", "$nin") else (c.value,)
+    given = [v for v in values if v is not None]
+    parts: list[str] = []
+    params: list[Any] = []
+    if None in values:
+        parts.append(absent)
+        params += [path, path]
+    if len(given) == 1:  # containment first: the GIN index answers it, equality makes it exact
+        contained: Any = given[0]
         for key in reversed(path):
             contained = {key: contained}
-        return (
-            f"(items.metadata_q @> %s::jsonb AND {expr} = %s::jsonb)",
-            [json.dumps(contained), path, json.dumps(c.value)],
-        )
-    if c.op in ("$in", "$nin"):
-        given = [v for v in c.value if v is not None]
-        member = f"{expr} = ANY(%s::jsonb[])"
-        params: list[Any] = [path, [json.dumps(v) for v in given]]
-        if None in c.value:  # "no value" is one of the listed values
-            sql, more = f"({absent} OR {member})", [path, path, *params]
-        else:
-            sql, more = f"({member})", params
-        return (sql if c.op == "$in" else f"(NOT {sql})"), more
-    # ranges compare like with like, as JSON does: numbers with numbers, strings with strings
-    op = SQL_OPS[c.op]
-    if isinstance(c.value, bool | int | float):
-        return (
-            f"(jsonb_typeof({expr}) = 'number' AND ({expr})::numeric {op} %s::numeric)",
-            [path, path, float(c.value) if isinstance(c.value, float) else int(c.value)],
-        )
-    return (
-        f"(jsonb_typeof({expr}) = 'string' AND (items.metadata_q #>> %s::text[]) COLLATE \"C\" "
-        f"{op} %s)",
-        [path, path, c.value],
-    )
+        parts.append(f"coalesce(items.metadata_q @> %s::jsonb AND {expr} = %s::jsonb, false)")
+        params += [json.dumps(contained), path, json.dumps(given[0])]
+    elif given:
+        parts.append(f"coalesce({expr} = ANY(%s::jsonb[]), false)")
+        params += [path, [json.dumps(v) for v in given]]
+    hit = "(" + " OR ".join(parts) + ")"
+    return (hit if c.op in ("$eq", "$in") else f"(NOT {hit})"), params
 
 
 # ---------------------------------------------------------------------------- full text

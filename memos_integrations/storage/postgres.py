@@ -18,8 +18,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,17 +41,8 @@ from ..core.items import (
     Transition,
     User,
 )
-from ..core.lifecycle import SERVED_STATES
-from . import pg_schema
-from .base import (
-    READDED_BY_KEY,
-    CubeDump,
-    Scope,
-    SearchRequest,
-    content_clash,
-    keyed_readd,
-    stale_version,
-)
+from . import pg_items, pg_schema
+from .base import CubeDump, Scope, SearchRequest, add_audit_detail
 from .pg_sql import (
     ITEM_SELECT,
     LexemeStats,
@@ -63,18 +54,15 @@ from .pg_sql import (
 )
 from .rows import (
     ITEM_COLUMNS,
-    REWRITTEN_COLUMNS,
     artifact_from_row,
     audit_from_row,
     cube_from_row,
     dump_json,
     grant_from_row,
     item_from_row,
-    item_values,
     transition_from_row,
     user_from_row,
     version_from_row,
-    version_snapshot,
 )
 from .search import text_terms
 from .sqlfilter import equalities
@@ -83,14 +71,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Conn = psycopg.Connection[dict[str, Any]]
 
-# SQL casts for item columns whose Python value is text (JSON) or a list.
-_CASTS = {"tags": "::text[]", "metadata": "::json", "provenance": "::json"}
-_ITEM_INSERT = (
-    f"INSERT INTO items (seq, {', '.join(ITEM_COLUMNS)}) VALUES "
-    f"(%s, {', '.join('%s' + _CASTS.get(c, '') for c in ITEM_COLUMNS)})"
-)
-_ON_CONTENT = "ON CONFLICT (cube_id, content_hash) WHERE key IS NULL AND state <> 'deleted'"
-_ON_KEY = "ON CONFLICT (cube_id, key) WHERE key IS NOT NULL AND state <> 'deleted'"
 _ORDERS = {
     "created": "items.created_at DESC, items.seq DESC",
     "created_asc": "items.created_at ASC, items.seq ASC",
@@ -104,10 +84,6 @@ _STATS_TTL_S = 60.0  # how long lexeme frequencies are reused before re-reading 
 _LEXEME_CACHE = 50_000
 
 
-def _identity(value: datetime | None) -> datetime | None:
-    return value
-
-
 def redact(url: str) -> str:
     """The URL without its password (what ``store.url`` shows and errors quote)."""
     parts = urlsplit(url)
@@ -115,21 +91,6 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _pg_item(item: MemoryItem) -> dict[str, Any]:
-    values = item_values(item, time=_identity)
-    values["tags"] = list(item.tags)
-    return values
-
-
-def _pairs(rows: Iterable[dict[str, Any]], a: str = "cube_id", b: str = "id") -> list[list[str]]:
-    """Two parallel arrays, for ``(x, y) IN (SELECT unnest(%s), unnest(%s))``."""
-    firsts, seconds = [], []
-    for r in rows:
-        firsts.append(r[a])
-        seconds.append(r[b])
-    return [firsts, seconds]
 
 
 class PostgresStore:
@@ -295,11 +256,10 @@ class PostgresStore:
     def put_user(self, user: User, audit: AuditRecord) -> None:
         def tx(c: Conn) -> None:
             try:
-                with c.transaction():
-                    c.execute(
-                        "INSERT INTO users (id, role, name, created_at) VALUES (%s, %s, %s, %s)",
-                        (user.id, user.role, user.name, user.created_at),
-                    )
+                c.execute(
+                    "INSERT INTO users (id, role, name, created_at) VALUES (%s, %s, %s, %s)",
+                    (user.id, user.role, user.name, user.created_at),
+                )
             except pg_errors.UniqueViolation:
                 raise Conflict(f"user {user.id!r} already exists") from None
             self._audit(c, audit)
@@ -326,19 +286,18 @@ class PostgresStore:
     @staticmethod
     def _insert_cube(c: Conn, cube: MemCube) -> None:
         try:
-            with c.transaction():
-                c.execute(
-                    "INSERT INTO cubes (id, name, owner, description, metadata, created_at) "
-                    "VALUES (%s, %s, %s, %s, %s::json, %s)",
-                    (
-                        cube.id,
-                        cube.name,
-                        cube.owner,
-                        cube.description,
-                        dump_json(cube.metadata),
-                        cube.created_at,
-                    ),
-                )
+            c.execute(
+                "INSERT INTO cubes (id, name, owner, description, metadata, created_at) "
+                "VALUES (%s, %s, %s, %s, %s::json, %s)",
+                (
+                    cube.id,
+                    cube.name,
+                    cube.owner,
+                    cube.description,
+                    dump_json(cube.metadata),
+                    cube.created_at,
+                ),
+            )
         except pg_errors.UniqueViolation:
             raise Conflict(f"cube {cube.id!r} already exists") from None
         except pg_errors.ForeignKeyViolation:
@@ -400,32 +359,6 @@ class PostgresStore:
                 pg_schema.ensure_vector_column(conn, dim)
             self._dim = dim
 
-    @staticmethod
-    def _copy(c: Conn, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """Many rows into one table by COPY (table and column names are this module's)."""
-        with c.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
-            for row in rows:
-                cp.write_row(row)
-
-    def _put_vectors(self, c: Conn, rows: Sequence[tuple[str, str, np.ndarray]]) -> None:
-        """(cube_id, item_id, vector) rows; an existing vector of the item is replaced."""
-        if not rows:
-            return
-        if len(rows) == 1:
-            c.execute(
-                "INSERT INTO item_vectors (cube_id, item_id, embedding) VALUES (%s, %s, %b) "
-                "ON CONFLICT (cube_id, item_id) DO UPDATE SET embedding = excluded.embedding",
-                rows[0],
-            )
-            return
-        ids = _pairs({"cube_id": r[0], "id": r[1]} for r in rows)
-        c.execute(
-            "DELETE FROM item_vectors WHERE (cube_id, item_id) IN "
-            "(SELECT unnest(%s::text[]), unnest(%s::text[]))",
-            ids,
-        )
-        self._copy(c, "item_vectors", ("cube_id", "item_id", "embedding"), rows)
-
     @contextlib.contextmanager
     def bulk_load(self, expected: int) -> Iterator[None]:
         """Drop the HNSW index for a load at least as large as what is indexed, and build
@@ -471,31 +404,6 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ items: writes
 
-    @staticmethod
-    def _insert_versions(c: Conn, versions: Sequence[tuple[str, ItemVersion]]) -> None:
-        """(cube_id, version) pairs."""
-        PostgresStore._copy(
-            c,
-            "item_versions",
-            ("cube_id", "item_id", "version", "change", "changed_by", "changed_at", "snapshot"),
-            (
-                (cube, v.item_id, v.version, v.change, v.changed_by, v.changed_at,
-                 version_snapshot(v))
-                for cube, v in versions
-            ),
-        )  # fmt: skip
-
-    @staticmethod
-    def _insert_transitions(c: Conn, transitions: Sequence[tuple[str, Transition]]) -> None:
-        """(cube_id, transition) pairs."""
-        PostgresStore._copy(
-            c,
-            "transitions",
-            ("cube_id", "item_id", "from_state", "to_state", '"by"', "reason", "at"),
-            ((cube, t.item_id, t.from_state, t.to_state, t.by, t.reason, t.at)
-             for cube, t in transitions),
-        )  # fmt: skip
-
     def add_items(
         self, items: Sequence[MemoryItem], vectors: np.ndarray, audit: AuditRecord
     ) -> list[tuple[str, bool]]:
@@ -503,169 +411,14 @@ class PostgresStore:
             self._ensure_dim(int(np.asarray(vectors).shape[1]))
 
         def tx(c: Conn) -> list[tuple[str, bool]]:
-            out: list[tuple[str, bool] | None] = [None] * len(items)
-            updated: list[str] = []
-            new: list[int] = []  # positions of items to insert, keyed ones first
-            # a fixed order of unique keys in every transaction: concurrent adds cannot
-            # wait on each other in a cycle
-            order = sorted(
-                range(len(items)),
-                key=lambda i: (
-                    items[i].key is None,
-                    items[i].cube_id,
-                    items[i].key or items[i].content_hash,
-                ),
-            )
-            for i in order:
-                item = items[i]
-                if item.key is not None:
-                    found = self._readd_keyed(c, item, vectors[i])
-                    if found is not None:
-                        out[i] = (found[0], False)
-                        if found[1]:
-                            updated.append(found[0])
-                        continue
-                new.append(i)
-            # rows go in key order, but ``seq`` keeps the caller's order (list and export
-            # order ties on created_at by it)
-            seqs = dict(zip(sorted(new), self._next_seqs(c, len(new)), strict=True))
-            created = self._insert_new(c, [(seqs[i], items[i]) for i in new])
-            lost = [i for i in new if items[i].id not in created]
-            existing = self._existing_ids(c, [items[i] for i in lost if items[i].key is None])
-            for i in new:
-                item = items[i]
-                if item.id in created:
-                    out[i] = (item.id, True)
-                elif item.key is None:  # the same content is live: idempotent
-                    out[i] = (existing[(item.cube_id, item.content_hash)], False)
-                else:  # another writer took the key meanwhile: this is a re-add after all
-                    found = self._readd_keyed(c, item, vectors[i])
-                    if found is None:
-                        raise Conflict(f"key {item.key!r} is being written concurrently; retry")
-                    out[i] = (found[0], False)
-                    if found[1]:
-                        updated.append(found[0])
-            made = [i for i in new if items[i].id in created]
-            self._insert_versions(
-                c, [(items[i].cube_id, ItemVersion.of(items[i], "create", items[i].owner))
-                    for i in made]
-            )  # fmt: skip
-            self._insert_transitions(
-                c,
-                [(items[i].cube_id, Transition(items[i].id, None, items[i].state,
-                                               items[i].owner, "created", items[i].created_at))
-                 for i in made],
-            )  # fmt: skip
-            self._put_vectors(c, [(items[i].cube_id, items[i].id, vectors[i]) for i in made])
-            done = [o for o in out if o is not None]
-            ids = [items[i].id for i in made]
-            self._audit(
-                c,
-                audit.with_detail(
-                    created=len(ids),
-                    updated=len(updated),
-                    existing=len(done) - len(ids) - len(updated),
-                    ids=[*ids, *updated][:100],
-                ),
-            )
-            return done
+            # a small batch goes in one pipeline: its statements share round trips
+            small = len(items) < pg_items.COPY_MIN
+            with c.pipeline() if small else contextlib.nullcontext():
+                out, created, updated = pg_items.add(c, items, vectors)
+                self._audit(c, add_audit_detail(audit, len(out), created, updated))
+            return out
 
         return self._write(tx)
-
-    @staticmethod
-    def _next_seqs(c: Conn, n: int) -> list[int]:
-        if not n:
-            return []
-        return [
-            r["s"]
-            for r in c.execute(
-                "SELECT nextval(pg_get_serial_sequence('items', 'seq')) AS s "
-                "FROM generate_series(1, %s) ORDER BY 1",
-                (n,),
-            )
-        ]
-
-    @staticmethod
-    def _insert_new(c: Conn, items: Sequence[tuple[int, MemoryItem]]) -> set[str]:
-        """Insert (seq, item) pairs whose key or content is not live yet; returns the ids
-        inserted."""
-        if not items:
-            return set()
-        created: set[str] = set()
-        try:
-            with c.transaction(), c.cursor() as cur:
-                keyed = [(q, *_pg_item(it).values()) for q, it in items if it.key is not None]
-                plain = [(q, *_pg_item(it).values()) for q, it in items if it.key is None]
-                for batch, target in ((keyed, _ON_KEY), (plain, _ON_CONTENT)):
-                    if not batch:
-                        continue
-                    sql = f"{_ITEM_INSERT} {target} DO NOTHING RETURNING id"
-                    cur.executemany(sql, batch, returning=True)  # pipelined
-                    while True:
-                        created.update(r["id"] for r in cur.fetchall())
-                        if not cur.nextset():
-                            break
-        except pg_errors.UniqueViolation as exc:
-            raise Conflict(
-                f"an item with one of these ids already exists ({exc.diag.message_detail})"
-            ) from None
-        return created
-
-    @staticmethod
-    def _existing_ids(c: Conn, items: Sequence[MemoryItem]) -> dict[tuple[str, str], str]:
-        """The live unkeyed items holding these items' content, by (cube, content hash)."""
-        if not items:
-            return {}
-        rows = c.execute(
-            "SELECT id, cube_id, content_hash FROM items WHERE key IS NULL "
-            "AND state <> 'deleted' AND (cube_id, content_hash) IN "
-            "(SELECT unnest(%s::text[]), unnest(%s::text[]))",
-            ([it.cube_id for it in items], [it.content_hash for it in items]),
-        ).fetchall()
-        return {(r["cube_id"], r["content_hash"]): r["id"] for r in rows}
-
-    def _readd_keyed(
-        self, c: Conn, draft: MemoryItem, vector: np.ndarray
-    ) -> tuple[str, bool] | None:
-        """A keyed add whose key is live: (its id, whether a new version was written).
-
-        None when the key is free, so the draft is inserted as a new item.
-        """
-        row = c.execute(
-            f"SELECT {ITEM_SELECT} FROM items WHERE cube_id = %s AND key = %s "
-            "AND state <> 'deleted' FOR UPDATE",
-            (draft.cube_id, draft.key),
-        ).fetchone()
-        if row is None:
-            return None
-        current = item_from_row(row)
-        new = keyed_readd(current, draft)
-        if new is None:
-            return current.id, False
-        self._write_row(c, new, current.version)
-        self._insert_versions(
-            c, [(new.cube_id, ItemVersion.of(new, "update", draft.owner, READDED_BY_KEY))]
-        )
-        self._put_vectors(c, [(new.cube_id, new.id, vector)])
-        if current.state not in SERVED_STATES:
-            self._move(c, [current.id], (current.state,), "activated", draft.owner, READDED_BY_KEY)
-        return current.id, True
-
-    @staticmethod
-    def _write_row(c: Conn, item: MemoryItem, expected_version: int) -> None:
-        """Overwrite an item's content columns, if it is still at ``expected_version``."""
-        values = _pg_item(item)
-        assignments = ", ".join(f"{col} = %s{_CASTS.get(col, '')}" for col in REWRITTEN_COLUMNS)
-        try:
-            with c.transaction():
-                cur = c.execute(
-                    f"UPDATE items SET {assignments} WHERE id = %s AND version = %s",
-                    (*(values[col] for col in REWRITTEN_COLUMNS), item.id, expected_version),
-                )
-        except pg_errors.UniqueViolation:
-            raise content_clash() from None
-        if cur.rowcount != 1:
-            raise stale_version(item.id, expected_version)
 
     def update_item(
         self,
@@ -681,46 +434,14 @@ class PostgresStore:
             self._ensure_dim(int(np.asarray(vector).shape[-1]))
 
         def tx(c: Conn) -> None:
-            self._write_row(c, item, expected_version)
+            pg_items.write_row(c, item, expected_version)
             version = ItemVersion.of(item, change, by, audit.detail.get("note"))
-            self._insert_versions(c, [(item.cube_id, version)])
+            pg_items.put_versions(c, [version], {item.id: item.cube_id})
             if vector is not None:
-                self._put_vectors(c, [(item.cube_id, item.id, vector)])
+                pg_items.put_vectors(c, [(item.cube_id, item.id, vector)], replace=True)
             self._audit(c, audit)
 
         self._write(tx)
-
-    def _move(
-        self,
-        c: Conn,
-        ids: Sequence[str],
-        from_states: Sequence[str],
-        to_state: str,
-        by: str | None,
-        reason: str | None,
-    ) -> list[str]:
-        """Move the items among ``ids`` that are in ``from_states`` to ``to_state``, recording
-        each transition; rows are locked in id order (no deadlocks between movers)."""
-        now = datetime.now(UTC)
-        rows = c.execute(
-            "WITH old AS (SELECT cube_id, id, state FROM items "
-            "WHERE id = ANY(%s) AND state = ANY(%s) ORDER BY id FOR UPDATE), "
-            "moved AS (UPDATE items SET state = %s, updated_at = %s FROM old "
-            "WHERE items.cube_id = old.cube_id AND items.id = old.id "
-            "RETURNING items.cube_id, items.id, old.state AS from_state) "
-            'INSERT INTO transitions (cube_id, item_id, from_state, to_state, "by", reason, at) '
-            "SELECT cube_id, id, from_state, %s, %s, %s, %s FROM moved ORDER BY id "
-            "RETURNING cube_id, item_id AS id",
-            (list(ids), list(from_states), to_state, now, to_state, by, reason, now),
-        ).fetchall()
-        if to_state == "deleted" and rows:
-            c.execute(
-                "DELETE FROM item_vectors WHERE (cube_id, item_id) IN "
-                "(SELECT unnest(%s::text[]), unnest(%s::text[]))",
-                _pairs(rows),
-            )
-        moved = {r["id"] for r in rows}
-        return [i for i in dict.fromkeys(ids) if i in moved]
 
     def set_state(
         self,
@@ -733,7 +454,7 @@ class PostgresStore:
         audit: AuditRecord | None,
     ) -> list[str]:
         def tx(c: Conn) -> list[str]:
-            changed = self._move(c, ids, from_states, to_state, by, reason)
+            changed = pg_items.move(c, ids, from_states, to_state, by, reason)
             if audit is not None:
                 self._audit(c, audit.with_detail(changed=changed))
             return changed
@@ -741,25 +462,9 @@ class PostgresStore:
         return self._write(tx)
 
     def mark_served(self, ids: Sequence[str], at: datetime, by: str | None, reason: str) -> None:
-        """Count an access on each item and activate the ``generated`` ones: one statement."""
-        if not ids:
-            return
-        self._write(
-            lambda c: c.execute(
-                "WITH old AS (SELECT cube_id, id, state FROM items WHERE id = ANY(%s) "
-                "ORDER BY id FOR UPDATE), "
-                "served AS (UPDATE items SET access_count = items.access_count + 1, "
-                "last_accessed_at = %s, state = CASE WHEN items.state = 'generated' "
-                "THEN 'activated' ELSE items.state END FROM old "
-                "WHERE items.cube_id = old.cube_id AND items.id = old.id "
-                "RETURNING items.cube_id, items.id, old.state AS was) "
-                "INSERT INTO transitions "
-                '(cube_id, item_id, from_state, to_state, "by", reason, at) '
-                "SELECT cube_id, id, 'generated', 'activated', %s, %s, %s FROM served "
-                "WHERE was = 'generated' ORDER BY id",
-                (list(ids), at, by, reason, at),
-            )
-        )
+        """Count an access on each item and activate the ``generated`` ones (recorded)."""
+        if ids:
+            self._write(lambda c: pg_items.mark_served(c, ids, at, by, reason))
 
     # ------------------------------------------------------------------ items: reads
 
@@ -875,7 +580,7 @@ class PostgresStore:
         def run(c: Conn) -> list[dict[str, Any]]:
             text = self._text_plan(c, request)
             q = search_sql(request, text, n)
-            with c.transaction():
+            with c.pipeline(), c.transaction():  # one round trip for BEGIN, SET and query
                 # iterative scans: an HNSW scan goes on until the filter admitted n rows
                 c.execute(
                     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
@@ -926,8 +631,7 @@ class PostgresStore:
     def put_artifact(self, artifact: Artifact, audit: AuditRecord) -> None:
         def tx(c: Conn) -> None:
             try:
-                with c.transaction():
-                    self._insert_artifact(c, artifact)
+                self._insert_artifact(c, artifact)
             except pg_errors.UniqueViolation:
                 raise Conflict(f"artifact {artifact.id!r} belongs to another cube") from None
             self._audit(c, audit)
@@ -1054,8 +758,7 @@ class PostgresStore:
         def tx(c: Conn) -> None:
             self._insert_cube(c, dump.cube)
             try:
-                with c.transaction():
-                    self._load_rows(c, dump, live, cube_of)
+                self._load_rows(c, dump, live, cube_of)
             except (pg_errors.UniqueViolation, pg_errors.ForeignKeyViolation) as exc:
                 raise Conflict(
                     f"the imported cube clashes with existing data: {exc.diag.message_detail}"
@@ -1071,21 +774,19 @@ class PostgresStore:
         live: Sequence[tuple[MemoryItem, np.ndarray]],
         cube_of: dict[str, str],
     ) -> None:
-        self._copy(
+        pg_items.insert_rows(
             c,
             "grants",
             ("cube_id", "user_id", "access", "granted_by", "granted_at"),
-            ((g.cube_id, g.user_id, g.access, g.granted_by, g.granted_at) for g in dump.grants),
+            [(g.cube_id, g.user_id, g.access, g.granted_by, g.granted_at) for g in dump.grants],
         )
-        self._copy(c, "items", ITEM_COLUMNS, (tuple(_pg_item(it).values()) for it in dump.items))
-        self._insert_versions(c, [(cube_of[v.item_id], v) for v in dump.versions])
-        self._insert_transitions(c, [(cube_of[t.item_id], t) for t in dump.transitions])
-        self._copy(
-            c,
-            "item_vectors",
-            ("cube_id", "item_id", "embedding"),
-            ((it.cube_id, it.id, np.asarray(vec, np.float32)) for it, vec in live),
+        pg_items.insert_rows(
+            c, "items", ITEM_COLUMNS, [pg_items.item_row(it) for it in dump.items], pg_items.CASTS
         )
+        pg_items.put_versions(c, dump.versions, cube_of)
+        pg_items.put_transitions(c, dump.transitions, cube_of)
+        vectors = [(it.cube_id, it.id, np.asarray(vec, np.float32)) for it, vec in live]
+        pg_items.put_vectors(c, vectors, replace=False)
         for a in dump.artifacts:
             self._insert_artifact(c, a)
 

@@ -37,6 +37,7 @@ from .base import (
     CubeDump,
     Scope,
     SearchRequest,
+    add_audit_detail,
     content_clash,
     keyed_readd,
     stale_version,
@@ -479,15 +480,7 @@ class SQLiteStore:
                 self._put_vector(c, item.id, item.cube_id, vector)
                 out.append((item.id, True))
             created = [i for i, new in out if new]
-            self._audit(
-                c,
-                audit.with_detail(
-                    created=len(created),
-                    updated=len(updated),
-                    existing=len(out) - len(created) - len(updated),
-                    ids=[*created, *updated][:100],
-                ),
-            )
+            self._audit(c, add_audit_detail(audit, len(out), created, updated))
         return out
 
     def _readd_keyed(
@@ -1060,37 +1053,56 @@ def _compile_cond(c: Cond) -> tuple[str, list[Any]]:
                 list(c.value),
             )
         return "(" + " AND ".join([member] * len(c.value)) + ")", list(c.value)  # $all
-    params: list[Any] = []
     if c.type == "json":
-        path = "$." + ".".join(f'"{k}"' for k in c.path)  # keys are validated [A-Za-z0-9_-]
-        expr = "json_extract(items.metadata, ?)"
-        if c.op == "$exists":
-            return f"(json_type(items.metadata, ?) IS {'NOT ' if c.value else ''}NULL)", [path]
-        params.append(path)
-        # compare only like with like, as JSON does (SQLite would order text above numbers)
-        if c.op in ("$gt", "$gte", "$lt", "$lte"):
-            kind = "('integer','real')" if isinstance(c.value, int | float) else "('text')"
-            guard = f"json_type(items.metadata, ?) IN {kind} AND "
-            params.insert(0, path)
-            return f"({guard}{expr} {SQL_OPS[c.op]} ?)", [*params, c.value]
-    else:
-        expr = "items." + TIME_COLUMNS.get(c.field, c.field)  # field names are whitelisted
-        if c.op == "$exists":
-            return f"({expr} IS {'NOT ' if c.value else ''}NULL)", []
-    if c.op == "$eq":
-        if c.value is None:
-            return f"({expr} IS NULL)", params
-        return f"({expr} = ?)", [*params, c.value]
+        return _compile_json(c)
+    expr = "items." + TIME_COLUMNS.get(c.field, c.field)  # field names are whitelisted
+    if c.op == "$exists":
+        return f"({expr} IS {'NOT ' if c.value else ''}NULL)", []
     if c.op == "$ne":
-        return f"({expr} IS NULL OR {expr} != ?)", [*params, *params, c.value]
+        return f"({expr} IS NULL OR {expr} != ?)", [c.value]
     if c.op == "$in":
-        return f"({expr} IN ({_marks(len(c.value))}))", [*params, *c.value]
+        return f"({expr} IN ({_marks(len(c.value))}))", list(c.value)
     if c.op == "$nin":
+        return f"({expr} IS NULL OR {expr} NOT IN ({_marks(len(c.value))}))", list(c.value)
+    return f"({expr} {SQL_OPS[c.op]} ?)", [c.value]
+
+
+# JSON types (json_type) a filter value of each Python type matches: like with like only.
+_JSON_TYPES = {bool: "('true','false')", int: "('integer','real')", float: "('integer','real')",
+               str: "('text')"}  # fmt: skip
+
+
+def _compile_json(c: Cond) -> tuple[str, list[Any]]:
+    """User metadata: ``null`` and a missing key both count as "no value"; values compare
+    only with values of their JSON type (``true`` is not ``1``), as on PostgreSQL."""
+    path = "$." + ".".join(f'"{k}"' for k in c.path)  # keys are validated [A-Za-z0-9_-]
+    kind = "json_type(items.metadata, ?)"
+    if c.op == "$exists":
+        return f"({kind} IS {'NOT ' if c.value else ''}NULL)", [path]
+    absent = f"coalesce({kind} = 'null', 1)"
+    if c.op in ("$gt", "$gte", "$lt", "$lte"):
+        if c.value is None:
+            return "0", []
+        types = _JSON_TYPES[float if isinstance(c.value, int | float) else type(c.value)]
         return (
-            f"({expr} IS NULL OR {expr} NOT IN ({_marks(len(c.value))}))",
-            [*params, *params, *c.value],
+            f"coalesce({kind} IN {types} AND json_extract(items.metadata, ?) {SQL_OPS[c.op]} ?, 0)",
+            [path, path, c.value],
         )
-    return f"({expr} {SQL_OPS[c.op]} ?)", [*params, c.value]
+    values = c.value if c.op in ("$in", "$nin") else (c.value,)
+    parts: list[str] = []
+    params: list[Any] = []
+    for value in values:
+        if value is None:
+            parts.append(absent)
+            params.append(path)
+        else:
+            parts.append(
+                f"coalesce({kind} IN {_JSON_TYPES[type(value)]} "
+                "AND json_extract(items.metadata, ?) = ?, 0)"
+            )
+            params += [path, path, value]
+    hit = "(" + " OR ".join(parts) + ")"
+    return (hit if c.op in ("$eq", "$in") else f"(NOT {hit})"), params
 
 
 def _split_sql(script: str) -> list[str]:

@@ -1,0 +1,388 @@
+"""Store conformance: what both stores must do alike, checked on both.
+
+Most behaviour tests (engine, isolation, keys, bad input, portability, concurrency, crash
+safety, CLI) already run once per store through the ``backend`` fixtures in conftest.py.
+This file adds what needs both stores at once or a closer look at one: the filter language's
+edge semantics, the same answers from both stores on the same data, cube exports crossing
+stores, filtered vector search that must still return k rows, bulk loads, migrations under
+concurrent start-up, and many writer processes on one store.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _backends import assert_intact, is_pg, rows, vector_table
+
+from memos_integrations import Conflict, MemOS
+from memos_integrations.core.items import AuditRecord, MemoryItem, content_hash
+from memos_integrations.storage.base import Scope, SearchRequest, Store
+from memos_integrations.storage.pg_sql import search_sql
+from memos_integrations.storage.search import Cond
+
+# ---------------------------------------------------------------------------- the protocol
+
+
+def test_both_stores_implement_the_protocol(mos: MemOS) -> None:
+    assert isinstance(mos.store, Store)
+    assert mos.store.url.startswith("postgresql" if is_pg(mos) else "sqlite")
+
+
+# ---------------------------------------------------------------------------- filters
+
+META = {
+    "a": {"city": "Rome", "n": 1, "flag": True, "list": ["x", "y"], "nested": {"k": "v"}},
+    "b": {"city": "Oslo", "n": 2.5, "flag": False},
+    "c": {"city": None, "n": "3"},
+    "d": {},
+    "e": {"city": "rome", "n": 1.0},
+    "f": {"flag": 1, "n": True},
+}
+EVERY = set(META)
+FILTERS: list[tuple[dict[str, Any], set[str]]] = [
+    ({"metadata.city": "Rome"}, {"a"}),
+    ({"metadata.city": None}, {"c", "d", "f"}),  # null and missing are both "no value"
+    ({"metadata.city": {"$ne": None}}, {"a", "b", "e"}),
+    ({"metadata.city": {"$ne": "Rome"}}, EVERY - {"a"}),
+    ({"metadata.city": {"$in": ["Rome", None]}}, {"a", "c", "d", "f"}),
+    ({"metadata.city": {"$nin": ["Rome", "Oslo"]}}, {"c", "d", "e", "f"}),
+    ({"metadata.city": {"$nin": ["Rome", None]}}, {"b", "e"}),
+    ({"metadata.city": {"$exists": True}}, {"a", "b", "c", "e"}),  # a JSON null exists
+    ({"metadata.city": {"$exists": False}}, {"d", "f"}),
+    ({"metadata.city": {"$lt": "Z"}}, {"a", "b"}),  # byte order: "rome" > "Z"
+    ({"metadata.n": 1}, {"a", "e"}),  # 1 == 1.0; not "3", not true
+    ({"metadata.n": {"$gte": 1}}, {"a", "b", "e"}),  # numbers only
+    ({"metadata.n": {"$gt": "2"}}, {"c"}),  # strings only
+    ({"metadata.n": {"$in": [2.5, "3"]}}, {"b", "c"}),
+    ({"metadata.flag": True}, {"a"}),  # true is not 1 ...
+    ({"metadata.flag": 1}, {"f"}),  # ... and 1 is not true
+    ({"metadata.flag": {"$in": [False, 1]}}, {"b", "f"}),
+    ({"metadata.nested.k": "v"}, {"a"}),
+    ({"metadata.list": "x"}, set()),  # an array is not its element
+    ({"$not": {"metadata.city": "Rome"}}, EVERY - {"a"}),
+    ({"$not": {"metadata.n": {"$gt": 1}}}, EVERY - {"b"}),
+    ({"$or": [{"metadata.n": 2.5}, {"metadata.city": "rome"}]}, {"b", "e"}),
+    ({"metadata.city": "Rome", "tags": "t-a"}, {"a"}),
+    ({"tags": {"$any": ["t-b", "t-c"]}}, {"b", "c"}),
+    ({"tags": {"$all": ["t-a", "shared"]}}, {"a"}),
+    ({"priority": {"$in": [1, 2.5]}}, {"b"}),
+    ({"priority": {"$nin": [0, 1]}}, {"c", "d", "e", "f"}),
+    ({"key": {"$exists": True}}, {"a"}),
+    ({"key": "key-a"}, {"a"}),
+    ({"event_time": {"$gte": "2024-01-01T00:00:00Z"}}, {"b"}),
+    ({"event_time": {"$exists": False}}, EVERY - {"a", "b"}),
+]
+
+
+@pytest.fixture
+def filtered(mos: MemOS) -> MemOS:
+    docs = []
+    for n, (name, meta) in enumerate(META.items()):
+        doc: dict[str, Any] = {"text": f"document {name}", "metadata": meta, "priority": n,
+                               "tags": [f"t-{name}", "shared"]}
+        if name == "a":
+            doc |= {"key": "key-a", "event_time": "2023-06-01T12:00:00+02:00"}
+        if name == "b":
+            doc["event_time"] = "2024-06-01T12:00:00Z"
+        docs.append(doc)
+    mos.add(docs, user="alice")
+    return mos
+
+
+@pytest.mark.parametrize(("spec", "expected"), FILTERS, ids=[json.dumps(f) for f, _ in FILTERS])
+def test_filter_semantics(filtered: MemOS, spec: dict[str, Any], expected: set[str]) -> None:
+    found = {it.text.removeprefix("document ") for it in filtered.list(user="alice", filter=spec)}
+    assert found == expected
+    assert filtered.count(user="alice", filter=spec) == len(expected)
+    hits = filtered.search("document", user="alice", k=10, filter=spec, mode="text")
+    assert {h.text.removeprefix("document ") for h in hits} == expected
+
+
+# ---------------------------------------------------------------------------- both at once
+
+
+@pytest.fixture
+def pair(db_path: Path, pg_schemas, embedder):
+    """The same users and cubes in a SQLite store and a PostgreSQL store."""
+    stores = {"sqlite": MemOS.open(db_path, embedder=embedder),
+              "postgres": MemOS.open(pg_schemas(), embedder=embedder)}
+    for m in stores.values():
+        m.create_user("alice")
+        m.create_cube("notes", owner="alice")
+    yield stores
+    for m in stores.values():
+        m.close()
+
+
+NOTES = [
+    "Alice moved to Lisbon in March 2024 and loves the tram rides",
+    "The quarterly budget review is on Thursday afternoon",
+    "Alice's sister Carmen teaches chemistry in Porto",
+    "Remember to water the basil and the tomato plants",
+    "Alice ran her first half marathon in 2 hours 5 minutes",
+    "The team offsite will be in a mountain hut near Innsbruck",
+    "Alice is allergic to peanuts and avoids satay sauce",
+    "Carmen recommended a novel about a lighthouse keeper",
+    "The new espresso machine in the office leaks water",
+    "Alice plans to learn the Portuguese guitar next winter",
+]
+
+
+def test_both_stores_answer_alike(pair: dict[str, MemOS]) -> None:
+    """Same data, same queries: the same dense ranking and the same best text match."""
+    for m in pair.values():
+        m.add(NOTES, user="alice", cube="notes")
+    queries = ["where does alice live", "what is alice allergic to", "family teaching job",
+               "plants in the garden", "coffee machine broken", "music instrument lessons"]
+    for q in queries:
+        dense = {name: [h.text for h in m.search(q, user="alice", k=5, mode="dense")]
+                 for name, m in pair.items()}
+        assert dense["sqlite"] == dense["postgres"], q
+        scores = [[h.dense_score for h in m.search(q, user="alice", k=3, mode="dense")]
+                  for m in pair.values()]
+        np.testing.assert_allclose(scores[0], scores[1], rtol=1e-5)
+    for q in ("Lisbon tram", "peanuts satay", "lighthouse novel", "espresso"):
+        best = [m.search(q, user="alice", k=1, mode="text")[0].text for m in pair.values()]
+        assert best[0] == best[1], q
+        hybrid = [m.search(q, user="alice", k=1)[0].text for m in pair.values()]
+        assert hybrid[0] == hybrid[1] == best[0], q
+
+
+@pytest.mark.parametrize("direction", ["sqlite->postgres", "postgres->sqlite"])
+def test_exports_cross_stores_losslessly(pair: dict[str, MemOS], tmp_path: Path,
+                                         direction: str) -> None:
+    src, dst = (pair[name] for name in direction.split("->"))
+    [item] = src.add({"text": NOTES[0], "tags": ["move"], "key": "home", "metadata": {
+        "big": 2**62, "tiny": -1.5e300, "nested": {"a": [1, None, True]}},
+        "event_time": "2024-03-01T10:00:00+02:00"}, user="alice", cube="notes")
+    src.update(item.id, user="alice", text=NOTES[1], note="edited")
+    src.add(NOTES[2:6], user="alice", cube="notes")
+    src.delete(src.add(NOTES[6], user="alice", cube="notes")[0].id, user="alice")
+    src.search("Lisbon", user="alice", k=2)
+    export = src.export_cube("notes", tmp_path / "export", user="alice")
+    dst.import_cube(export, cube_id="copy")
+
+    def state(m: MemOS, cube: str) -> list[Any]:
+        items = m.list(cube=cube, states=["generated", "activated", "deleted"], limit=100,
+                       order="created_asc")
+        return [({**it.to_dict(), "id": None, "cube_id": None},
+                 [{**v.__dict__, "item_id": None} for v in m.history(it.id)],
+                 [{**t.__dict__, "item_id": None} for t in m.transitions(it.id)])
+                for it in items]
+
+    assert state(dst, "copy") == state(src, "notes")
+    got = dst.get(dst.list(cube="copy", filter={"key": "home"})[0].id)
+    assert got.metadata == {"big": 2**62, "tiny": -1.5e300, "nested": {"a": [1, None, True]}}
+    assert got.event_time is not None and got.event_time.utcoffset().total_seconds() == 7200
+    assert dst.search(NOTES[3], user="alice", cubes=["copy"], k=1)[0].text == NOTES[3]
+
+
+# ---------------------------------------------------------------------------- filtered ANN
+
+
+def _random_items(n: int, dim: int, cube: str) -> tuple[list[MemoryItem], np.ndarray]:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    items = [MemoryItem(id=f"r{i:05d}", cube_id=cube, owner="alice", text=f"row {i}",
+                        kind="fact", content_hash=content_hash(f"row {i}", None),
+                        embedding_model="random", priority=7 if i % 100 == 3 else 0)
+             for i in range(n)]
+    return items, vectors
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [pytest.param("enable_sort=off", id="iterative-scan"),
+     pytest.param("enable_sort=off -c hnsw.max_scan_tuples=50", id="exact-fallback")],
+)
+def test_selective_filter_returns_full_k_through_the_vector_index(pg_schemas,
+                                                                  settings: str) -> None:
+    """1% of the rows pass the filter. Forced onto the HNSW index (sorting made expensive, so
+    the planner cannot rank the admitted rows itself), the iterative scan must keep going
+    until k rows pass; where it is cut short (``hnsw.max_scan_tuples``), the store must
+    notice and search the admitted rows exactly."""
+    from memos_integrations.core.cube import MemCube
+    from memos_integrations.core.items import User
+    from memos_integrations.storage.postgres import PostgresStore
+
+    store = PostgresStore(pg_schemas(options=f"-c {settings}"))
+    try:
+        store.put_user(User("alice"), AuditRecord(None, "setup"))
+        store.put_cube(MemCube("c", "c", "alice"), AuditRecord(None, "setup"))
+        items, vectors = _random_items(2000, 32, "c")
+        store.add_items(items, vectors, AuditRecord("alice", "add"))
+        with store.connection() as conn:
+            conn.execute("ANALYZE items")
+            conn.execute("ANALYZE item_vectors")
+        admitted = [i for i, it in enumerate(items) if it.priority == 7]
+        where = Cond("priority", "number", "$eq", 7)
+        request = SearchRequest(Scope(("c",), None), 10, vector=vectors[0], where=where,
+                                mode="dense")
+        q = search_sql(request, None, 50)
+        with store.connection() as conn:
+            plan = conn.execute("EXPLAIN " + q.sql, q.params).fetchall()
+        assert "item_vectors_hnsw" in str(plan)  # the path under test
+        for q in range(5):
+            query = vectors[q * 11]
+            hits = store.search(replace(request, vector=query))
+            exact = sorted(admitted, key=lambda i: -float(vectors[i] @ query))[:10]
+            assert [h.id for h in hits] == [items[i].id for i in exact]
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------------- bulk loads
+
+
+def test_bulk_ingest_rebuilds_the_vector_index_once(pg_schemas, embedder) -> None:
+    from memos_integrations.storage.postgres import PostgresStore
+
+    store = PostgresStore(pg_schemas(), bulk_min=200)
+    m = MemOS(store, embedder=embedder)
+    try:
+        m.create_user("alice")
+        m.create_cube("notes", owner="alice")
+        m.add("A first note before the bulk load", user="alice")
+        states: list[str] = []
+        original = store.add_items
+
+        def spy(*args: Any, **kwargs: Any) -> Any:  # the index is gone while rows stream in
+            states.append(store.stats(Scope(None, None))["vector_index"])
+            return original(*args, **kwargs)
+
+        store.add_items = spy  # type: ignore[method-assign]
+        texts = [f"bulk note {i}: the {['red', 'green', 'blue'][i % 3]} kite number {i}"
+                 for i in range(300)]
+        items = m.ingest(texts, user="alice", batch_size=100, progress=False)
+        assert set(states) == {"none"} and len(states) == 3
+        assert m.stats()["vector_index"] == "hnsw"
+        assert len(items) == 300 and m.count() == 301
+        assert m.search(texts[123], user="alice", k=1, mode="dense")[0].id == items[123].id
+        assert_intact(m)
+    finally:
+        m.close()
+
+
+# ---------------------------------------------------------------------------- migrations
+
+MIGRATE_CHILD = """
+import sys
+from memos_integrations.storage.postgres import PostgresStore
+PostgresStore(sys.argv[1]).close()
+print("ok")
+"""
+
+
+def test_concurrent_start_up_migrates_once(pg_schemas) -> None:
+    url = pg_schemas()
+    children = [subprocess.Popen([sys.executable, "-c", MIGRATE_CHILD, url],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(4)]
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0 and out.strip() == "ok", err
+    m = MemOS.open(url)
+    try:
+        from memos_integrations.storage.pg_schema import MIGRATIONS
+
+        assert rows(m, "SELECT version FROM memos_migrations ORDER BY version") == [
+            (n,) for n in range(1, len(MIGRATIONS) + 1)]
+        with m.store.connection() as conn:  # type: ignore[attr-defined]
+            conn.execute("INSERT INTO memos_migrations (version, description) VALUES (99, 'x')")
+    finally:
+        m.close()
+    with pytest.raises(Conflict, match="newer"):
+        MemOS.open(url)
+
+
+# ---------------------------------------------------------------------------- many processes
+
+PROCESSES = 4
+PER_PROCESS = 1000
+SHARED = 100  # texts every process adds too: racing duplicates across processes
+
+WRITER_CHILD = """
+import json, sys
+import numpy as np
+from memos_integrations import MemOS
+
+target, vectors_path, texts_path, model_id, w = sys.argv[1:6]
+texts = json.loads(open(texts_path).read())
+table = dict(zip(texts["all"], np.load(vectors_path)))
+
+class Precomputed:  # vectors the real model made for these texts, computed once by the parent
+    model_id = model_id
+    dim = 384
+    def embed_documents(self, batch):
+        return np.stack([table[t] for t in batch])
+    def embed_query(self, text):
+        return table[text]
+
+mos = MemOS.open(target, embedder=Precomputed())
+for text in texts["mine"][int(w)]:
+    [item] = mos.add(text, user="alice", cube="shared")
+    print(item.id, json.dumps(text), flush=True)
+mos.close()
+"""
+
+
+def _writer_texts() -> tuple[list[list[str]], list[str]]:
+    shared = [f"shared fact {n}: the {n % 7}th lantern hangs by the north gate" for n in
+              range(SHARED)]
+    mine = [[f"writer {w} note {n}: parcel {n * 7 % 97} left on shelf {n % 13}"
+             for n in range(PER_PROCESS - SHARED)] + shared for w in range(PROCESSES)]
+    for w, texts in enumerate(mine):  # each process meets the shared texts in its own order
+        np.random.default_rng(w).shuffle(texts)
+    return mine, sorted({t for ts in mine for t in ts})
+
+
+@pytest.fixture(scope="module")
+def writer_vectors(tmp_path_factory, embedder) -> tuple[Path, Path]:
+    mine, every = _writer_texts()
+    root = tmp_path_factory.mktemp("writers")
+    np.save(root / "vectors.npy", embedder.embed_documents(every))
+    (root / "texts.json").write_text(json.dumps({"all": every, "mine": mine}))
+    return root / "vectors.npy", root / "texts.json"
+
+
+def test_many_writer_processes_lose_and_double_nothing(mos: MemOS, target, embedder,
+                                                       writer_vectors) -> None:
+    """4 processes x 1,000 single adds into one cube, 100 texts added by all four: every
+    acknowledged id is stored with its text, each text once, no error reaches a writer."""
+    mos.create_cube("shared", owner="alice")
+    vectors_path, texts_path = writer_vectors
+    children = [subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WRITER_CHILD), str(target), str(vectors_path),
+         str(texts_path), embedder.model_id, str(w)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(PROCESSES)]
+    acked: dict[str, str] = {}
+    for child in children:
+        out, err = child.communicate(timeout=600)
+        assert child.returncode == 0, err[-3000:]
+        lines = out.splitlines()
+        assert len(lines) == PER_PROCESS
+        for line in lines:
+            item_id, text = line.split(" ", 1)
+            assert acked.setdefault(json.loads(text), item_id) == item_id  # one id per text
+    _, every = _writer_texts()
+    assert set(acked) == set(every)
+    distinct = PROCESSES * (PER_PROCESS - SHARED) + SHARED
+    assert mos.count(cube="shared") == distinct
+    for text, item_id in acked.items():
+        assert mos.get(item_id).text == text
+    assert rows(mos, "SELECT count(*), count(DISTINCT content_hash) FROM items "
+                     "WHERE cube_id = 'shared'") == [(distinct, distinct)]
+    assert rows(mos, f"SELECT count(*) FROM {vector_table(mos)}") == [(distinct,)]
+    adds = mos.audit(action="add", limit=100_000)
+    assert len(adds) == PROCESSES * PER_PROCESS
+    assert sum(a.detail["created"] for a in adds) == distinct
+    assert_intact(mos)
