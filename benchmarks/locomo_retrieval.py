@@ -15,6 +15,10 @@ diagnostics (fusion depth/weights, stopwords, speaker prefix) that explain the g
 
     python benchmarks/locomo_retrieval.py                       # all of locomo_dev6.json
     python benchmarks/locomo_retrieval.py --limit-conversations 1 --out locomo_quick
+    python benchmarks/locomo_retrieval.py --store postgres --out locomo_retrieval_postgres
+
+``--store postgres`` builds each conversation in a fresh database on a PostgreSQL server
+(``--pg-url``/``MEMOS_PG_URL``, else a private embedded one) instead of a SQLite file.
 """
 
 from __future__ import annotations
@@ -287,7 +291,12 @@ def run_conversation(
     with tempfile.TemporaryDirectory(prefix="locomo_") as tmp:
         db = Path(tmp) / "memos.db"
         settings = Settings(db_path=db, track_access=False)
-        mos = MemOS.open(db, embedder=emb, settings=settings)
+        target: str | Path = db
+        if args.pg_server is not None:
+            from _pg import fresh_database
+
+            target = fresh_database(args.pg_server, f"locomo_{conv['sample_id']}".lower())
+        mos = MemOS.open(target, embedder=emb, settings=settings)
         try:
             user, cube = "u", "c"
             mos.create_user(user)
@@ -495,11 +504,27 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="skip the what-if rows (they embed every turn twice more)",
     )
+    p.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument(
+        "--pg-url",
+        help="PostgreSQL server for --store postgres (default: "
+        "MEMOS_PG_URL, else a private embedded server)",
+    )
     p.add_argument("--out", default="locomo_retrieval")
     args = p.parse_args(argv)
     if args.k_max < max(KS):
         p.error(f"--k-max must be at least {max(KS)}")
+    if args.store == "postgres":
+        from _pg import server
 
+        with server(args.pg_url) as url:
+            args.pg_server = url
+            return _run(args, argv)
+    args.pg_server = None
+    return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     started = time.perf_counter()
     data = json.loads(args.data.read_text())
     if args.limit_conversations:
@@ -562,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "ingest": "mos.add per session: role=user, name=speaker, timestamp=session date_time "
         "(parsed, naive -> UTC), id=dia_id, session='session_N'; "
-        "Settings(track_access=False); one fresh SQLite store per conversation",
+        f"Settings(track_access=False); one fresh {args.store} store per conversation",
         "search": f"mos.search(question, k={args.k_max}, cubes=[cube], mode='hybrid'); "
         f"mode='dense' and mode='text' with k={DIAG_DEPTH} (a single leg's order does "
         "not depend on k); R@1/5/10 are prefixes of the ranked list (the engine's "

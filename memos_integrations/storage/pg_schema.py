@@ -33,6 +33,14 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         "base schema: users, cubes, grants, items, versions, transitions, vectors, artifacts, "
         "audit",
         """
+        -- English stemming without a stopword list, as SQLite's porter tokenizer: the query
+        -- side drops function words itself (search.STOPWORDS), the same on both stores
+        CREATE TEXT SEARCH DICTIONARY memos_english_stem (
+            TEMPLATE = snowball, language = english);
+        CREATE TEXT SEARCH CONFIGURATION memos_english (COPY = english);
+        ALTER TEXT SEARCH CONFIGURATION memos_english ALTER MAPPING
+            FOR asciiword, asciihword, hword_asciipart, word, hword, hword_part
+            WITH memos_english_stem;
         CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
         CREATE TABLE users (
             id text PRIMARY KEY, role text NOT NULL, name text, created_at timestamptz NOT NULL);
@@ -79,8 +87,8 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             key text,
             -- the full-text leg: the memory's own words weigh A, its conversational context B
             tsv tsvector GENERATED ALWAYS AS (
-                setweight(to_tsvector('english'::regconfig, text), 'A')
-                || setweight(to_tsvector('english'::regconfig, context), 'B')) STORED,
+                setweight(to_tsvector('memos_english'::regconfig, text), 'A')
+                || setweight(to_tsvector('memos_english'::regconfig, context), 'B')) STORED,
             PRIMARY KEY (cube_id, id)
         ) WITH (fillfactor = 85);
         -- item ids are global on one server (a distributed deployment drops this one)

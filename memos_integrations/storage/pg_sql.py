@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import sqlfilter
 from .base import Scope, SearchRequest
+from .pg_text import TextPlan, tsquery
 from .rows import ITEM_COLUMNS
 from .search import CONTEXT_WEIGHT, RRF_K, Cond, Node
 from .sqlfilter import SQL_OPS, TIME_COLUMNS, Compiled
 
 ITEM_SELECT = ", ".join(f"items.{c}" for c in ITEM_COLUMNS)
+BM25_K1, BM25_B = 1.2, 0.75  # as SQLite FTS5's bm25()
+TS_RANK_ONE = math.pi**2 / 6  # ts_rank gives 6/pi^2 for one occurrence of weight 1
 
 
 # ---------------------------------------------------------------------------- filters
@@ -107,65 +109,6 @@ def _compile_json(c: Cond) -> Compiled:
     return (hit if c.op in ("$eq", "$in") else f"(NOT {hit})"), params
 
 
-# ---------------------------------------------------------------------------- full text
-
-
-@dataclass(frozen=True)
-class TextPlan:
-    """The full-text leg of one query: which lexemes score, with what weight, and which
-    ones find the candidates."""
-
-    lexemes: tuple[str, ...]
-    idf: tuple[float, ...]
-    candidates: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class LexemeStats:
-    """Document frequencies of lexemes, from the planner statistics of ``items.tsv``."""
-
-    rows: float
-    freq: dict[str, float]
-    floor: float  # the lowest frequency ANALYZE kept; rarer lexemes are not listed
-
-    def docs(self, lexeme: str) -> float:
-        return self.rows * self.freq.get(lexeme, self.floor / 2)
-
-    def idf(self, lexeme: str) -> float:
-        """BM25's idf, floored like SQLite FTS5 does (common words weigh almost nothing)."""
-        n = self.docs(lexeme)
-        return max(math.log((self.rows - n + 0.5) / (n + 0.5)), 1e-6)
-
-
-def plan_text(lexemes: Sequence[str], stats: LexemeStats | None, budget: int) -> TextPlan:
-    """Weigh lexemes by idf; find candidates through the rarest ones.
-
-    Ranking in PostgreSQL reads every matching row, so a word in half the memories would
-    cost a scan of half the table. Candidates come from the rarest lexemes, adding more
-    while their estimated matches stay within ``budget`` rows; every lexeme still scores.
-    A memory matching only very common words can then be missed, where it would have
-    ranked below the rare-word matches anyway.
-    """
-    unique = tuple(dict.fromkeys(lexemes))
-    if stats is None or stats.rows <= 0:  # never analysed: plain term matching
-        return TextPlan(unique, tuple(1.0 for _ in unique), unique)
-    by_rarity = sorted(unique, key=stats.docs)
-    chosen: list[str] = []
-    rows = 0.0
-    for lexeme in by_rarity:
-        listed = lexeme in stats.freq
-        if chosen and listed and rows + stats.docs(lexeme) > budget:
-            break
-        chosen.append(lexeme)
-        rows += stats.docs(lexeme) if listed else 0.0
-    return TextPlan(unique, tuple(stats.idf(lx) for lx in unique), tuple(chosen))
-
-
-def tsquery(lexemes: Sequence[str]) -> str:
-    """An OR query of already-normalised lexemes, each quoted (no tsquery syntax leaks)."""
-    return " | ".join("'" + lx.replace("\\", "\\\\").replace("'", "''") + "'" for lx in lexemes)
-
-
 # ---------------------------------------------------------------------------- search
 
 
@@ -218,21 +161,15 @@ def search_sql(
     else:
         ctes.append(f"dense_r AS ({_EMPTY_LEG})")
     if req.mode in ("hybrid", "text") and text is not None and text.lexemes:
-        score = " + ".join(
-            ["%s::float8 * ts_rank(%s::float4[], items.tsv, %s::tsquery)"] * len(text.lexemes)
-        )
-        weights = [0.0, 0.0, CONTEXT_WEIGHT, 1.0]  # labels D, C, B (context), A (text)
-        for lexeme, idf in zip(text.lexemes, text.idf, strict=True):
-            params += [idf, weights, tsquery([lexeme])]
+        sql, more = _bm25(text)
         ctes.append(
-            f"sparse AS MATERIALIZED (SELECT items.cube_id, items.id, {score} AS score "
-            f"FROM items WHERE items.tsv @@ %s::tsquery AND {where} "
-            "ORDER BY score DESC, items.id LIMIT %s)"
+            f"sparse AS MATERIALIZED (SELECT items.cube_id, items.id, items.seq, {sql} "
+            f"WHERE items.tsv @@ %s::tsquery AND {where} ORDER BY score DESC, items.seq LIMIT %s)"
         )
-        params += [tsquery(text.candidates), *where_params, n]
-        ctes.append(
+        params += [*more, tsquery(text.candidates), *where_params, n]
+        ctes.append(  # ties in insertion order, as FTS5 returns them
             "sparse_r AS (SELECT cube_id, id, score, "
-            "row_number() OVER (ORDER BY score DESC, id) AS rank FROM sparse)"
+            "row_number() OVER (ORDER BY score DESC, seq) AS rank FROM sparse)"
         )
     else:
         ctes.append(f"sparse_r AS ({_EMPTY_LEG})")
@@ -255,6 +192,30 @@ def search_sql(
         "ORDER BY f.score DESC, f.drank NULLS LAST, f.srank"
     )
     return SearchSQL(sql, params, dense)
+
+
+def _bm25(text: TextPlan) -> Compiled:
+    """``<score> AS score FROM items CROSS JOIN LATERAL (...)``: BM25 of each memory, as
+    SQLite FTS5's ``bm25(items_fts, 1.0, CONTEXT_WEIGHT)`` computes it.
+
+    score = sum over lexemes of idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg)),
+    where tf = ts_rank of the lexeme alone, scaled so that one occurrence in the text
+    counts 1 and one in the context CONTEXT_WEIGHT (repeats add a little less than 1
+    each); len is the number of distinct lexemes (``length(tsv)``, kept in the tsvector).
+    """
+    terms, tfs, params, tf_params = [], [], [], []
+    weights = [0.0, 0.0, CONTEXT_WEIGHT, 1.0]  # labels D, C, B (context), A (text)
+    for n, (lexeme, idf) in enumerate(zip(text.lexemes, text.idf, strict=True)):
+        terms.append(f"%s::float8 * r.tf{n} / (r.tf{n} + %s::float8 * r.norm)")
+        params += [idf * (BM25_K1 + 1), BM25_K1]
+        tfs.append(f"%s::float8 * ts_rank(%s::float4[], items.tsv, %s::tsquery) AS tf{n}")
+        tf_params += [TS_RANK_ONE, weights, tsquery([lexeme])]
+    norm = [1 - BM25_B, BM25_B / text.avg_len] if text.avg_len else [1.0, 0.0]
+    sql = (
+        f"({' + '.join(terms)}) AS score FROM items CROSS JOIN LATERAL "
+        f"(SELECT {', '.join(tfs)}, %s::float8 + %s::float8 * length(items.tsv) AS norm) r"
+    )
+    return sql, [*params, *tf_params, *norm]
 
 
 def admitted_vectors_sql(req: SearchRequest, limit: int) -> Compiled:

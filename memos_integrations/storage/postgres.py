@@ -14,10 +14,7 @@ the store also works behind PgBouncer in transaction mode (see ``docs/postgres.m
 from __future__ import annotations
 
 import contextlib
-import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -45,13 +42,11 @@ from . import pg_items, pg_schema
 from .base import CubeDump, Scope, SearchRequest, add_audit_detail
 from .pg_sql import (
     ITEM_SELECT,
-    LexemeStats,
-    TextPlan,
     admitted_vectors_sql,
     compile_scope,
-    plan_text,
     search_sql,
 )
+from .pg_text import TextIndex
 from .rows import (
     ITEM_COLUMNS,
     artifact_from_row,
@@ -64,10 +59,8 @@ from .rows import (
     user_from_row,
     version_from_row,
 )
-from .search import text_terms
 from .sqlfilter import equalities
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -80,8 +73,6 @@ _ORDERS = {
 }
 _RETRIES = 6  # attempts for a write that hit a deadlock or serialization failure
 _TRANSIENT = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
-_STATS_TTL_S = 60.0  # how long lexeme frequencies are reused before re-reading pg_stats
-_LEXEME_CACHE = 50_000
 
 
 def redact(url: str) -> str:
@@ -122,9 +113,7 @@ class PostgresStore:
         self._timeout = connect_timeout
         self._on_close = on_close
         self._dim: int | None = None
-        self._lexemes: OrderedDict[str, tuple[str, ...]] = OrderedDict()
-        self._stats: tuple[float, LexemeStats | None] = (0.0, None)
-        self._cache_lock = threading.Lock()
+        self._text = TextIndex(text_budget)
         kwargs: dict[str, Any] = {
             "autocommit": True,
             "row_factory": dict_row,
@@ -399,7 +388,7 @@ class PostgresStore:
                         c.execute("RESET maintenance_work_mem")
             c.execute("ANALYZE items")
             c.execute("ANALYZE item_vectors")
-            self._stats = (0.0, None)
+            self._text.forget_stats()
             return pg_schema.vector_index_state(c)
 
     # ------------------------------------------------------------------ items: writes
@@ -525,60 +514,11 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ search
 
-    def _lexemes_of(self, c: Conn, terms: Sequence[str]) -> list[str]:
-        """The query words as the ``english`` configuration indexes them (stemmed, stopwords
-        dropped); cached, since that mapping never changes."""
-        with self._cache_lock:
-            missing = [t for t in terms if t not in self._lexemes]
-        if missing:
-            rows = c.execute(
-                "SELECT t, tsvector_to_array(to_tsvector('english', t)) AS lx "
-                "FROM unnest(%s::text[]) t",
-                (missing,),
-            ).fetchall()
-            with self._cache_lock:
-                for r in rows:
-                    self._lexemes[r["t"]] = tuple(r["lx"])
-                while len(self._lexemes) > _LEXEME_CACHE:
-                    self._lexemes.popitem(last=False)
-        with self._cache_lock:
-            return [lx for t in terms for lx in self._lexemes.get(t, ())]
-
-    def _lexeme_stats(self, c: Conn) -> LexemeStats | None:
-        """Lexeme frequencies from ANALYZE's statistics of ``items.tsv`` (re-read each minute)."""
-        read_at, stats = self._stats
-        if time.monotonic() - read_at < _STATS_TTL_S:
-            return stats
-        row = c.execute(
-            "SELECT s.most_common_elems::text::text[] AS elems, "
-            "s.most_common_elem_freqs AS freqs, k.reltuples AS rows FROM pg_class k "
-            "JOIN pg_namespace n ON n.oid = k.relnamespace "
-            "LEFT JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = k.relname "
-            "AND s.attname = 'tsv' WHERE k.oid = 'items'::regclass"
-        ).fetchone()
-        stats = None
-        if row and row["elems"] and row["rows"] > 0:
-            freqs = row["freqs"]  # element frequencies, then min, max and null frequency
-            stats = LexemeStats(
-                float(row["rows"]), dict(zip(row["elems"], freqs, strict=False)), freqs[-3]
-            )
-        self._stats = (time.monotonic(), stats)
-        return stats
-
-    def _text_plan(self, c: Conn, req: SearchRequest) -> TextPlan | None:
-        if req.mode not in ("hybrid", "text") or not req.text:
-            return None
-        terms = text_terms(req.text)
-        lexemes = self._lexemes_of(c, terms) if terms else []
-        if not lexemes:
-            return None
-        return plan_text(lexemes, self._lexeme_stats(c), self._text_budget)
-
     def search(self, request: SearchRequest) -> list[SearchHit]:
         n = max(2 * request.k, 50)  # candidates per leg before fusion
 
         def run(c: Conn) -> list[dict[str, Any]]:
-            text = self._text_plan(c, request)
+            text = self._text.plan(c, request.text) if request.mode in ("hybrid", "text") else None
             q = search_sql(request, text, n)
             with c.pipeline(), c.transaction():  # one round trip for BEGIN, SET and query
                 # iterative scans: an HNSW scan goes on until the filter admitted n rows
