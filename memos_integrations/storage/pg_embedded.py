@@ -7,8 +7,11 @@ across processes, and stops when the last one is released.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import BackendUnavailable
@@ -46,3 +49,19 @@ def start(path: str | Path) -> tuple[str, Callable[[], None]]:
         server.__exit__(None, None, None)
         raise
     return server.get_uri(database=DATABASE), lambda: server.__exit__(None, None, None)
+
+
+@contextmanager
+def temporary(prefix: str = "memos-pg-") -> Iterator[str]:
+    """A throwaway server (tests, benchmarks): started in a new directory under the system
+    temp dir, stopped and deleted on exit. Not under a private home or pytest directory:
+    run as root, the server runs as another user, who needs access to the path."""
+    datadir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if Path("/tmp").is_dir() else None))
+    try:
+        url, release = start(datadir / "data")
+        try:
+            yield url
+        finally:
+            release()
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
