@@ -15,6 +15,7 @@ import builtins
 import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -521,13 +522,17 @@ class MemOS:
         progress: bool = True,
         **options: Any,
     ) -> builtins.list[MemoryItem]:
-        """Bulk :meth:`add` with a progress bar: one transaction per batch of ``batch_size``."""
+        """Bulk :meth:`add` with a progress bar: one transaction per batch of ``batch_size``.
+
+        Runs inside :meth:`bulk_load`, so a large ingest on PostgreSQL builds its vector
+        index once at the end instead of row by row.
+        """
         from tqdm.auto import tqdm
 
         pending = _as_inputs(memories)
         out: builtins.list[MemoryItem] = []
         with (
-            self.store.bulk_load(len(pending)),
+            self.bulk_load(len(pending)),
             tqdm(total=len(pending), desc="ingest", unit="mem", disable=not progress) as bar,
         ):
             for start in range(0, len(pending), batch_size):
@@ -535,6 +540,19 @@ class MemOS:
                 out.extend(self.add(batch, user=user, cube=cube, **options))
                 bar.update(len(batch))
         return out
+
+    def bulk_load(self, expected: int) -> AbstractContextManager[None]:
+        """A context for loading about ``expected`` memories through many calls (several
+        cubes, several :meth:`ingest` runs): index upkeep the store can defer is done once
+        when it closes. Every add inside is still its own transaction and searchable at once.
+
+        >>> with mos.bulk_load(100_000):
+        ...     for user, turns in histories.items():
+        ...         mos.ingest(turns, user=user, cube=f"{user}-personal", progress=False)
+        """
+        if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+            raise InvalidInput("expected must be a non-negative number of memories")
+        return self.store.bulk_load(expected)
 
     # ------------------------------------------------------------------ reading memories
 

@@ -92,7 +92,8 @@ class TextIndex:
 
     Statistics are re-read at most once a minute. When the table was never analysed, or
     changed a lot since (``n_mod_since_analyze``), the reader runs ``ANALYZE items`` itself
-    rather than wait for autovacuum: a fresh store would otherwise rank without idf.
+    rather than wait for autovacuum: a fresh store would otherwise rank without idf, and
+    the planner, without row counts, would skip the vector index.
     """
 
     def __init__(self, budget: int) -> None:
@@ -104,12 +105,12 @@ class TextIndex:
     def forget_stats(self) -> None:
         self._stats = (-math.inf, None)
 
-    def plan(self, c: Conn, query: str | None) -> TextPlan | None:
+    def plan(self, c: Conn, query: str | None, stats: LexemeStats | None) -> TextPlan | None:
         terms = text_terms(query or "")
         lexemes = self._lexemes_of(c, terms) if terms else []
         if not lexemes:
             return None
-        return plan_text(lexemes, self._lexeme_stats(c), self.budget)
+        return plan_text(lexemes, stats, self.budget)
 
     def _lexemes_of(self, c: Conn, terms: Sequence[str]) -> list[str]:
         """The query words as the ``english`` configuration indexes them (stemmed, stopwords
@@ -130,7 +131,9 @@ class TextIndex:
         with self._lock:
             return [lx for t in terms for lx in self._lexemes.get(t, ())]
 
-    def _lexeme_stats(self, c: Conn) -> LexemeStats | None:
+    def statistics(self, c: Conn) -> LexemeStats | None:
+        """The lexeme statistics, re-read once a minute; on the way, ANALYZE a table that
+        was never analysed or changed a lot (the planner needs it as much as the idf does)."""
         read_at, stats = self._stats
         if time.monotonic() - read_at < STATS_TTL_S:
             return stats
@@ -140,6 +143,7 @@ class TextIndex:
                 if c.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (_ANALYZE_LOCK,)
                              ).fetchone()["ok"]:  # fmt: skip
                     c.execute("ANALYZE items")
+                    c.execute("ANALYZE item_vectors")  # they grow together
             row = self._read_stats(c)
         stats = None
         if row is not None and row["elems"] and row["rows"] > 0:

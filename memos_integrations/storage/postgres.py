@@ -170,13 +170,19 @@ class PostgresStore:
         with self._conn() as conn:
             return fn(conn)
 
-    def _write(self, fn: Callable[[Conn], T]) -> T:
+    def _write(self, fn: Callable[[Conn], T], *, pipeline: bool = False) -> T:
         """Run ``fn`` in one transaction; retried whole on a deadlock or serialization failure
-        (every write of this store is safe to repeat: it either committed or left nothing)."""
+        (every write of this store is safe to repeat: it either committed or left nothing).
+
+        ``pipeline`` queues statements and sends them together, BEGIN and COMMIT included,
+        until one needs a result: fewer round trips for small writes.
+        """
         for attempt in range(_RETRIES):
             try:
-                with self._conn() as conn, conn.transaction():
-                    return fn(conn)
+                with self._conn() as conn:
+                    piped = conn.pipeline() if pipeline else contextlib.nullcontext()
+                    with piped, conn.transaction():
+                        return fn(conn)
             except _TRANSIENT:
                 if attempt == _RETRIES - 1:
                     raise Conflict(
@@ -400,14 +406,12 @@ class PostgresStore:
             self._ensure_dim(int(np.asarray(vectors).shape[1]))
 
         def tx(c: Conn) -> list[tuple[str, bool]]:
-            # a small batch goes in one pipeline: its statements share round trips
-            small = len(items) < pg_items.COPY_MIN
-            with c.pipeline() if small else contextlib.nullcontext():
-                out, created, updated = pg_items.add(c, items, vectors)
-                self._audit(c, add_audit_detail(audit, len(out), created, updated))
+            out, created, updated = pg_items.add(c, items, vectors)
+            self._audit(c, add_audit_detail(audit, len(out), created, updated))
             return out
 
-        return self._write(tx)
+        # a small batch goes pipelined (a large one uses COPY, which cannot)
+        return self._write(tx, pipeline=len(items) < pg_items.COPY_MIN)
 
     def update_item(
         self,
@@ -452,8 +456,8 @@ class PostgresStore:
 
     def mark_served(self, ids: Sequence[str], at: datetime, by: str | None, reason: str) -> None:
         """Count an access on each item and activate the ``generated`` ones (recorded)."""
-        if ids:
-            self._write(lambda c: pg_items.mark_served(c, ids, at, by, reason))
+        if ids:  # one statement: atomic on its own, one round trip
+            self._write(lambda c: pg_items.mark_served(c, ids, at, by, reason), pipeline=True)
 
     # ------------------------------------------------------------------ items: reads
 
@@ -518,23 +522,27 @@ class PostgresStore:
         n = max(2 * request.k, 50)  # candidates per leg before fusion
 
         def run(c: Conn) -> list[dict[str, Any]]:
-            text = self._text.plan(c, request.text) if request.mode in ("hybrid", "text") else None
+            stats = self._text.statistics(c)  # also keeps planner statistics fresh
+            wants_text = request.mode in ("hybrid", "text")
+            text = self._text.plan(c, request.text, stats) if wants_text else None
             q = search_sql(request, text, n)
-            with c.pipeline(), c.transaction():  # one round trip for BEGIN, SET and query
+            # BEGIN, SET, the query and COMMIT go in one round trip (the pipeline's sync)
+            with c.pipeline(), c.transaction():
                 # iterative scans: an HNSW scan goes on until the filter admitted n rows
                 c.execute(
                     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
                     "set_config('hnsw.ef_search', %s, true)",
                     (str(min(1000, max(40, n))),),
                 )
-                rows = c.execute(q.sql, q.params).fetchall()
-                if q.dense:
-                    found = rows[0]["_dense_n"] if rows else 0
-                    if found < n:  # the index scan gave up early: are there more?
-                        sql, params = admitted_vectors_sql(request, n)
-                        if c.execute(sql, params).fetchone()["count"] > found:
-                            exact = search_sql(request, text, n, exact_dense=True)
-                            rows = c.execute(exact.sql, exact.params).fetchall()
+                cur = c.execute(q.sql, q.params)
+            rows = cur.fetchall()
+            if q.dense:
+                found = rows[0]["_dense_n"] if rows else 0
+                if found < n:  # the index scan gave up early, or ran out: are there more?
+                    sql, params = admitted_vectors_sql(request, n)
+                    if c.execute(sql, params).fetchone()["count"] > found:
+                        exact = search_sql(request, text, n, exact_dense=True)
+                        rows = c.execute(exact.sql, exact.params).fetchall()
             return rows
 
         rows = self._read(run)
