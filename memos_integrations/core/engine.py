@@ -947,7 +947,7 @@ class MemOS:
             dump.items = [it.evolve(embedding_model=self.embedder.model_id) for it in dump.items]
         if dump.items:
             self._record_embedder(dump.vectors)
-        with self.store.bulk_load(len(dump.items)):
+        with self.bulk_load(len(dump.items)):
             self.store.load_cube(
                 dump,
                 AuditRecord(user, "import", str(path), dump.cube.id, {"items": len(dump.items)}),
