@@ -17,10 +17,32 @@ import numpy as np
 from memos_integrations import MemOS
 
 BACKENDS = ("sqlite", "postgres")
-SQLITE_TABLES = ("users", "cubes", "grants", "items", "item_versions", "transitions",
-                 "embeddings", "index_log", "audit", "artifacts", "meta")
-PG_TABLES = ("users", "cubes", "grants", "items", "item_versions", "transitions",
-             "item_vectors", "audit", "artifacts", "meta", "memos_migrations")
+SQLITE_TABLES = (
+    "users",
+    "cubes",
+    "grants",
+    "items",
+    "item_versions",
+    "transitions",
+    "embeddings",
+    "index_log",
+    "audit",
+    "artifacts",
+    "meta",
+)
+PG_TABLES = (
+    "users",
+    "cubes",
+    "grants",
+    "items",
+    "item_versions",
+    "transitions",
+    "item_vectors",
+    "audit",
+    "artifacts",
+    "meta",
+    "memos_migrations",
+)
 
 
 def is_pg(m: MemOS) -> bool:
@@ -44,8 +66,10 @@ def rows(m: MemOS, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]
 
 def table_names(m: MemOS) -> set[str]:
     if is_pg(m):
-        return {r[0] for r in rows(m, "SELECT tablename FROM pg_tables "
-                                      "WHERE schemaname = current_schema()")}
+        return {
+            r[0]
+            for r in rows(m, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        }
     return {r[0] for r in rows(m, "SELECT name FROM sqlite_master")}
 
 
@@ -61,8 +85,7 @@ def vector_table(m: MemOS) -> str:
 def vectors(m: MemOS, cube_id: str) -> dict[str, bytes]:
     """Stored vectors of a cube as float32 bytes, by item id."""
     if is_pg(m):
-        got = rows(m, "SELECT item_id, embedding FROM item_vectors WHERE cube_id = %s",
-                   (cube_id,))
+        got = rows(m, "SELECT item_id, embedding FROM item_vectors WHERE cube_id = %s", (cube_id,))
         return {i: np.asarray(v.to_numpy(), np.float32).tobytes() for i, v in got}
     return dict(rows(m, "SELECT item_id, vector FROM embeddings WHERE cube_id = ?", (cube_id,)))
 
@@ -71,20 +94,29 @@ def assert_intact(m: MemOS) -> None:
     """The store's own consistency checks: page structure and FTS on SQLite; on both, no
     item without its first version and creation transition, no vector without its item."""
     if is_pg(m):
-        orphans = rows(m, "SELECT count(*) FROM item_vectors v LEFT JOIN items i "
-                          "ON i.cube_id = v.cube_id AND i.id = v.item_id WHERE i.id IS NULL")
+        orphans = rows(
+            m,
+            "SELECT count(*) FROM item_vectors v LEFT JOIN items i "
+            "ON i.cube_id = v.cube_id AND i.id = v.item_id WHERE i.id IS NULL",
+        )
         assert orphans == [(0,)]
         live_without_vector = rows(
-            m, "SELECT count(*) FROM items i WHERE i.state <> 'deleted' AND NOT EXISTS "
-               "(SELECT 1 FROM item_vectors v WHERE v.cube_id = i.cube_id AND v.item_id = i.id)")
+            m,
+            "SELECT count(*) FROM items i WHERE i.state <> 'deleted' AND NOT EXISTS "
+            "(SELECT 1 FROM item_vectors v WHERE v.cube_id = i.cube_id AND v.item_id = i.id)",
+        )
         assert live_without_vector == [(0,)]
     else:
         assert rows(m, "PRAGMA integrity_check") == [("ok",)]
         rows(m, "INSERT INTO items_fts(items_fts) VALUES ('integrity-check')")
         assert rows(m, "PRAGMA foreign_key_check") == []
-        assert rows(m, "SELECT count(*) FROM items WHERE state != 'deleted' AND id NOT IN "
-                       "(SELECT item_id FROM embeddings)") == [(0,)]
+        assert rows(
+            m,
+            "SELECT count(*) FROM items WHERE state != 'deleted' AND id NOT IN "
+            "(SELECT item_id FROM embeddings)",
+        ) == [(0,)]
     for table in ("item_versions", "transitions"):
-        missing = rows(m, f"SELECT count(*) FROM items WHERE id NOT IN "
-                          f"(SELECT item_id FROM {table})")
+        missing = rows(
+            m, f"SELECT count(*) FROM items WHERE id NOT IN (SELECT item_id FROM {table})"
+        )
         assert missing == [(0,)], f"{missing[0][0]} items without a row in {table}"

