@@ -192,8 +192,9 @@ def vector_dim(conn: psycopg.Connection[Any]) -> int | None:
     return typmod if typmod and typmod > 0 else None
 
 
-def ensure_vector_column(conn: psycopg.Connection[Any], dim: int) -> None:
-    """Type the vector column for ``dim`` and create its HNSW index, once per database."""
+def ensure_vector_column(conn: psycopg.Connection[Any], dim: int, *, index: bool = True) -> None:
+    """Type the vector column for ``dim`` and (unless a bulk load will build it later)
+    create its HNSW index, once per database."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (VECTOR_INDEX_LOCK,))
         current = vector_dim(conn)
@@ -205,7 +206,7 @@ def ensure_vector_column(conn: psycopg.Connection[Any], dim: int) -> None:
             )
         # DDL cannot take parameters; dim is an int checked by the caller
         conn.execute(f"ALTER TABLE item_vectors ALTER COLUMN embedding TYPE vector({int(dim)})")
-        if dim <= HNSW_MAX_DIM:
+        if index and dim <= HNSW_MAX_DIM:
             conn.execute(index_ddl(concurrently=False))
 
 
@@ -219,7 +220,8 @@ def index_ddl(*, concurrently: bool) -> str:
 
 
 def vector_index_state(conn: psycopg.Connection[Any]) -> str:
-    """'hnsw' (valid), 'invalid' (an interrupted concurrent build) or 'none'."""
+    """'hnsw' (valid), 'building' (a concurrent build in progress), 'invalid' (one that was
+    interrupted) or 'none'."""
     valid = _one(
         conn,
         "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
@@ -228,4 +230,10 @@ def vector_index_state(conn: psycopg.Connection[Any]) -> str:
     )
     if valid is None:
         return "none"
-    return "hnsw" if valid else "invalid"
+    if valid:
+        return "hnsw"
+    building = _one(
+        conn,
+        "SELECT 1 FROM pg_stat_progress_create_index WHERE relid = 'item_vectors'::regclass",
+    )
+    return "building" if building else "invalid"

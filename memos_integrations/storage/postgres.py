@@ -14,6 +14,7 @@ the store also works behind PgBouncer in transaction mode (see ``docs/postgres.m
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -89,7 +90,7 @@ class PostgresStore:
 
     ``url`` is a libpq URL or conninfo string. ``prepare_threshold`` is psycopg's: set it to
     ``None`` behind PgBouncer < 1.21 in transaction mode (no server-side prepared statements).
-    ``text_budget`` bounds the rows the full-text leg ranks (see :func:`.pg_sql.plan_text`);
+    ``text_budget`` bounds the rows the full-text leg ranks (see :func:`.pg_text.plan_text`);
     ``bulk_min`` is the load size from which :meth:`bulk_load` rebuilds the vector index at
     the end instead of maintaining it row by row.
     """
@@ -100,19 +101,20 @@ class PostgresStore:
         *,
         pool_size: int = 10,
         prepare_threshold: int | None = 5,
-        text_budget: int = 5_000,
+        text_budget: int = 2_000,
         bulk_min: int = 10_000,
         index_build_memory: str = "1GB",
         connect_timeout: float = 30.0,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self.url = redact(url)
-        self._text_budget = text_budget
         self._bulk_min = bulk_min
         self._index_memory = index_build_memory
         self._timeout = connect_timeout
         self._on_close = on_close
         self._dim: int | None = None
+        self._bulk_loads = 0  # bulk loads running in this process (see bulk_load)
+        self._lock = threading.Lock()
         self._text = TextIndex(text_budget)
         kwargs: dict[str, Any] = {
             "autocommit": True,
@@ -123,8 +125,6 @@ class PostgresStore:
             with psycopg.connect(url, connect_timeout=int(connect_timeout), **kwargs) as conn:
                 pg_schema.migrate(conn)
                 self._dim = pg_schema.vector_dim(conn)
-                if pg_schema.vector_index_state(conn) == "invalid":  # an interrupted build
-                    conn.execute(f"DROP INDEX IF EXISTS {pg_schema.VECTOR_INDEX}")
                 self._pgvector = conn.execute(
                     "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
                 ).fetchone()["extversion"]
@@ -350,8 +350,8 @@ class PostgresStore:
 
     def _ensure_dim(self, dim: int) -> None:
         if self._dim != dim:
-            with self._conn() as conn:
-                pg_schema.ensure_vector_column(conn, dim)
+            with self._conn() as conn:  # a bulk load in this process builds the index at its end
+                pg_schema.ensure_vector_column(conn, dim, index=not self._bulk_loads)
             self._dim = dim
 
     @contextlib.contextmanager
@@ -361,33 +361,40 @@ class PostgresStore:
         (~500 rows/s into an indexed table vs one build at ~3,000 rows/s). Searches stay
         exact meanwhile. A process that dies mid-load leaves the index out; the next bulk
         load or :meth:`ensure_vector_index` builds it."""
-        dropped = False
-        if expected >= self._bulk_min:
-            with self._conn() as c:
-                indexed = c.execute(  # the planner's estimate; a count only if never analysed
-                    "SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint "
-                    "ELSE (SELECT count(*) FROM item_vectors) END AS n "
-                    "FROM pg_class WHERE oid = 'item_vectors'::regclass"
-                ).fetchone()["n"]
-                if expected >= indexed and pg_schema.vector_index_state(c) == "hnsw":
-                    c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {pg_schema.VECTOR_INDEX}")
-                    dropped = True
+        if expected < self._bulk_min:
+            yield
+            return
+        with self._conn() as c:
+            indexed = c.execute(  # the planner's estimate; a count only if never analysed
+                "SELECT CASE WHEN reltuples >= 0 THEN reltuples::bigint "
+                "ELSE (SELECT count(*) FROM item_vectors) END AS n "
+                "FROM pg_class WHERE oid = 'item_vectors'::regclass"
+            ).fetchone()["n"]
+            if expected < indexed:  # upkeep is cheaper than rebuilding a larger index
+                yield
+                return
+            if pg_schema.vector_index_state(c) == "hnsw":
+                c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {pg_schema.VECTOR_INDEX}")
+        with self._lock:
+            self._bulk_loads += 1  # a first write meanwhile types the column, no index yet
         try:
             yield
         finally:
-            if dropped:
-                self.ensure_vector_index()
+            with self._lock:
+                self._bulk_loads -= 1
+            self.ensure_vector_index()
 
     def ensure_vector_index(self) -> str:
-        """Build the HNSW index if it is missing (concurrently: writers are not blocked);
-        returns its state. Also refreshes planner statistics after a bulk load."""
+        """Build the HNSW index if it is missing or a build was interrupted (concurrently:
+        writers are not blocked; a build running elsewhere is left alone); returns its
+        state. Also refreshes planner statistics after a bulk load."""
         with self._conn() as c:
             dim = pg_schema.vector_dim(c)
             if dim is not None and dim <= pg_schema.HNSW_MAX_DIM:
                 state = pg_schema.vector_index_state(c)
                 if state == "invalid":
                     c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {pg_schema.VECTOR_INDEX}")
-                if state != "hnsw":
+                if state in ("none", "invalid"):
                     c.execute(
                         "SELECT set_config('maintenance_work_mem', %s, false)",
                         (self._index_memory,),
