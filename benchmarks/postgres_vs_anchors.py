@@ -12,7 +12,9 @@ say). Each side gets a fresh database on the same server.
     before and after the load (its best is reported); LangGraph ``batch([PutOp...])``.
   * steady-state single adds into the loaded store (versions and audit included for ours).
   * search at full size, query embedding excluded: ours dense and hybrid over all cubes
-    (root), theirs unfiltered; then per-user search (1% of the rows): how often k come back.
+    (root), theirs unfiltered; ours also read-only (``track_access=False``: theirs do not
+    write on search, ours counts accesses by default); then per-user search (1% of the
+    rows): how often k come back.
   * LoCoMo evidence recall@10 of our hybrid search on PostgreSQL (``--locomo``).
 
 The anchors are not dependencies of this project; install them into the benchmark
@@ -87,9 +89,8 @@ def ms(samples: list[float]) -> dict[str, float]:
 
 
 def run_ours(url: str, data: dict[str, Any], emb: Lookup, args: argparse.Namespace) -> dict:
-    mos = MemOS.open(
-        fresh_database(url, "bench_ours"), embedder=emb, settings=Settings(db_path=Path("unused"))
-    )
+    db = fresh_database(url, "bench_ours")
+    mos = MemOS.open(db, embedder=emb, settings=Settings(db_path=Path("unused")))
     out: dict[str, Any] = {}
     try:
         for u in data["users"]:
@@ -131,6 +132,18 @@ def run_ours(url: str, data: dict[str, Any], emb: Lookup, args: argparse.Namespa
                     for q in data["queries"]
                 ]
             )
+        # the same searches read-only, as the anchors' are (no access counting)
+        quiet = MemOS.open(
+            db, embedder=emb, settings=Settings(db_path=Path("unused"), track_access=False)
+        )
+        try:
+            for mode in ("dense", "hybrid"):
+                out[f"search_{mode}_ms_read_only"] = ms(
+                    [timed(lambda q=q, mode=mode: quiet.search(q, user=None, k=K, mode=mode))[0]
+                     for q in data["queries"]]
+                )  # fmt: skip
+        finally:
+            quiet.close()
         full, times = 0, []
         for i, q in enumerate(data["queries"]):
             u = data["users"][i % len(data["users"])]
@@ -425,6 +438,8 @@ def _summary(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         f"ours_dense_p95_ms_{size}": ours["search_dense_ms"]["p95"],
         f"ours_hybrid_p50_ms_{size}": ours["search_hybrid_ms"]["p50"],
         f"ours_hybrid_p95_ms_{size}": ours["search_hybrid_ms"]["p95"],
+        f"ours_dense_read_only_p50_ms_{size}": ours["search_dense_ms_read_only"]["p50"],
+        f"ours_hybrid_read_only_p50_ms_{size}": ours["search_hybrid_ms_read_only"]["p50"],
         "ours_full_k_fraction": ours["filtered"]["full_k_fraction"],
     }
     for name in ("pgvectorstore", "lgstore"):
