@@ -35,6 +35,11 @@ class Settings:
     # small bundled MiniLM the full-text leg is the stronger one on conversations; measured
     # on LoCoMo (docs/benchmarks.md), 0.25 beats both legs alone at R@10 and R@25.
     dense_weight: float = 0.25
+    # Activation tier: the hot set cached as a KV prefix (most accessed memories, bounded) and
+    # the bytes of KV caches a cube may hold before the least recently used are evicted.
+    activation_items: int = 16
+    activation_tokens: int = 1024
+    activation_cache_bytes: int = 256 * 2**20
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -14,18 +14,23 @@ import asyncio
 import builtins
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..models.runtime import LocalModel
 
 from ..embeddings import Embedder, as_embedder
 from ..storage.base import Scope, SearchMode, SearchRequest, Store
 from ..storage.search import And, Cond, Node, Or, combine, parse_filter
+from .chat import Chat, ChatPlan, ChatReply
 from .config import Settings
-from .cube import MemCube
+from .cube import Artifact, MemCube
 from .errors import (
     BackendUnavailable,
     EmbedderMismatch,
@@ -115,12 +120,16 @@ class MemOS:
         embedder: Any = None,
         reader: Reader | None = None,
         settings: Settings | None = None,
+        model: Any = None,
     ) -> None:
         self.store = store
         self.embedder: Embedder = as_embedder(embedder)
         self.reader = reader
         self.settings = settings or Settings.from_env()
         self.gov = Governance(store)
+        self._model = model  # a LocalModel, a model path, or None for the default (lazy)
+        self._model_lock = threading.Lock()
+        self._chat = Chat(self)
         recorded = store.get_meta("embedding_model")
         if recorded is not None and recorded != self.embedder.model_id:
             raise EmbedderMismatch(
@@ -140,8 +149,13 @@ class MemOS:
         embedder: Any = None,
         reader: Reader | None = None,
         settings: Settings | None = None,
+        model: Any = None,
     ) -> MemOS:
-        """Open a store: ``None`` for the embedded default, a file path, or ``sqlite:///path``."""
+        """Open a store: ``None`` for the embedded default, a file path, or ``sqlite:///path``.
+
+        ``model`` is the local chat model (a ``LocalModel`` or a model path); by default the
+        bundled SmolLM2 (or ``MEMOS_MODEL``) is loaded on the first chat.
+        """
         settings = settings or Settings.from_env()
         if target is None:
             path = settings.db_path
@@ -161,6 +175,7 @@ class MemOS:
             embedder=embedder,
             reader=reader,
             settings=settings,
+            model=model,
         )
 
     def close(self) -> None:
@@ -931,6 +946,99 @@ class MemOS:
         self._audit_foreign_reads(items, user, "list")
         return items
 
+    # ------------------------------------------------------------------ chat (local model)
+
+    @property
+    def model(self) -> LocalModel:
+        """The local chat model, loaded on first use (needs the ``[local]`` extra)."""
+        from ..models.runtime import LocalModel
+
+        with self._model_lock:
+            if not isinstance(self._model, LocalModel):
+                self._model = LocalModel.load(self._model)
+            return self._model
+
+    def plan_chat(
+        self,
+        query: str,
+        *,
+        user: str,
+        cube: MemCube | str | None = None,
+        k: int = 5,
+        history: Sequence[Mapping[str, Any]] = (),
+        memory: str = "auto",
+        instructions: str | None = None,
+    ) -> ChatPlan:
+        """Decide what a chat turn uses, without generating: see :class:`ChatPlan`.
+
+        ``memory``: ``auto`` (the user's hot set from the KV cache, other retrieved memories
+        as prompt text), ``activation`` (require the cache), ``plaintext`` (all as text) or
+        ``none``. The hot set lives in ``cube`` (default: the user's only cube).
+        """
+        check_text(query, "query")
+        actor = self.gov.user(check_id(user, "user"))
+        home = _cube_id(cube) if cube is not None else self._home_cube(actor.id)
+        if home is not None:
+            self.gov.require_read(actor, self.gov.cube(home))
+        turns = [dict(m) for m in history]
+        return self._chat.plan(
+            query,
+            user=actor.id,
+            cube=home,
+            k=k,
+            history=turns,
+            memory=memory,
+            instructions=instructions,
+        )
+
+    def chat(
+        self,
+        query: str,
+        *,
+        user: str,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        **plan: Any,
+    ) -> ChatReply:
+        """Answer ``query`` with the local model from ``user``'s memory (see :meth:`plan_chat`)."""
+        chosen = self.plan_chat(query, user=user, **plan)
+        pieces = self._chat.generate(
+            chosen, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop, seed=seed
+        )
+        return ChatReply("".join(pieces), chosen)
+
+    def stream_chat(
+        self, plan: ChatPlan, *, max_new_tokens: int = 256, temperature: float = 0.0, **kw: Any
+    ) -> Iterator[str]:
+        """Generate the answer of a :meth:`plan_chat` plan piece by piece."""
+        return self._chat.generate(
+            plan, max_new_tokens=max_new_tokens, temperature=temperature, **kw
+        )
+
+    def build_activation(
+        self, cube: MemCube | str, *, user: str, instructions: str | None = None
+    ) -> ChatPlan:
+        """Build (or reuse) ``user``'s hot-set KV cache in ``cube`` now, not at the next chat."""
+        return self.plan_chat(
+            "(warm-up)", user=user, cube=cube, k=1, memory="activation", instructions=instructions
+        )
+
+    def artifacts(
+        self, cube: MemCube | str, *, user: str | None = None, kind: str | None = None
+    ) -> builtins.list[Artifact]:
+        """A cube's activation/parametric artifacts (metadata only), ``stale`` up to date."""
+        found = self.get_cube(cube, user=user)
+        return [
+            dataclasses.replace(a, stale=a.stale or self._chat.is_stale(a))
+            for a in self.store.list_artifacts(found.id, kind, with_payload=False)
+        ]
+
+    def _home_cube(self, user: str) -> str | None:
+        owned = self.store.list_cubes(owner=user)
+        return owned[0].id if len(owned) == 1 else None
+
     # ------------------------------------------------------------------ async twins
 
     acreate_user = _threaded(create_user)
@@ -957,6 +1065,10 @@ class MemOS:
     astats = _threaded(stats)
     aexport_cube = _threaded(export_cube)
     aimport_cube = _threaded(import_cube)
+    aplan_chat = _threaded(plan_chat)
+    achat = _threaded(chat)
+    abuild_activation = _threaded(build_activation)
+    aartifacts = _threaded(artifacts)
 
 
 def _denied(subject: str) -> PermissionDenied:

@@ -1008,10 +1008,14 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ artifacts
 
-    def put_artifact(self, artifact: Artifact, audit: AuditRecord) -> None:
+    def put_artifact(
+        self, artifact: Artifact, audit: AuditRecord, *, replaces: Sequence[str] = ()
+    ) -> None:
         with self._tx() as c:
+            for chunk in _chunks(list(replaces)):
+                c.execute(f"DELETE FROM artifacts WHERE id IN ({_marks(len(chunk))})", tuple(chunk))
             self._insert_artifact(c, artifact)
-            self._audit(c, audit)
+            self._audit(c, audit.with_detail(replaced=list(replaces)))
 
     @staticmethod
     def _insert_artifact(c: sqlite3.Connection, a: Artifact) -> None:
@@ -1032,12 +1036,31 @@ class SQLiteStore:
             ),
         )
 
-    def list_artifacts(self, cube_id: str, kind: str | None = None) -> list[Artifact]:
-        sql, params = "SELECT * FROM artifacts WHERE cube_id = ?", [cube_id]
+    def list_artifacts(
+        self, cube_id: str, kind: str | None = None, *, with_payload: bool = True
+    ) -> list[Artifact]:
+        payload = "payload" if with_payload else "x'' AS payload"
+        columns = (
+            f"id, cube_id, kind, name, {payload}, fingerprint, sources, metadata, stale, created_at"
+        )
+        sql, params = f"SELECT {columns} FROM artifacts WHERE cube_id = ?", [cube_id]
         if kind is not None:
             sql += " AND kind = ?"
             params.append(kind)
         return [_row_to_artifact(r) for r in self._conn().execute(sql + " ORDER BY id", params)]
+
+    def get_artifact(self, artifact_id: str) -> Artifact | None:
+        row = self._conn().execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,))
+        found = row.fetchone()
+        return _row_to_artifact(found) if found is not None else None
+
+    def touch_artifact(self, artifact_id: str, at: datetime) -> None:
+        """Record a use (``metadata.used_at``), for least-recently-used eviction."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE artifacts SET metadata = json_set(metadata, '$.used_at', ?) WHERE id = ?",
+                (at.isoformat(), artifact_id),
+            )
 
     # ------------------------------------------------------------------ governance
 
