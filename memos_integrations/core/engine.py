@@ -44,6 +44,7 @@ from .items import (
     User,
     check_confidence,
     check_id,
+    check_key,
     check_kind,
     check_metadata,
     check_priority,
@@ -286,6 +287,9 @@ class MemOS:
         ...}``) or a list of those. Fast mode stores each message as a ``raw_turn`` memory
         with its timestamp as event time; ``mode="fine"`` runs the configured reader first.
         Re-adding the same content (same text and event time) into a cube is a no-op.
+        A memory dict may carry ``"key"``, the caller's own id for it (unique per cube among
+        live items): re-adding a key rewrites that memory as a new version when anything
+        changed, and keyed memories are told apart by key rather than by content.
         """
         actor = self.gov.user(check_id(user, "user"))
         target = self.gov.cube(_cube_id(cube) if cube is not None else self._default_cube(user))
@@ -314,6 +318,9 @@ class MemOS:
         session = check_text(session, "session") if session is not None else None
         now = utcnow()
         items = [self._draft(x, user, target.id, session, defaults, now) for x in inputs]
+        keys = [it.key for it in items if it.key is not None]
+        if len(keys) != len(set(keys)):
+            raise InvalidInput("a key appears twice in one add call; each key names one memory")
         items = self._with_context(items, target.id, session)
         vectors = self.embedder.embed_documents([it.text for it in items])
         self._record_embedder(vectors)
@@ -430,6 +437,7 @@ class MemOS:
         else:
             raise InvalidInput("a memory dict needs 'text' (or 'content' for a chat message)")
         check_text(text)
+        key = check_key(spec["key"]) if spec.get("key") is not None else None
         ttl = parse_ttl(extra["ttl"]) if "ttl" in extra else defaults["ttl"]
         return MemoryItem(
             id=new_id(),
@@ -437,6 +445,7 @@ class MemOS:
             owner=owner,
             text=text,
             kind=kind,
+            key=key,
             content_hash=content_hash(text, event_time),
             embedding_model=self.embedder.model_id,
             tags=check_tags(extra["tags"]) if "tags" in extra else defaults["tags"],

@@ -219,6 +219,17 @@ def check_confidence(value: object) -> float:
     return float(value)
 
 
+MAX_KEY_CHARS = 1024
+
+
+def check_key(value: object) -> str:
+    """A caller-chosen item key (a document id, a store key): any non-blank text up to 1 KiB."""
+    key = check_text(value, "key")
+    if len(key) > MAX_KEY_CHARS:
+        raise InvalidInput(f"key has {len(key):,} characters; at most {MAX_KEY_CHARS} allowed")
+    return key
+
+
 def content_hash(text: str, event_time: datetime | None) -> str:
     """Identity of a memory's content within a cube: same text at the same event time.
 
@@ -302,6 +313,8 @@ class MemoryItem:
     embedding_model: str
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    # the caller's own id for this memory, unique per cube among live items (see add())
+    key: str | None = None
     provenance: Provenance = field(default_factory=Provenance)
     # preceding turns of the conversation, for retrieval only (not part of the memory's content)
     context: str = ""
@@ -352,6 +365,34 @@ class MemoryItem:
     def evolve(self, **changes: Any) -> MemoryItem:
         return replace(self, **changes)
 
+    def same_content(self, other: MemoryItem) -> bool:
+        """Whether re-adding ``other`` under this item's key would change nothing."""
+        return all(getattr(self, f) == getattr(other, f) for f in _CONTENT_FIELDS) and (
+            self.expires_at is None
+        ) == (other.expires_at is None)
+
+    def overwritten_by(self, draft: MemoryItem) -> MemoryItem:
+        """The next version of this item carrying ``draft``'s content (a keyed re-add)."""
+        return self.evolve(
+            **{f: getattr(draft, f) for f in (*_CONTENT_FIELDS, *_DERIVED_FIELDS)},
+            version=self.version + 1,
+            updated_at=draft.updated_at,
+        )
+
+
+# What a caller sets on a memory (compared on a keyed re-add) and what follows from it.
+_CONTENT_FIELDS = (
+    "text",
+    "kind",
+    "tags",
+    "metadata",
+    "event_time",
+    "priority",
+    "confidence",
+    "visibility",
+)
+_DERIVED_FIELDS = ("content_hash", "embedding_model", "expires_at", "context")
+
 
 def check_item(item: MemoryItem) -> MemoryItem:
     """Validate a whole item as the engine would have built it (used for imports)."""
@@ -359,6 +400,8 @@ def check_item(item: MemoryItem) -> MemoryItem:
     check_id(item.cube_id, "cube")
     check_id(item.owner, "user")
     check_text(item.text)
+    if item.key is not None:
+        check_key(item.key)
     if item.context:
         check_text(item.context, "context")
     check_kind(item.kind)

@@ -28,6 +28,7 @@ FieldType = Literal["text", "number", "time", "tags", "json"]
 # Filterable system fields and their types. ``metadata.<path>`` reaches user metadata.
 FIELDS: dict[str, FieldType] = {
     "id": "text",
+    "key": "text",
     "cube_id": "text",
     "owner": "text",
     "kind": "text",

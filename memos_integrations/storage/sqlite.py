@@ -33,6 +33,7 @@ from ..core.items import (
     Transition,
     User,
 )
+from ..core.lifecycle import SERVED_STATES
 from .base import CubeDump, Scope, SearchRequest
 from .search import CONTEXT_WEIGHT, And, Cond, Node, Not, Or, rrf_fuse, text_terms
 from .vector_index import VectorIndex
@@ -126,13 +127,42 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_actor ON audit(actor, at);
     CREATE INDEX audit_cube ON audit(cube_id, at);
     """,
+    # 2: caller-chosen item keys; a keyed item is identified by its key, not its content
+    """
+    ALTER TABLE items ADD COLUMN key TEXT;
+    DROP INDEX items_content;
+    CREATE UNIQUE INDEX items_content ON items(cube_id, content_hash)
+        WHERE key IS NULL AND state != 'deleted';
+    CREATE UNIQUE INDEX items_key ON items(cube_id, key)
+        WHERE key IS NOT NULL AND state != 'deleted';
+    """,
 )
 
 _ITEM_COLUMNS = (
     "id, cube_id, owner, text, kind, tags, metadata, provenance, context, session_id, event_time, "
     "event_ts, created_at, updated_at, state, version, content_hash, embedding_model, "
-    "priority, confidence, expires_at, access_count, last_accessed_at, visibility"
+    "priority, confidence, expires_at, access_count, last_accessed_at, visibility, key"
 )
+_ITEM_MARKS = ",".join("?" * len(_ITEM_COLUMNS.split(",")))
+# What a new version rewrites; identity, state and access counters stay.
+_REWRITTEN_COLUMNS = (
+    "text",
+    "kind",
+    "tags",
+    "metadata",
+    "context",
+    "event_time",
+    "event_ts",
+    "updated_at",
+    "version",
+    "content_hash",
+    "embedding_model",
+    "priority",
+    "confidence",
+    "expires_at",
+    "visibility",
+)
+
 _SQL_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _TIME_COLUMNS = {"event_time": "event_ts"}  # the sortable epoch twin of an ISO column
 _CHUNK = 500  # ids per IN (...) list
@@ -183,36 +213,43 @@ def _row_to_item(row: sqlite3.Row) -> MemoryItem:
         access_count=row["access_count"],
         last_accessed_at=_dt(row["last_accessed_at"]),
         visibility=row["visibility"],
+        key=row["key"],
     )
+
+
+def _item_row(item: MemoryItem) -> dict[str, Any]:
+    """An item as column values, in the order of ``_ITEM_COLUMNS``."""
+    return {
+        "id": item.id,
+        "cube_id": item.cube_id,
+        "owner": item.owner,
+        "text": item.text,
+        "kind": item.kind,
+        "tags": _json(list(item.tags)),
+        "metadata": _json(item.metadata),
+        "provenance": _json(item.provenance.to_dict()),
+        "context": item.context,
+        "session_id": item.provenance.session_id,
+        "event_time": item.event_time.isoformat() if item.event_time else None,
+        "event_ts": _ts(item.event_time),
+        "created_at": _ts(item.created_at),
+        "updated_at": _ts(item.updated_at),
+        "state": item.state,
+        "version": item.version,
+        "content_hash": item.content_hash,
+        "embedding_model": item.embedding_model,
+        "priority": item.priority,
+        "confidence": item.confidence,
+        "expires_at": _ts(item.expires_at),
+        "access_count": item.access_count,
+        "last_accessed_at": _ts(item.last_accessed_at),
+        "visibility": item.visibility,
+        "key": item.key,
+    }
 
 
 def _item_params(item: MemoryItem) -> tuple[Any, ...]:
-    return (
-        item.id,
-        item.cube_id,
-        item.owner,
-        item.text,
-        item.kind,
-        _json(list(item.tags)),
-        _json(item.metadata),
-        _json(item.provenance.to_dict()),
-        item.context,
-        item.provenance.session_id,
-        item.event_time.isoformat() if item.event_time else None,
-        _ts(item.event_time),
-        _ts(item.created_at),
-        _ts(item.updated_at),
-        item.state,
-        item.version,
-        item.content_hash,
-        item.embedding_model,
-        item.priority,
-        item.confidence,
-        _ts(item.expires_at),
-        item.access_count,
-        _ts(item.last_accessed_at),
-        item.visibility,
-    )
+    return tuple(_item_row(item).values())
 
 
 def _version_to_json(v: ItemVersion) -> str:
@@ -565,19 +602,33 @@ class SQLiteStore:
         self, items: Sequence[MemoryItem], vectors: np.ndarray, audit: AuditRecord
     ) -> list[tuple[str, bool]]:
         out: list[tuple[str, bool]] = []
+        updated: list[str] = []
         with self._tx() as c:
             for item, vector in zip(items, vectors, strict=True):
-                row = c.execute(
-                    "SELECT id FROM items WHERE cube_id = ? AND content_hash = ? "
-                    "AND state != 'deleted'",
-                    (item.cube_id, item.content_hash),
-                ).fetchone()
-                if row is not None:  # idempotent: the same content is already here
-                    out.append((row[0], False))
-                    continue
+                if item.key is not None:
+                    row = c.execute(
+                        f"SELECT {_ITEM_COLUMNS} FROM items WHERE cube_id = ? AND key = ? "
+                        "AND state != 'deleted'",
+                        (item.cube_id, item.key),
+                    ).fetchone()
+                    if row is not None:  # a keyed re-add: the same item, maybe a new version
+                        current = _row_to_item(row)
+                        if self._readd_keyed(c, current, item, vector):
+                            updated.append(current.id)
+                        out.append((current.id, False))
+                        continue
+                else:
+                    row = c.execute(
+                        "SELECT id FROM items WHERE cube_id = ? AND content_hash = ? "
+                        "AND key IS NULL AND state != 'deleted'",
+                        (item.cube_id, item.content_hash),
+                    ).fetchone()
+                    if row is not None:  # idempotent: the same content is already here
+                        out.append((row[0], False))
+                        continue
                 try:
                     c.execute(
-                        f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(24)})",
+                        f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_ITEM_MARKS})",
                         _item_params(item),
                     )
                 except sqlite3.IntegrityError:
@@ -592,10 +643,36 @@ class SQLiteStore:
             self._audit(
                 c,
                 audit.with_detail(
-                    created=len(created), existing=len(out) - len(created), ids=created[:100]
+                    created=len(created),
+                    updated=len(updated),
+                    existing=len(out) - len(created) - len(updated),
+                    ids=[*created, *updated][:100],
                 ),
             )
         return out
+
+    def _readd_keyed(
+        self, c: sqlite3.Connection, current: MemoryItem, draft: MemoryItem, vector: np.ndarray
+    ) -> bool:
+        """Write ``draft`` as the next version of the live item with its key; False if unchanged.
+
+        Re-adding is how a caller says "this is the memory now": an archived or expired item
+        comes back (``activated``); a merged one has a successor, so the caller must use that.
+        """
+        servable = current.state in SERVED_STATES and not current.is_expired(draft.updated_at)
+        if servable and current.same_content(draft):
+            return False
+        if current.state == "merged":
+            raise Conflict(
+                f"key {draft.key!r} belongs to a memory merged into another; update that one"
+            )
+        new = current.overwritten_by(draft)
+        self._write_row(c, new, current.version)
+        self._insert_version(c, ItemVersion.of(new, "update", draft.owner, "re-added by key"))
+        self._put_vector(c, new.id, new.cube_id, vector)
+        if current.state not in SERVED_STATES:
+            self._move(c, [(new.id, current.state)], "activated", draft.owner, "re-added by key")
+        return True
 
     def update_item(
         self,
@@ -608,45 +685,32 @@ class SQLiteStore:
         audit: AuditRecord,
     ) -> None:
         with self._tx() as c:
-            try:
-                cur = c.execute(
-                    "UPDATE items SET text=?, kind=?, tags=?, metadata=?, event_time=?, "
-                    "event_ts=?, updated_at=?, version=?, content_hash=?, embedding_model=?, "
-                    "priority=?, confidence=?, expires_at=?, visibility=? "
-                    "WHERE id = ? AND version = ?",
-                    (
-                        item.text,
-                        item.kind,
-                        _json(list(item.tags)),
-                        _json(item.metadata),
-                        item.event_time.isoformat() if item.event_time else None,
-                        _ts(item.event_time),
-                        _ts(item.updated_at),
-                        item.version,
-                        item.content_hash,
-                        item.embedding_model,
-                        item.priority,
-                        item.confidence,
-                        _ts(item.expires_at),
-                        item.visibility,
-                        item.id,
-                        expected_version,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise Conflict(
-                    "another memory in this cube already has exactly this content; "
-                    "update or delete that one instead"
-                ) from None
-            if cur.rowcount != 1:
-                raise Conflict(
-                    f"item {item.id!r} changed since version {expected_version} was read; "
-                    "fetch it again and retry"
-                )
+            self._write_row(c, item, expected_version)
             self._insert_version(c, ItemVersion.of(item, change, by, audit.detail.get("note")))
             if vector is not None:
                 self._put_vector(c, item.id, item.cube_id, vector)
             self._audit(c, audit)
+
+    @staticmethod
+    def _write_row(c: sqlite3.Connection, item: MemoryItem, expected_version: int) -> None:
+        """Overwrite an item's content columns, if it is still at ``expected_version``."""
+        try:
+            row = _item_row(item)
+            cur = c.execute(
+                f"UPDATE items SET {', '.join(f'{col} = ?' for col in _REWRITTEN_COLUMNS)} "
+                "WHERE id = ? AND version = ?",
+                (*(row[col] for col in _REWRITTEN_COLUMNS), item.id, expected_version),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict(
+                "another memory in this cube already has exactly this content; "
+                "update or delete that one instead"
+            ) from None
+        if cur.rowcount != 1:
+            raise Conflict(
+                f"item {item.id!r} changed since version {expected_version} was read; "
+                "fetch it again and retry"
+            )
 
     def set_state(
         self,
@@ -658,7 +722,6 @@ class SQLiteStore:
         reason: str | None,
         audit: AuditRecord | None,
     ) -> list[str]:
-        now = datetime.now(UTC)
         changed: list[str] = []
         with self._tx() as c:
             for chunk in _chunks(list(ids)):
@@ -667,20 +730,33 @@ class SQLiteStore:
                     f"AND state IN ({_marks(len(from_states))})",
                     (*chunk, *from_states),
                 ).fetchall()
-                for r in rows:
-                    c.execute(
-                        "UPDATE items SET state = ?, updated_at = ? WHERE id = ?",
-                        (to_state, _ts(now), r["id"]),
-                    )
-                    self._insert_transition(
-                        c, Transition(r["id"], r["state"], to_state, by, reason, now)
-                    )
-                    changed.append(r["id"])
-            if to_state == "deleted":
-                self._drop_vectors(c, changed)
+                changed += self._move(
+                    c, [(r["id"], r["state"]) for r in rows], to_state, by, reason
+                )
             if audit is not None:
                 self._audit(c, audit.with_detail(changed=changed))
         return changed
+
+    def _move(
+        self,
+        c: sqlite3.Connection,
+        items: Sequence[tuple[str, str]],
+        to_state: str,
+        by: str | None,
+        reason: str | None,
+    ) -> list[str]:
+        """Move ``(id, current state)`` pairs to ``to_state``, recording each transition."""
+        now = datetime.now(UTC)
+        for item_id, from_state in items:
+            c.execute(
+                "UPDATE items SET state = ?, updated_at = ? WHERE id = ?",
+                (to_state, _ts(now), item_id),
+            )
+            self._insert_transition(c, Transition(item_id, from_state, to_state, by, reason, now))
+        moved = [item_id for item_id, _ in items]
+        if to_state == "deleted":
+            self._drop_vectors(c, moved)
+        return moved
 
     def mark_served(self, ids: Sequence[str], at: datetime, by: str | None, reason: str) -> None:
         """Count an access on each item and activate the ``generated`` ones: one transaction."""
@@ -1096,7 +1172,7 @@ class SQLiteStore:
             ],
         )
         c.executemany(
-            f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_marks(24)})",
+            f"INSERT INTO items({_ITEM_COLUMNS}) VALUES ({_ITEM_MARKS})",
             [_item_params(it) for it in dump.items],
         )
         for v in dump.versions:
