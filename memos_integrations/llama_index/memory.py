@@ -31,6 +31,7 @@ from ._checks import check_choice, check_int
 from .messages import from_item, readable
 from .recall import MAX_RECALL, RecallMode, lines, query_of, recall
 
+_OPENERS = (MessageRole.USER, MessageRole.SYSTEM, MessageRole.DEVELOPER)
 DEFAULT_HEADER = (
     "What you remember from earlier conversations with {user_id} (most relevant first; "
     "dates are when it was said):"
@@ -104,21 +105,26 @@ class MemOSMemory(UserBound, BaseMemory):
         return self._with_recall(messages, hits)
 
     def _window(self, newest_first: list[MemoryItem]) -> list[tuple[MemoryItem, ChatMessage]]:
-        """The latest messages within the token limit, starting at a user turn."""
-        kept: list[tuple[MemoryItem, ChatMessage]] = []
-        used = 0
-        for item in newest_first:
-            message = from_item(item)
+        """The latest messages within the token limit, as whole turns.
+
+        A window opening on an assistant or tool message would orphan a tool result or
+        call (providers reject that), so it opens on a user (or system) message: the first
+        one inside the budget or, when the newest turn alone is over budget, the user
+        message that began it.
+        """
+        read = [(item, from_item(item)) for item in newest_first]
+        used = n = 0
+        for _, message in read:
             cost = len(self.tokenizer_fn(readable(message)))
-            if kept and used + cost > self.token_limit:
+            if n and used + cost > self.token_limit:
                 break
-            kept.append((item, message))
-            used += cost
-        kept.reverse()
-        # a window that opened on a tool result or a tool call would orphan it (providers
-        # reject that), so it starts at the first user message it holds
-        first_user = next((i for i, (_, m) in enumerate(kept) if m.role == MessageRole.USER), 0)
-        return kept[first_user:]
+            used, n = used + cost, n + 1
+        kept = read[:n][::-1]
+        start = next((i for i, (_, m) in enumerate(kept) if m.role in _OPENERS), None)
+        if start is not None:
+            return kept[start:]
+        opening = next((i for i, (_, m) in enumerate(read) if m.role == MessageRole.USER), None)
+        return read[: opening + 1][::-1] if opening is not None else kept
 
     def _with_recall(self, messages: list[ChatMessage], hits: list[SearchHit]) -> list[ChatMessage]:
         if not hits:

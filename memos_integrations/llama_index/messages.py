@@ -15,7 +15,8 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
 
-from ..core.items import MemoryItem
+from ..core.errors import InvalidInput
+from ..core.items import MAX_METADATA_BYTES, MemoryItem
 
 MESSAGE_FIELD = "chat_message"  # metadata key holding the message as LlamaIndex JSON
 TOOL_KIND = "tool_turn"
@@ -49,12 +50,24 @@ def _describe(message: ChatMessage) -> str:
     return f"({message.role.value} message with {', '.join(kinds) or 'no content'})"
 
 
+def _as_json(message: ChatMessage) -> dict[str, Any]:
+    data = message.model_dump(mode="json")
+    size = len(json.dumps(data, ensure_ascii=False).encode("utf-8"))
+    if size > MAX_METADATA_BYTES - 1000:  # room for the rest of the item's metadata
+        raise InvalidInput(
+            f"a {message.role.value} message of {size:,} bytes (as JSON) is too large to keep "
+            f"as one memory (at most {MAX_METADATA_BYTES - 1000:,}); shorten it, e.g. trim "
+            "long tool outputs before they reach the agent's memory"
+        )
+    return data
+
+
 def to_memory(
     message: ChatMessage, *, key: str | None = None, keep_message: bool = True
 ) -> dict[str, Any]:
     """The dict to pass to ``mos.add`` for one message (in the session given to ``add``)."""
     text = message_text(message)
-    metadata = {MESSAGE_FIELD: message.model_dump(mode="json")} if keep_message else {}
+    metadata = {MESSAGE_FIELD: _as_json(message)} if keep_message else {}
     spec: dict[str, Any]
     if message.role in _SPOKEN and text:
         spec = {"role": message.role.value, "content": text, "metadata": metadata}
