@@ -166,12 +166,19 @@ def test_new_users_get_a_cube_and_bad_arguments_are_clear_errors(mos: MemOS) -> 
     memory.put(user("hello"))
     assert [c.id for c in mos.list_cubes(user="dave")] == ["dave-personal"]
 
-    mos.create_cube("alice-work", owner="alice")
-    with pytest.raises(InvalidInput, match="cube_id"):
-        MemOSMemory.from_defaults(mos=mos, user_id="alice").get_all()
+    assert memory.cube_id == "dave-personal"  # resolved once, and serialised from then on
+    assert memory.to_dict()["cube_id"] == "dave-personal"
+
+    mos.create_cube("alice-work", owner="alice")  # <user>-personal stays the default
+    assert MemOSMemory.from_defaults(mos=mos, user_id="alice").get_all() == []
     work = MemOSMemory.from_defaults(mos=mos, user_id="alice", cube_id="alice-work")
     work.put(user("work chat"))
     assert mos.list(user="alice", cube="alice-work")[0].text == "alice: work chat"
+    mos.create_user("erin")
+    for cube in ("erin-a", "erin-b"):
+        mos.create_cube(cube, owner="erin")
+    with pytest.raises(InvalidInput, match="cube_id"):
+        MemOSMemory.from_defaults(mos=mos, user_id="erin").get_all()
 
     for bad in (
         {"user_id": "no spaces allowed"},

@@ -62,25 +62,32 @@ class Target:
     cube: str
 
 
-def provision(mos: MemOS, user_id: str, cube_id: str | None) -> str:
-    """The cube ``user_id`` works in, creating the user and the cube if they do not exist.
-
-    Without ``cube_id`` it is the one cube the user owns (``<user>-personal`` is created for
-    a new user). A cube of another user is used only if that user granted access.
-    """
+def ensure_user(mos: MemOS, user_id: str) -> None:
+    """Create ``user_id`` if the store does not know it yet."""
     try:
         mos.get_user(user_id)
     except NotFound:
         with contextlib.suppress(Conflict):  # created concurrently by another adapter
             mos.create_user(user_id)
+
+
+def provision(mos: MemOS, user_id: str, cube_id: str | None) -> str:
+    """The cube ``user_id`` works in, creating the user and the cube if they do not exist.
+
+    Without ``cube_id`` it is the user's ``<user>-personal`` cube, or the only cube they
+    own, created for a user who owns none. A cube of another user is used only if that
+    user granted access.
+    """
+    ensure_user(mos, user_id)
     if cube_id is None:
+        personal = f"{user_id}-personal"
         owned = [c.id for c in mos.list_cubes(user=user_id) if c.owner == user_id]
-        if len(owned) > 1:
+        if len(owned) > 1 and personal not in owned:
             raise InvalidInput(
                 f"user {user_id!r} owns {len(owned)} cubes ({', '.join(sorted(owned))}); "
                 "pass cube_id= to say which one to use"
             )
-        cube_id = owned[0] if owned else f"{user_id}-personal"
+        cube_id = owned[0] if len(owned) == 1 else personal
     try:
         return mos.get_cube(cube_id, user=user_id).id
     except NotFound:
@@ -127,7 +134,8 @@ class UserBound(EngineBound):
 
     user_id: str = Field(description="The end user every read and write acts as.")
     cube_id: str | None = Field(
-        default=None, description="The cube written to; None: the user's own cube."
+        default=None,
+        description="The cube written to; None: the user's own cube (set on first use).",
     )
     _cube: str | None = PrivateAttr(default=None)
 
@@ -141,6 +149,8 @@ class UserBound(EngineBound):
     def target(self) -> Target:
         """The engine, user and cube to act on (blocking: call it from a worker thread)."""
         mos = self.mos
-        if self._cube is None:
+        if self._cube is None or self._cube != self.cube_id:
             self._cube = provision(mos, self.user_id, self.cube_id)
+            # kept, so a serialised adapter comes back to this cube whatever cubes follow
+            self.cube_id = self._cube
         return Target(mos, self.user_id, self._cube)

@@ -21,8 +21,9 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from ..core.engine import MAX_K, MemOS
+from ..core.errors import InvalidInput
 from ..core.items import SearchHit, check_id
-from ._binding import UserBound
+from ._binding import ensure_user
 from ._checks import check_choice, check_int
 from .filters import to_filter
 from .messages import NOT_RECALLED
@@ -47,7 +48,10 @@ class MemOSRetriever(BaseRetriever):
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
-        self._bound = UserBound(mos, user_id=user_id)
+        if not isinstance(mos, MemOS):
+            raise InvalidInput(f"mos must be a MemOS engine, got {type(mos).__name__}")
+        self._mos, self.user_id = mos, check_id(user_id, "user")
+        self._user_known = False
         self.similarity_top_k = check_int(similarity_top_k, "similarity_top_k", 1, MAX_K)
         self.mode: RecallMode = check_choice(mode, "mode", ("hybrid", "dense", "text"))  # type: ignore[assignment]
         self.cube_ids = None if cube_ids is None else [check_id(c, "cube") for c in cube_ids]
@@ -65,7 +69,7 @@ class MemOSRetriever(BaseRetriever):
             where = skip if where is None else {"$and": [skip, where]}
         return {
             "query": query_bundle.query_str,
-            "user": self._bound.user_id,
+            "user": self.user_id,
             "k": self.similarity_top_k,
             "cubes": self.cube_ids,
             "filter": where,
@@ -78,8 +82,10 @@ class MemOSRetriever(BaseRetriever):
         return [NodeWithScore(node=to_node(h.item), score=score_of(h, self.mode)) for h in hits]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        t = self._bound.target()
-        return self._nodes(t.mos.search(**self._search_args(query_bundle)))
+        if not self._user_known:  # a user new to the store has no memories yet
+            ensure_user(self._mos, self.user_id)
+            self._user_known = True
+        return self._nodes(self._mos.search(**self._search_args(query_bundle)))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         # one worker thread for the whole call: the engine is synchronous and thread-safe
