@@ -14,7 +14,7 @@ from llama_index.core.base.llms.types import (
 )
 
 from memos_integrations import InvalidInput, MemOS
-from memos_integrations.llama_index import MemOSMemory
+from memos_integrations.llama_index import MemOSMemory, register_engine
 from memos_integrations.llama_index._binding import forget_engines
 
 
@@ -138,11 +138,14 @@ def test_serialises_without_the_engine_and_comes_back_after_a_restart(mos: MemOS
     assert again.get_all() == [user("I moved to Lisbon")]
 
     mos.close()  # the engine it was built with is gone: a restored memory reopens the store
-    forget_engines()
     reopened = MemOSMemory.from_dict(data)
     assert reopened.mos is not mos and not reopened.mos.closed
     assert reopened.get_all() == [user("I moved to Lisbon")]
-    forget_engines()
+    forget_engines()  # as in a new process
+
+    mine = open_mos()  # or the application reopens it and lends its engine to restored ones
+    register_engine(mine)
+    assert MemOSMemory.from_dict(data).mos is mine
 
 
 def test_async_twins_match_the_sync_methods(mos: MemOS) -> None:

@@ -17,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'memos-integrations[llama-index]'"
     ) from exc
 
+from ._binding import register_engine
 from .chat_store import MemOSChatStore
 from .embedding import MemOSEmbedding
 from .memory import MemOSMemory
@@ -31,4 +32,5 @@ __all__ = [
     "MemOSMemoryBlock",
     "MemOSRetriever",
     "MemOSVectorStore",
+    "register_engine",
 ]

@@ -25,8 +25,12 @@ _live: dict[str, weakref.ref[MemOS]] = {}  # url -> the engine adapters were las
 _owned: dict[str, MemOS] = {}  # engines this module opened itself (kept alive here)
 
 
-def remember(mos: MemOS) -> None:
-    """Make ``mos`` the engine that restored adapters use for its store URL."""
+def register_engine(mos: MemOS) -> None:
+    """Make ``mos`` the engine that restored adapters use for its store URL.
+
+    Adapters built with an engine register it themselves; call this after reopening a store
+    and before restoring serialised adapters (a workflow ``Context``), so they share it.
+    """
     with _lock:
         _live[mos.store.url] = weakref.ref(mos)
 
@@ -44,7 +48,7 @@ def engine_for(url: str) -> MemOS:
 
 
 def forget_engines() -> None:
-    """Drop every remembered engine and close the ones opened here (as a new process would)."""
+    """Drop every registered engine and close the ones opened here (as a new process would)."""
     with _lock:
         _live.clear()
         owned = list(_owned.values())
@@ -119,7 +123,7 @@ class EngineBound(BaseModel):
             raise InvalidInput("pass mos= (a MemOS engine) or the store_url of one")
         super().__init__(**data)
         if mos is not None:
-            remember(mos)
+            register_engine(mos)
             self._mos = mos
 
     @property

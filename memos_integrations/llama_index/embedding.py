@@ -16,7 +16,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from ..core.engine import MemOS
 from ..core.errors import EmbedderMismatch
 from ..embeddings import Embedder, default_embedder
-from ._binding import engine_for, remember
+from ._binding import engine_for, register_engine
 
 
 class MemOSEmbedding(BaseEmbedding):
@@ -29,7 +29,7 @@ class MemOSEmbedding(BaseEmbedding):
 
     def __init__(self, mos: MemOS | None = None, **data: Any) -> None:
         if mos is not None:
-            remember(mos)
+            register_engine(mos)
             data["store_url"] = mos.store.url
             embedder = mos.embedder
         elif data.get("store_url"):
