@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import VectorStoreQuery
@@ -125,8 +124,8 @@ def test_adapters_never_block_the_loop(mos: MemOS) -> None:
     assert asyncio.run(ask()) == "You live in Lisbon."  # recalled from session s0
 
 
-@pytest.mark.parametrize("n", [8])
-def test_concurrent_sessions_do_not_mix(mos: MemOS, n: int) -> None:
+def test_concurrent_sessions_do_not_mix(mos: MemOS) -> None:
+    n = 4
     memories = [
         MemOSMemory.from_defaults(mos=mos, user_id="alice", session_id=f"s{i}", recall_k=0)
         for i in range(n)
