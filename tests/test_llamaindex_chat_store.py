@@ -29,6 +29,7 @@ async def _script(store: AsyncDBChatStore) -> list[Any]:
     await store.add_message("k2", msg("other session"))
     out.append(await store.get_messages("k1"))
     out.append(await store.get_messages("k1", limit=2, offset=1))
+    out.append(await store.get_messages("k1", limit=0))
     out.append(await store.count_messages("k1"))
     out.append(await store.archive_oldest_messages("k1", 2))
     for status in (ACTIVE, ARCHIVED, None):
@@ -59,7 +60,7 @@ def test_same_answers_as_sqlalchemy_chat_store(mos: MemOS) -> None:
     ours = asyncio.run(_script(MemOSChatStore(mos=mos, user_id="alice")))
     reference = asyncio.run(_script(SQLAlchemyChatStore(table_name="reference")))
     assert _plain(ours) == _plain(reference)
-    assert ours[2] == 4 and ours[-1] == []  # the script did exercise something
+    assert ours[3] == 4 and ours[-1] == []  # the script did exercise something
 
 
 def test_archive_and_delete_use_the_memory_lifecycle(mos: MemOS) -> None:

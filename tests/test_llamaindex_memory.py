@@ -119,6 +119,9 @@ def test_set_and_reset_touch_only_their_session(mos: MemOS) -> None:
     assert a.get_all() == [user("three")]
     tombstones = mos.list(user="alice", session="a", states=["deleted"])
     assert sorted(it.text for it in tombstones) == ["alice: one", "assistant: two"]
+    with pytest.raises(InvalidInput):  # a refused replacement leaves the session as it was
+        a.set([user("fine"), ChatMessage(role=MessageRole.TOOL, content="x" * 70_000)])
+    assert a.get_all() == [user("three")]
     a.reset()
     assert a.get_all() == [] and b.get_all() == [user("kept elsewhere")]
 

@@ -48,12 +48,14 @@ def items(
     offset: int = 0,
     newest_first: bool = False,
 ) -> list[MemoryItem]:
+    if limit == 0:
+        return []
     return t.mos.list(
         user=t.user,
         cube=t.cube,
         filter=transcript_filter(session),
         states=STATES[status],
-        limit=limit or _ALL,
+        limit=_ALL if limit is None else limit,
         offset=offset,
         order="created" if newest_first else "created_asc",
     )
@@ -103,9 +105,13 @@ def replace(
     new: Sequence[ChatMessage],
     status: MessageStatus = MessageStatus.ACTIVE,
 ) -> None:
-    """Make ``new`` the whole transcript of the session (the old messages are tombstoned)."""
-    move(t, items(t, session, None), "deleted", "transcript replaced")
+    """Make ``new`` the whole transcript of the session (the old messages are tombstoned).
+
+    The new messages are written first: if they are refused, the old ones are still there.
+    """
+    old = items(t, session, None)
     append(t, session, new, status)
+    move(t, old, "deleted", "transcript replaced")
 
 
 def archive_oldest(t: Target, session: str, n: int) -> list[ChatMessage]:

@@ -129,7 +129,7 @@ class MemOSMemory(UserBound, BaseMemory):
     def _with_recall(self, messages: list[ChatMessage], hits: list[SearchHit]) -> list[ChatMessage]:
         if not hits:
             return messages
-        header = self.recall_header.format(user_id=self.user_id)
+        header = self.recall_header.replace("{user_id}", self.user_id)
         block = TextBlock(text=f"<memory>\n{header}\n{lines(hits)}\n</memory>")
         if messages and messages[0].role == MessageRole.SYSTEM:
             first = messages[0]

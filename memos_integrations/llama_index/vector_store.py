@@ -73,7 +73,6 @@ class MemOSVectorStore(UserBound, BasePydanticVectorStore):
 
     stores_text: bool = True
     is_embedding_query: bool = False
-    flat_metadata: bool = False
 
     @classmethod
     def class_name(cls) -> str:
