@@ -194,9 +194,9 @@ def pair(mos: MemOS) -> Pair:
 def test_queries_match_simple_vector_store(shared: Pair) -> None:
     for k in (1, 3):
         assert shared.answers(shared.ours, None, k) == shared.answers(shared.reference, None, k)
-    for filters in FILTERS:  # two queries each keep this quick; k=12 returns every match
-        expected = shared.answers(shared.reference, filters, 12, QUERIES[:2])
-        assert shared.answers(shared.ours, filters, 12, QUERIES[:2]) == expected, filters
+    for filters in FILTERS:  # k=12 returns every match, ranked: one query per filter is enough
+        expected = shared.answers(shared.reference, filters, 12, QUERIES[:1])
+        assert shared.answers(shared.ours, filters, 12, QUERIES[:1]) == expected, filters
         assert any(ids for ids, _ in expected)
 
 
