@@ -63,7 +63,14 @@ from .items import (
     parse_ttl,
     utcnow,
 )
-from .lifecycle import LISTED_STATES, SERVED_STATES, check_state, check_transition
+from .lifecycle import (
+    ALLOWED,
+    LISTED_STATES,
+    SERVED_STATES,
+    STATES,
+    check_state,
+    check_transition,
+)
 
 T = TypeVar("T")
 MemoryInput = str | Mapping[str, Any]
@@ -71,6 +78,7 @@ MemoryInput = str | Mapping[str, Any]
 Reader = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 MAX_K = 1000
+MAX_DENSE_WEIGHT = 1000.0
 _MAX_CONTEXT_CHARS = 4000
 _MESSAGE_TIME_KEYS = ("timestamp", "time", "created_at", "date")
 
@@ -130,6 +138,7 @@ class MemOS:
         self._model = model  # a LocalModel, a model path, or None for the default (lazy)
         self._model_lock = threading.Lock()
         self._chat = Chat(self)
+        self._closed = False
         recorded = store.get_meta("embedding_model")
         if recorded is not None and recorded != self.embedder.model_id:
             raise EmbedderMismatch(
@@ -180,6 +189,12 @@ class MemOS:
 
     def close(self) -> None:
         self.store.close()
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (adapters then reopen the store by its URL)."""
+        return self._closed
 
     def __enter__(self) -> MemOS:
         return self
@@ -525,6 +540,7 @@ class MemOS:
         until: Any = None,
         states: Sequence[str] | None = None,
         mode: SearchMode = "hybrid",
+        dense_weight: float | None = None,
     ) -> builtins.list[SearchHit]:
         """Hybrid search (dense + full text, fused by reciprocal rank) in what ``user`` may read.
 
@@ -532,12 +548,22 @@ class MemOS:
         ``since``/``until`` (event time), ``states`` (default: generated and activated) and
         ``filter`` in the filter language (see :mod:`memos_integrations.storage.search`).
         Expired items are never returned. Hits count as accesses and activate their items.
+        ``dense_weight`` overrides the settings' fusion weight of the dense leg for this search
+        (the full-text leg weighs 1.0).
         """
         check_text(query, "query")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise InvalidInput(f"k must be an integer from 1 to {MAX_K}")
         if mode not in ("hybrid", "dense", "text"):
             raise InvalidInput(f"mode must be 'hybrid', 'dense' or 'text', got {mode!r}")
+        if dense_weight is None:
+            dense_weight = self.settings.dense_weight
+        elif (
+            isinstance(dense_weight, bool)
+            or not isinstance(dense_weight, int | float)
+            or not 0 < dense_weight <= MAX_DENSE_WEIGHT
+        ):
+            raise InvalidInput(f"dense_weight must be a number in (0, {MAX_DENSE_WEIGHT}]")
         actor = self.gov.user(user)
         scope = self.gov.readable(actor, None if cubes is None else [_cube_id(c) for c in cubes])
         where = self._where(
@@ -552,7 +578,7 @@ class MemOS:
         )
         vector = self.embedder.embed_query(query) if mode != "text" else None
         hits = self.store.search(
-            SearchRequest(scope, k, query, vector, where, mode, self.settings.dense_weight)
+            SearchRequest(scope, k, query, vector, where, mode, float(dense_weight))
         )
         self._served([h.item for h in hits], user, "search")
         return hits
@@ -781,6 +807,50 @@ class MemOS:
     def delete(self, item_id: str, *, user: str | None = None, reason: str | None = None) -> None:
         """Tombstone an item (state ``deleted``): hidden everywhere, history kept."""
         self.set_state(item_id, "deleted", user=user, reason=reason or "deleted")
+
+    def delete_many(
+        self, item_ids: Sequence[str], *, user: str | None = None, reason: str | None = None
+    ) -> int:
+        """Tombstone several items in one transaction; returns how many were live."""
+        return self.set_state_many(item_ids, "deleted", user=user, reason=reason or "deleted")
+
+    def set_state_many(
+        self,
+        item_ids: Sequence[str],
+        state: str,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """Move several items to ``state`` in one transaction; returns how many moved.
+
+        All or nothing: an id that is missing or not writable for ``user`` raises before
+        anything changes. Items that cannot make the transition (already in ``state``, or
+        e.g. ``merged`` -> ``archived``) are left as they are and not counted.
+        """
+        check_state(state)
+        ids = builtins.list(dict.fromkeys(check_id(i, "item") for i in item_ids))
+        if not ids:
+            return 0
+        actor = self.gov.user(user)
+        found = {it.id: it for it in self.store.get_items(ids) if self.gov.visible(actor, it)}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFound(f"no memory {missing[0]!r} visible to {user or 'root'!r}")
+        for cube_id in {it.cube_id for it in found.values()}:
+            self.gov.require_write(actor, self.gov.cube(cube_id))
+        return len(
+            self.store.set_state(
+                ids,
+                state,
+                from_states=tuple(s for s in STATES if state in ALLOWED[s]),
+                by=user,
+                reason=reason,
+                audit=AuditRecord(
+                    user, f"state:{state}", None, None, {"items": ids[:100], "count": len(ids)}
+                ),
+            )
+        )
 
     def expire_due(self, *, user: str | None = None) -> int:
         """Move items whose TTL has passed to ``expired``; returns how many moved."""
@@ -1059,6 +1129,8 @@ class MemOS:
     arollback = _threaded(rollback)
     aset_state = _threaded(set_state)
     adelete = _threaded(delete)
+    adelete_many = _threaded(delete_many)
+    aset_state_many = _threaded(set_state_many)
     aexpire_due = _threaded(expire_due)
     aforget_user = _threaded(forget_user)
     aaudit = _threaded(audit)
