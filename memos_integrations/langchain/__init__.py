@@ -20,5 +20,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .embeddings import MemOSEmbeddings
 from .retriever import MemOSRetriever
 from .store import MemOSStore
+from .vectorstore import MemOSVectorStore
 
-__all__ = ["MemOSEmbeddings", "MemOSRetriever", "MemOSStore"]
+__all__ = ["MemOSEmbeddings", "MemOSRetriever", "MemOSStore", "MemOSVectorStore"]

@@ -11,12 +11,13 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableConfig, ensure_config
 from pydantic import ConfigDict
 
 from ..core.engine import MemOS
 from ..core.errors import InvalidInput
 from ..core.items import SearchHit
-from ._scope import USER_KEY, current_config, run_value
+from ._scope import USER_KEY, run_value
 
 SearchType = Literal["hybrid", "dense", "text"]
 
@@ -31,8 +32,8 @@ class MemOSRetriever(BaseRetriever):
     (``{"kind": "fact"}``, ``{"metadata.topic": {"$in": [...]}}``; see docs/api.md).
 
     Without ``user``, the user id is read from the run config
-    (``config={"configurable": {"user_id": ...}}``) on each call; there is no implicit
-    "everyone" scope.
+    (``config={"configurable": {"user_id": ...}}``, also the enclosing run's) on each call;
+    there is no implicit "everyone" scope.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -47,8 +48,27 @@ class MemOSRetriever(BaseRetriever):
     tags: list[str] | None = None
     score_key: str | None = "score"
 
-    def _search_args(self, k: int | None, filter: dict[str, Any] | None) -> dict[str, Any]:
-        user = self.user or run_value(None, current_config(), USER_KEY)
+    def invoke(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[Document]:
+        return super().invoke(input, config, **self._with_user(config, kwargs))
+
+    async def ainvoke(
+        self, input: str, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> list[Document]:
+        return await super().ainvoke(input, config, **self._with_user(config, kwargs))
+
+    def _with_user(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The acting user, read once per call: the fixed one, else the run config's."""
+        if self.user is not None or kwargs.get("user") is not None:
+            return kwargs
+        # ensure_config also picks up the config of an enclosing run (a graph node, a tool)
+        return {**kwargs, "user": run_value(None, ensure_config(config), USER_KEY)}
+
+    def _search_args(
+        self, k: int | None, filter: dict[str, Any] | None, user: str | None
+    ) -> dict[str, Any]:
+        user = self.user or user
         if user is None:
             raise InvalidInput(
                 "MemOSRetriever needs a user: MemOSRetriever(mos=..., user='alice') or "
@@ -71,8 +91,9 @@ class MemOSRetriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
         filter: dict[str, Any] | None = None,
+        user: str | None = None,
     ) -> list[Document]:
-        return self._documents(self.mos.search(query, **self._search_args(k, filter)))
+        return self._documents(self.mos.search(query, **self._search_args(k, filter, user)))
 
     async def _aget_relevant_documents(
         self,
@@ -81,8 +102,9 @@ class MemOSRetriever(BaseRetriever):
         run_manager: AsyncCallbackManagerForRetrieverRun,
         k: int | None = None,
         filter: dict[str, Any] | None = None,
+        user: str | None = None,
     ) -> list[Document]:
-        hits = await self.mos.asearch(query, **self._search_args(k, filter))
+        hits = await self.mos.asearch(query, **self._search_args(k, filter, user))
         return self._documents(hits)
 
     def _documents(self, hits: Sequence[SearchHit]) -> list[Document]:
