@@ -18,8 +18,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .embeddings import MemOSEmbeddings
+from .history import MemOSChatMessageHistory
+from .middleware import MemOSMemoryMiddleware
 from .retriever import MemOSRetriever
 from .store import MemOSStore
+from .tools import create_memos_tools
 from .vectorstore import MemOSVectorStore
 
-__all__ = ["MemOSEmbeddings", "MemOSRetriever", "MemOSStore", "MemOSVectorStore"]
+__all__ = [
+    "MemOSChatMessageHistory",
+    "MemOSEmbeddings",
+    "MemOSMemoryMiddleware",
+    "MemOSRetriever",
+    "MemOSStore",
+    "MemOSVectorStore",
+    "create_memos_tools",
+]

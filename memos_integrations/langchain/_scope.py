@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..core.engine import MemOS
@@ -31,6 +32,18 @@ def ensure_user(mos: MemOS, user: str, *, create: bool) -> str:
         with contextlib.suppress(Conflict):  # created concurrently elsewhere: fine
             mos.create_user(user)
     return user
+
+
+def is_known(mos: MemOS, user: str, *, missing_ok: bool) -> bool:
+    """Whether ``user`` exists; an unknown user is fine to *read* as "no memories yet" only when
+    the adapter may create users (``missing_ok``), and an error otherwise."""
+    try:
+        mos.get_user(check_id(user, "user"))
+    except NotFound:
+        if not missing_ok:
+            raise
+        return False
+    return True
 
 
 def user_cube(mos: MemOS, user: str, cube: str | None = None, *, create: bool = True) -> str:
@@ -91,8 +104,32 @@ def run_value(context: Any, config: Mapping[str, Any] | None, key: str) -> str |
     return value
 
 
-def current_config() -> Mapping[str, Any] | None:
-    """The config of the LangChain run we are called from, if any."""
-    from langchain_core.runnables.config import var_child_runnable_config
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who a call acts for: the user, the cube to write to (None: theirs) and the thread."""
 
-    return var_child_runnable_config.get()
+    user: str
+    cube: str | None
+    thread: str | None
+
+
+def run_identity(
+    who: str,
+    user: str | None,
+    cube: str | None,
+    context: Any,
+    config: Mapping[str, Any] | None,
+) -> RunIdentity:
+    """The identity of a run: fixed ``user``/``cube`` win, else the run's context/config.
+
+    No user is an error (``who`` names the adapter in it): memory is never read or written
+    for "nobody", nor for a user guessed from elsewhere.
+    """
+    user = user or run_value(context, config, USER_KEY)
+    if user is None:
+        raise InvalidInput(
+            f"{who} needs a user: pass user=..., a runtime context with user_id, or "
+            "config={'configurable': {'user_id': ...}}"
+        )
+    cube = run_value(context, config, CUBE_KEY) or cube
+    return RunIdentity(user, cube, run_value(None, config, "thread_id"))

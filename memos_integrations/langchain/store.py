@@ -35,10 +35,10 @@ from ..core.errors import Conflict, InvalidInput, NotFound
 from ..core.items import MemoryItem, utcnow
 from ..core.lifecycle import SERVED_STATES
 from . import _store_values as sv
+from ._listing import by_keys, list_all, pages
 from ._scope import user_cube
 
 DEFAULT_USER = "langgraph"
-_PAGE = 500
 # A read refreshes an item's TTL only once the refresh would extend it by more than this share
 # of the TTL: a burst of reads then costs one write, and an item still lives >= 90% of its
 # TTL after its last read.
@@ -198,25 +198,14 @@ class MemOSStore(BaseStore):
                 except NotFound:
                     cube = None  # nothing was ever stored for this owner: nothing to delete
                 if cube is not None:
-                    for item in self._by_keys(actor, cube, deletes):
+                    found = by_keys(self.mos, deletes, user=actor, cube=cube, kinds=[sv.STORE_KIND])
+                    for item in found:
                         self.mos.delete(item.id, user=actor, reason="store delete")
             if puts:
                 cube = user_cube(self.mos, owner, self.cube, create=self.create_missing)
                 items = self.mos.add(puts, user=actor, cube=cube)
                 # A re-put of unchanged content is a no-op in the engine; its TTL still restarts.
                 self._refresh([it for it in items if sv.ttl_minutes(it.metadata)], actor)
-
-    def _by_keys(self, actor: str | None, cube: str, keys: list[str]) -> list[MemoryItem]:
-        found: list[MemoryItem] = []
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start : start + 1000]
-            found += self.mos.list(
-                user=actor,
-                cube=cube,
-                filter={"kind": sv.STORE_KIND, "key": {"$in": chunk}},
-                limit=len(chunk),
-            )
-        return found
 
     def _refresh(self, items: Sequence[MemoryItem], actor: str | None) -> None:
         now = utcnow()
@@ -241,25 +230,16 @@ class MemOSStore(BaseStore):
             "$or": [{"expires_at": {"$exists": False}}, {"expires_at": {"$gt": now}}],
         }
 
-    def _list(
-        self, scope: _Scope, where: Mapping[str, Any], *, limit: int, offset: int
-    ) -> list[MemoryItem]:
-        return self.mos.list(
-            user=scope.actor,
-            cube=scope.cube,
-            filter=where,
-            states=SERVED_STATES,
-            limit=limit,
-            offset=offset,
-            order="created_asc",
-        )
+    @staticmethod
+    def _list_args(scope: _Scope, where: Mapping[str, Any]) -> dict[str, Any]:
+        return {"user": scope.actor, "cube": scope.cube, "filter": where, "states": SERVED_STATES}
 
     def _get(self, op: GetOp) -> Item | None:
         scope = self._read_scope(op.namespace, whole=True)
         if scope is None:
             return None
         where = self._live_filter(op.namespace, {"key": sv.item_key(op.namespace, op.key)})
-        found = self._list(scope, where, limit=1, offset=0)
+        found = self.mos.list(**self._list_args(scope, where), limit=1)
         if not found:
             return None
         if op.refresh_ttl:
@@ -332,9 +312,7 @@ class MemOSStore(BaseStore):
         """Matching items in creation order: ``limit`` of them after skipping ``offset``."""
         out: list[MemoryItem] = []
         skipped = 0
-        start = 0
-        while len(out) < limit:
-            page = self._list(scope, where, limit=_PAGE, offset=start)
+        for page in pages(self.mos, **self._list_args(scope, where)):
             for item in page:
                 if not sv.matches(sv.read_record(item.metadata)[2], spec):
                     continue
@@ -343,10 +321,7 @@ class MemOSStore(BaseStore):
                     continue
                 out.append(item)
                 if len(out) == limit:
-                    break
-            if len(page) < _PAGE:
-                break
-            start += _PAGE
+                    return out
         return out
 
     def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
@@ -356,14 +331,10 @@ class MemOSStore(BaseStore):
         if scope is None:
             return []
         where = self._live_filter(fixed, {})
-        seen: set[tuple[str, ...]] = set()
-        start = 0
-        while True:
-            page = self._list(scope, where, limit=_PAGE, offset=start)
-            seen.update(sv.read_record(it.metadata)[0] for it in page)
-            if len(page) < _PAGE:
-                break
-            start += _PAGE
+        seen = {
+            sv.read_record(it.metadata)[0]
+            for it in list_all(self.mos, **self._list_args(scope, where))
+        }
         found = [ns for ns in seen if all(_matches_condition(c, ns) for c in conditions)]
         if op.max_depth is not None:
             found = list({ns[: op.max_depth] for ns in found})

@@ -23,11 +23,11 @@ from ..core.errors import InvalidInput
 from ..core.items import MemoryItem, SearchHit
 from ..core.lifecycle import SERVED_STATES
 from ..embeddings import as_embedder
+from ._listing import by_keys, list_all
 from ._scope import user_cube
 from .embeddings import MemOSEmbeddings
 
 DEFAULT_USER = "langchain"
-_CHUNK = 1000  # keys per $in filter (the filter language's list limit)
 
 
 class MemOSVectorStore(VectorStore):
@@ -163,34 +163,18 @@ class MemOSVectorStore(VectorStore):
         )
 
     def _by_keys(self, keys: list[str]) -> list[MemoryItem]:
-        found: list[MemoryItem] = []
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            found += self.mos.list(
-                user=self.user,
-                cube=self.cube,
-                kinds=[self.kind],
-                filter={"key": {"$in": chunk}},
-                states=SERVED_STATES,
-                limit=len(chunk),
-            )
-        return found
+        return by_keys(self.mos, keys, **self._scope())
 
     def _all(self) -> list[MemoryItem]:
-        found: list[MemoryItem] = []
-        while True:
-            page = self.mos.list(
-                user=self.user,
-                cube=self.cube,
-                kinds=[self.kind],
-                states=SERVED_STATES,
-                limit=_CHUNK,
-                offset=len(found),
-                order="created_asc",
-            )
-            found += page
-            if len(page) < _CHUNK:
-                return found
+        return list_all(self.mos, **self._scope())
+
+    def _scope(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "cube": self.cube,
+            "kinds": [self.kind],
+            "states": SERVED_STATES,
+        }
 
     # ------------------------------------------------------------------ construction
 
