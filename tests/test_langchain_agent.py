@@ -8,6 +8,8 @@ prompt it is given, so the tests read exactly what the middleware put in front o
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -168,15 +170,42 @@ async def test_ainvoke_path(mos) -> None:
     assert len(mos.list(user="alice", kinds=["raw_turn"])) == 4
 
 
-def test_restart_between_threads(mos, open_mos) -> None:
-    first = ScriptedModel(messages=iter(["Noted."]))
-    agent_for(mos, first).invoke(say("I was born in Oslo"), config("alice", "t1"))
-    mos.close()
+FIRST_PROCESS = """
+import sys
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from memos_integrations import MemOS
+from memos_integrations.langchain import MemOSMemoryMiddleware, MemOSStore
 
-    reopened = open_mos()  # a new process would see the same file
-    second = ScriptedModel(messages=iter(["Oslo."]))
-    agent_for(reopened, second).invoke(say("Where was I born?"), config("alice", "t2"))
-    assert "alice: I was born in Oslo" in second.block()
+class Model(GenericFakeChatModel):
+    def bind_tools(self, tools, **kw):
+        return self
+
+mos = MemOS.open(sys.argv[1])
+agent = create_agent(Model(messages=iter(["Noted."])), store=MemOSStore(mos, user_label=1),
+                     middleware=[MemOSMemoryMiddleware(mos)])
+agent.invoke({"messages": [{"role": "user", "content": "I was born in Oslo"}]},
+             {"configurable": {"user_id": "dora", "thread_id": "t1"}})
+agent.store.put(("memories", "dora"), "city", {"name": "Oslo"})
+"""
+
+
+def test_restart_between_threads(db_path, open_mos) -> None:
+    # thread 1 in another process, which then exits
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_PROCESS, str(db_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    mos = open_mos()
+    model = ScriptedModel(messages=iter(["Oslo."]))
+    agent = agent_for(mos, model, store=MemOSStore(mos, user_label=1))
+    agent.invoke(say("Where was I born?"), config("dora", "t2"))
+    assert "dora: I was born in Oslo" in model.block()
+    assert agent.store.get(("memories", "dora"), "city").value == {"name": "Oslo"}
 
 
 def test_store_and_middleware_share_the_users_memory(mos) -> None:
