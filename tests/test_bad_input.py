@@ -678,9 +678,8 @@ def test_sql_looking_strings_are_plain_data(mos: MemOS, db_path: Path, sql: str)
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        conn.execute("INSERT INTO items_fts(items_fts) VALUES ('integrity-check')")
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        assert {"items", "users", "cubes", "audit", "items_fts", "embeddings"} <= names
+        assert {"items", "users", "cubes", "audit", "embeddings"} <= names
         assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 6
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 4
         assert conn.execute("SELECT count(*) FROM cubes").fetchone()[0] == 3

@@ -223,7 +223,7 @@ def test_stats_and_audit(mos: MemOS) -> None:
     assert actions[0] == "add" and "create_cube" in actions
 
 
-def test_forget_user_removes_everything(mos: MemOS, db_path) -> None:
+def test_forget_user_removes_everything(mos: MemOS, db_path, open_mos) -> None:
     [item] = mos.add(["Alice's secret"], user="alice")
     mos.update(item.id, user="alice", text="Alice's other secret")
     mos.add(["Bob note in his own cube"], user="bob")
@@ -250,10 +250,10 @@ def test_forget_user_removes_everything(mos: MemOS, db_path) -> None:
         )
     assert con.execute("SELECT count(*) FROM embeddings").fetchone() == (1,)
     assert con.execute("SELECT count(*) FROM item_versions").fetchone() == (1,)
-    assert con.execute(
-        "SELECT count(*) FROM items_fts WHERE items_fts MATCH 'secret'"
-    ).fetchone() == (0,)
     con.close()
+    # nor does any search index, in this process or a fresh one
+    assert mos.search("secret", user="carol", k=5, mode="text") == []
+    assert open_mos().search("secret", user="carol", k=5, mode="text") == []
 
 
 def test_reopen_keeps_everything_and_checks_embedder(mos: MemOS, open_mos) -> None:

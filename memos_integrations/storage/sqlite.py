@@ -1,10 +1,11 @@
 """The embedded default store: one SQLite file, zero servers.
 
-WAL mode (readers never block the writer), FTS5 for the full-text leg, vectors as float32
-blobs mirrored into an in-memory :class:`VectorIndex`. The mirror is never written to
-directly: every change to vectors is appended to ``index_log`` in the writing transaction,
-and each search first replays the log entries it has not seen. That keeps the index exact
-for this process *and* for other processes writing to the same file.
+WAL mode (readers never block the writer); vectors as float32 blobs. Both search legs run
+on in-memory mirrors, a :class:`VectorIndex` and a BM25 :class:`TextIndex`. The mirrors are
+never written to directly: every change to a memory's vector or text is appended to
+``index_log`` in the writing transaction, and each search first replays the log entries it
+has not seen. That keeps the indexes exact for this process *and* for other processes
+writing to the same file.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from ..core.items import (
 )
 from ..core.lifecycle import SERVED_STATES
 from .base import CubeDump, Scope, SearchRequest
-from .search import CONTEXT_WEIGHT, And, Cond, Node, Not, Or, rrf_fuse, text_terms
+from .search import And, Cond, Node, Not, Or, rrf_fuse
+from .text_index import TextIndex
 from .vector_index import VectorIndex
 
 # Ordered migrations; PRAGMA user_version records how many have run.
@@ -136,6 +138,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX items_key ON items(cube_id, key)
         WHERE key IS NOT NULL AND state != 'deleted';
     """,
+    # 3: the full-text leg moved to an in-memory BM25 index (storage/text_index.py)
+    """
+    DROP TRIGGER items_fts_ins;
+    DROP TRIGGER items_fts_del;
+    DROP TRIGGER items_fts_upd;
+    DROP TABLE items_fts;
+    """,
 )
 
 _ITEM_COLUMNS = (
@@ -166,6 +175,11 @@ _REWRITTEN_COLUMNS = (
 _SQL_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _TIME_COLUMNS = {"event_time": "event_ts"}  # the sortable epoch twin of an ISO column
 _CHUNK = 500  # ids per IN (...) list
+# What the in-memory indexes hold: every live memory has a vector row (tombstones do not).
+_INDEXED_ROWS = (
+    "SELECT e.item_id, e.cube_id, e.vector, i.text, i.context "
+    "FROM embeddings e JOIN items i ON i.id = e.item_id"
+)
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -319,7 +333,8 @@ class SQLiteStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer per process; BEGIN IMMEDIATE across
-        self._index: VectorIndex | None = None
+        self._vectors: VectorIndex | None = None
+        self._text: TextIndex | None = None
         self._index_seq = 0
         self._index_lock = threading.Lock()
         self._closed = False
@@ -841,48 +856,47 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ search
 
-    def _synced_index(self, conn: sqlite3.Connection) -> VectorIndex | None:
-        """The in-memory index, caught up with every committed change to vectors."""
+    def _synced_indexes(self, conn: sqlite3.Connection) -> tuple[VectorIndex | None, TextIndex]:
+        """The in-memory indexes, caught up with every committed change to memories."""
         head = conn.execute("SELECT max(seq) FROM index_log").fetchone()[0] or 0
         with self._index_lock:
-            if self._index is not None and head == self._index_seq:
-                return self._index
-            if self._index is None:
-                dim_row = conn.execute("SELECT value FROM meta WHERE key = 'embedding_dim'")
-                dim = dim_row.fetchone()
-                if dim is None:
-                    return None
-                index = VectorIndex(int(dim[0]), ivf_min_rows=self._ivf_min_rows)
-                rows = conn.execute("SELECT item_id, cube_id, vector FROM embeddings").fetchall()
-                if rows:
-                    index.add(
-                        [r[1] for r in rows],
-                        [r[0] for r in rows],
-                        np.frombuffer(b"".join(r[2] for r in rows), np.float32),
-                    )
-                self._index, self._index_seq = index, head
-                return index
-            entries = conn.execute(
-                "SELECT seq, item_id, cube_id, op FROM index_log WHERE seq > ? ORDER BY seq",
-                (self._index_seq,),
-            ).fetchall()
-            last: dict[str, str] = {r[1]: r[3] for r in entries}  # the last op per item wins
-            self._index.remove([i for i, op in last.items() if op == "del"])
-            added = [i for i, op in last.items() if op == "add"]
-            for chunk in _chunks(added):
-                rows = conn.execute(
-                    f"SELECT item_id, cube_id, vector FROM embeddings "
-                    f"WHERE item_id IN ({_marks(len(chunk))})",
-                    tuple(chunk),
+            if self._text is not None and head == self._index_seq:
+                return self._vectors, self._text
+            if self._text is None:  # first use: load everything
+                self._text = TextIndex()
+                self._index_rows(conn.execute(_INDEXED_ROWS))
+            else:  # replay the log entries this process has not seen
+                entries = conn.execute(
+                    "SELECT seq, item_id, cube_id, op FROM index_log WHERE seq > ? ORDER BY seq",
+                    (self._index_seq,),
                 ).fetchall()
-                if rows:
-                    self._index.add(
-                        [r[1] for r in rows],
-                        [r[0] for r in rows],
-                        np.frombuffer(b"".join(r[2] for r in rows), np.float32),
+                last: dict[str, str] = {r[1]: r[3] for r in entries}  # the last op per item
+                removed = [i for i, op in last.items() if op == "del"]
+                self._text.remove(removed)
+                if self._vectors is not None:
+                    self._vectors.remove(removed)
+                added = [i for i, op in last.items() if op == "add"]
+                for chunk in _chunks(added):
+                    self._index_rows(
+                        conn.execute(
+                            f"{_INDEXED_ROWS} WHERE e.item_id IN ({_marks(len(chunk))})",
+                            tuple(chunk),
+                        )
                     )
             self._index_seq = head
-            return self._index
+            return self._vectors, self._text
+
+    def _index_rows(self, cursor: sqlite3.Cursor) -> None:
+        """Put ``_INDEXED_ROWS`` results into both indexes."""
+        rows = cursor.fetchall()
+        if not rows:
+            return
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1)
+        if self._vectors is None:
+            self._vectors = VectorIndex(vectors.shape[1], ivf_min_rows=self._ivf_min_rows)
+        self._vectors.add([r[1] for r in rows], [r[0] for r in rows], vectors)
+        assert self._text is not None
+        self._text.add((r[0], r[1], r[3], r[4]) for r in rows)
 
     @staticmethod
     def _admitted(
@@ -933,87 +947,51 @@ class SQLiteStore:
             want *= 8
         return None
 
-    def _dense_leg(
+    def _leg(
         self,
         conn: sqlite3.Connection,
-        req: SearchRequest,
+        index: VectorIndex | TextIndex,
+        query: Any,
+        cubes: Sequence[str] | None,
         n: int,
         clause: str,
         params: Sequence[Any],
+        *,
+        exhaustive: bool,
     ) -> list[tuple[str, float]]:
-        index = self._synced_index(conn)
-        if index is None or req.vector is None:
-            return []
-        cubes = req.scope.cube_ids
+        """One leg's n best (item id, score) that scope and filter admit."""
         hits = self._best_admitted(
             conn,
-            lambda want: index.search(req.vector, want, cubes),
+            lambda want: index.search(query, want, cubes),
             "id",
             n,
             clause,
             params,
-            exhaustive=False,  # an IVF scan may return fewer rows than asked for
+            exhaustive=exhaustive,
         )
         if hits is not None:
             return hits
-        # A selective filter: scan exactly the rows it admits, so n rows come back if they exist.
+        # A selective filter: rank exactly the rows it admits, so n rows come back if they exist.
         admitted = {r[0] for r in conn.execute(f"SELECT id FROM items WHERE {clause}", params)}
-        return index.search(req.vector, n, cubes, only=admitted)
-
-    def _text_leg(
-        self,
-        conn: sqlite3.Connection,
-        req: SearchRequest,
-        n: int,
-        clause: str,
-        params: Sequence[Any],
-    ) -> list[tuple[str, float]]:
-        terms = text_terms(req.text or "")
-        if not terms:
-            return []
-        match = " OR ".join(f'"{t}"' for t in terms)  # terms are \w+ words: no quotes inside
-        rank = f"bm25(items_fts, 1.0, {CONTEXT_WEIGHT})"  # FTS5 bm25: lower is better
-        # Rank in the full-text index alone, then check the best candidates against scope and
-        # filter: joining items inside the ranking query made it ~5x slower (52 vs 11 ms at
-        # 100k). A selective filter ends in the join.
-        hits = self._best_admitted(
-            conn,
-            lambda want: [
-                (rid, -float(score))
-                for rid, score in conn.execute(
-                    f"SELECT rowid, {rank} AS r FROM items_fts WHERE items_fts MATCH ? "
-                    "ORDER BY r LIMIT ?",
-                    (match, want),
-                )
-            ],
-            "rid",
-            n,
-            clause,
-            params,
-            exhaustive=True,
-        )
-        if hits is not None:
-            return hits
-        rows = conn.execute(
-            f"SELECT items.id, {rank} AS r FROM items_fts "
-            "JOIN items ON items.rid = items_fts.rowid "
-            f"WHERE items_fts MATCH ? AND {clause} ORDER BY r LIMIT ?",
-            (match, *params, n),
-        ).fetchall()
-        return [(r[0], -float(r[1])) for r in rows]
+        return index.search(query, n, cubes, only=admitted)
 
     def search(self, request: SearchRequest) -> list[SearchHit]:
         n = max(2 * request.k, 50)  # candidates per leg before fusion
         clause, params = _compile_scope(request.scope, request.where)
+        cubes = request.scope.cube_ids
         with self._read() as conn:
+            vectors, texts = self._synced_indexes(conn)
             dense = (
-                self._dense_leg(conn, request, n, clause, params)
+                # an IVF scan may return fewer rows than asked for: not exhaustive
+                self._leg(conn, vectors, request.vector, cubes, n, clause, params, exhaustive=False)
                 if request.mode in ("hybrid", "dense")
+                and vectors is not None
+                and request.vector is not None
                 else []
             )
             text = (
-                self._text_leg(conn, request, n, clause, params)
-                if request.mode in ("hybrid", "text")
+                self._leg(conn, texts, request.text, cubes, n, clause, params, exhaustive=True)
+                if request.mode in ("hybrid", "text") and request.text
                 else []
             )
             legs = [(leg, w) for leg, w in ((dense, request.dense_weight), (text, 1.0)) if leg]
