@@ -8,7 +8,7 @@ system fields). Re-adding an id writes a new version of that memory; deleting to
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,7 +119,7 @@ class MemOSVectorStore(VectorStore):
         hits = self._search(query, k, filter, self.search_mode)
         return [(_document(h.item), _score(h, self.search_mode)) for h in hits]
 
-    def _select_relevance_score_fn(self):  # type: ignore[no-untyped-def]
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
         if self.search_mode != "dense":
             raise InvalidInput(
                 "relevance scores in [0, 1] need search_mode='dense' (hybrid scores are "
