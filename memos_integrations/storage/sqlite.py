@@ -14,8 +14,9 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,17 @@ def _row_to_artifact(row: sqlite3.Row) -> Artifact:
         stale=bool(row["stale"]),
         created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
     )
+
+
+@dataclass(frozen=True)
+class _Leg:
+    """One search leg: its index, query, cube partitions and first ranking."""
+
+    index: VectorIndex | TextIndex
+    query: Any
+    cubes: Sequence[str] | None
+    exhaustive: bool  # a ranking shorter than asked for means every match was seen
+    first: list[tuple[str, float]]
 
 
 class SQLiteStore:
@@ -900,80 +912,48 @@ class SQLiteStore:
 
     @staticmethod
     def _admitted(
-        conn: sqlite3.Connection,
-        key: str,
-        keys: Sequence[Any],
-        clause: str,
-        params: Sequence[Any],
-    ) -> dict[Any, str]:
-        """Which candidates (by ``id`` or ``rid``) pass the scope and filter: key -> item id."""
-        # Probe the keys, never scan: without the hint the planner may walk a whole cube via
-        # items_cube_state instead (6 ms vs 0.1 ms at 10k). NOT INDEXED keeps rowid lookups.
-        hint = "INDEXED BY items_id" if key == "id" else "NOT INDEXED"
-        out: dict[Any, str] = {}
-        for chunk in _chunks(list(keys)):
+        conn: sqlite3.Connection, ids: Iterable[str], clause: str, params: Sequence[Any]
+    ) -> dict[str, sqlite3.Row]:
+        """The candidates that pass the scope and filter, as item rows by id."""
+        # Probe the ids, never scan: without the hint the planner may walk a whole cube via
+        # items_cube_state instead (6 ms vs 0.1 ms at 10k).
+        out: dict[str, sqlite3.Row] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids))):
             rows = conn.execute(
-                f"SELECT {key}, id FROM items {hint} "
-                f"WHERE {key} IN ({_marks(len(chunk))}) AND {clause}",
+                f"SELECT {_ITEM_COLUMNS} FROM items INDEXED BY items_id "
+                f"WHERE id IN ({_marks(len(chunk))}) AND {clause}",
                 (*chunk, *params),
             )
-            out.update((r[0], r[1]) for r in rows)
+            out.update((r["id"], r) for r in rows)
         return out
-
-    def _best_admitted(
-        self,
-        conn: sqlite3.Connection,
-        ranked: Callable[[int], list[tuple[Any, float]]],
-        key: str,
-        n: int,
-        clause: str,
-        params: Sequence[Any],
-        *,
-        exhaustive: bool,
-    ) -> list[tuple[str, float]] | None:
-        """The n best ranked candidates that scope and filter admit, as (item id, score).
-
-        Over-fetches and checks in SQL, widening 8x twice while the filter rejects too many.
-        ``None`` means a selective filter defeated that: the caller searches exactly. With
-        ``exhaustive``, a short ranking means every match was seen, so fewer than n is final.
-        """
-        want = n
-        for _ in range(3):
-            rows = ranked(want)
-            ok = self._admitted(conn, key, [r[0] for r in rows], clause, params)
-            hits = [(ok[k], score) for k, score in rows if k in ok]
-            if len(hits) >= n or (exhaustive and len(rows) < want):
-                return hits[:n]
-            want *= 8
-        return None
 
     def _leg(
         self,
         conn: sqlite3.Connection,
-        index: VectorIndex | TextIndex,
-        query: Any,
-        cubes: Sequence[str] | None,
+        leg: _Leg,
         n: int,
+        ok: dict[str, sqlite3.Row],
         clause: str,
         params: Sequence[Any],
-        *,
-        exhaustive: bool,
     ) -> list[tuple[str, float]]:
-        """One leg's n best (item id, score) that scope and filter admit."""
-        hits = self._best_admitted(
-            conn,
-            lambda want: index.search(query, want, cubes),
-            "id",
-            n,
-            clause,
-            params,
-            exhaustive=exhaustive,
-        )
-        if hits is not None:
-            return hits
-        # A selective filter: rank exactly the rows it admits, so n rows come back if they exist.
+        """A leg's n best admitted (item id, score), given its first ranking was checked in ``ok``.
+
+        While the filter rejects too many, over-fetch 8x (twice), then rank exactly the rows the
+        filter admits, so n rows come back whenever they exist. Admitted rows join ``ok``.
+        """
+        want, ranked = n, leg.first
+        for _ in range(3):
+            hits = [(i, score) for i, score in ranked if i in ok]
+            # an exhaustive ranking that came back short has shown every match: that is final
+            if len(hits) >= n or (leg.exhaustive and len(ranked) < want):
+                return hits[:n]
+            want *= 8
+            ranked = leg.index.search(leg.query, want, leg.cubes)
+            ok.update(self._admitted(conn, (i for i, _ in ranked), clause, params))
         admitted = {r[0] for r in conn.execute(f"SELECT id FROM items WHERE {clause}", params)}
-        return index.search(query, n, cubes, only=admitted)
+        hits = leg.index.search(leg.query, n, leg.cubes, only=admitted)
+        ok.update(self._admitted(conn, (i for i, _ in hits), clause, params))
+        return hits
 
     def search(self, request: SearchRequest) -> list[SearchHit]:
         n = max(2 * request.k, 50)  # candidates per leg before fusion
@@ -981,29 +961,32 @@ class SQLiteStore:
         cubes = request.scope.cube_ids
         with self._read() as conn:
             vectors, texts = self._synced_indexes(conn)
-            dense = (
-                # an IVF scan may return fewer rows than asked for: not exhaustive
-                self._leg(conn, vectors, request.vector, cubes, n, clause, params, exhaustive=False)
-                if request.mode in ("hybrid", "dense")
+            specs: list[tuple[VectorIndex | TextIndex, Any, bool, float]] = []
+            if (
+                request.mode in ("hybrid", "dense")
                 and vectors is not None
                 and request.vector is not None
-                else []
-            )
-            text = (
-                self._leg(conn, texts, request.text, cubes, n, clause, params, exhaustive=True)
-                if request.mode in ("hybrid", "text") and request.text
-                else []
-            )
-            legs = [(leg, w) for leg, w in ((dense, request.dense_weight), (text, 1.0)) if leg]
-            fused = rrf_fuse(
-                [[i for i, _ in leg] for leg, _ in legs], weights=[w for _, w in legs]
-            )[: request.k]
-            items = {it.id: it for it in self.get_items([i for i, _ in fused])}
-        dense_s, text_s = dict(dense), dict(text)
+            ):
+                # an IVF scan may return fewer rows than asked for: not exhaustive
+                specs.append((vectors, request.vector, False, request.dense_weight))
+            if request.mode in ("hybrid", "text") and request.text:
+                specs.append((texts, request.text, True, 1.0))
+            legs = [
+                _Leg(index, query, cubes, exhaustive, index.search(query, n, cubes))
+                for index, query, exhaustive, _ in specs
+            ]
+            # one admission query for both legs' first rankings; it also fetches the rows
+            ok = self._admitted(conn, (i for leg in legs for i, _ in leg.first), clause, params)
+            ranked = [self._leg(conn, leg, n, ok, clause, params) for leg in legs]
+        fused = rrf_fuse([[i for i, _ in hits] for hits in ranked], weights=[w for *_, w in specs])[
+            : request.k
+        ]
+        scores = [dict(hits) for hits in ranked]
+        dense_s = scores[0] if specs and specs[0][0] is vectors else {}
+        text_s = scores[-1] if specs and specs[-1][0] is texts else {}
         return [
-            SearchHit(items[i], score, dense_s.get(i), text_s.get(i))
+            SearchHit(_row_to_item(ok[i]), score, dense_s.get(i), text_s.get(i))
             for i, score in fused
-            if i in items
         ]
 
     # ------------------------------------------------------------------ artifacts
