@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core.config import memos_home
+from .core.config import Settings, memos_home
 from .core.engine import MemOS
 from .core.errors import MemOSError
 from .core.items import MemoryItem, SearchHit
@@ -131,7 +131,9 @@ def run(home: Path | None = None) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     model = _load_model()
-    with MemOS.open(db, model=model) as mos:
+    # a small hot set (the 4 most used memories) so answers show both tiers at work
+    settings = Settings(db_path=db, activation_items=4)
+    with MemOS.open(db, model=model, settings=settings) as mos:
         print(f"== memos demo: embedded store at {db}\n")
         for user in ("alice", "bob"):
             mos.create_user(user)

@@ -109,10 +109,10 @@ class Chat:
             )
         cached_ids = {it.id for it in cached}
         in_prompt = tuple(h.item for h in hits if h.item.id not in cached_ids)
-        turns = [*history, {"role": "user", "content": query}]
-        if in_prompt:
-            more = {"role": "system", "content": self._notes(in_prompt)}
-            turns.insert(0, more)
+        # retrieved memories outside the cache ride with the question: small models attend to
+        # the last user turn far better than to a second system message
+        asked = f"{self._notes(in_prompt)}\n\nQuestion: {query}" if in_prompt else query
+        turns = [*history, {"role": "user", "content": asked}]
         head = [activation.system_message(cached, instructions)]
         if prefix is not None:
             _, prompt = activation.split_chat(model, head, turns)
