@@ -89,6 +89,7 @@ class Chat:
         history: Sequence[dict[str, Any]],
         memory: str,
         instructions: str | None,
+        after: Sequence[dict[str, Any]] = (),
     ) -> ChatPlan:
         from ..models import activation
 
@@ -109,7 +110,7 @@ class Chat:
             )
         cached_ids = {it.id for it in cached}
         in_prompt = tuple(h.item for h in hits if h.item.id not in cached_ids)
-        turns = [*history, {"role": "user", "content": query}]
+        turns = [*history, {"role": "user", "content": query}, *after]
         if in_prompt:
             more = {"role": "system", "content": self._notes(in_prompt)}
             turns.insert(0, more)
