@@ -113,7 +113,10 @@ def test_per_call_options_and_memory_modes(mos: MemOS) -> None:
     }
     assert "Paris is the capital" in llm.plan(QUERY).prompt  # plaintext: memories as text
     assert "Paris is the capital" not in llm.plan(QUERY, memory="none").prompt
-    # the same seed samples the same answer; greedy ignores it
+    greedy = str(llm.invoke(QUERY, max_tokens=12).content)
+    cut = greedy[4:7]  # a stop sequence ends the answer just before its first occurrence
+    assert llm.invoke(QUERY, max_tokens=12, stop=[cut]).content == greedy[: greedy.index(cut)]
+    # the same seed samples the same answer
     sampled = [llm.invoke(QUERY, temperature=1.0, seed=7, max_tokens=12).content for _ in "ab"]
     assert sampled[0] == sampled[1]
 
