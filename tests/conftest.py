@@ -70,6 +70,19 @@ def smol_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LocalMod
         return cache, model, time.perf_counter() - start
 
 
+@pytest.fixture
+def smol_mos(smol_cache, db_path: Path, embedder) -> Iterator[MemOS]:
+    """An engine on SmolLM2 where alice (cube alice-personal) told it two facts about herself."""
+    import torch
+
+    torch.set_num_threads(1)  # see test_runtime: busy 2-core CI boxes
+    with MemOS.open(db_path, embedder=embedder, model=smol_cache[1]) as m:
+        m.create_user("alice")
+        m.create_cube("alice-personal", owner="alice")
+        m.add(["My cat is called Miso", "I moved to Lisbon in March 2024"], user="alice")
+        yield m
+
+
 # ---- tiny random Llama models for fast mechanics tests (real transformers, no download)
 
 CHATML = (

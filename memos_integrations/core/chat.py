@@ -89,6 +89,7 @@ class Chat:
         history: Sequence[dict[str, Any]],
         memory: str,
         instructions: str | None,
+        after: Sequence[dict[str, Any]] = (),
     ) -> ChatPlan:
         from ..models import activation
 
@@ -112,7 +113,7 @@ class Chat:
         # retrieved memories outside the cache ride with the question: small models attend to
         # the last user turn far better than to a second system message
         asked = f"{self._notes(in_prompt)}\n\nQuestion: {query}" if in_prompt else query
-        turns = [*history, {"role": "user", "content": asked}]
+        turns = [*history, {"role": "user", "content": asked}, *after]
         head = [activation.system_message(cached, instructions)]
         if prefix is not None:
             _, prompt = activation.split_chat(model, head, turns)

@@ -1038,27 +1038,30 @@ class MemOS:
         history: Sequence[Mapping[str, Any]] = (),
         memory: str = "auto",
         instructions: str | None = None,
+        after: Sequence[Mapping[str, Any]] = (),
     ) -> ChatPlan:
         """Decide what a chat turn uses, without generating: see :class:`ChatPlan`.
 
         ``memory``: ``auto`` (the user's hot set from the KV cache, other retrieved memories
         as prompt text), ``activation`` (require the cache), ``plaintext`` (all as text) or
-        ``none``. The hot set lives in ``cube`` (default: the user's only cube).
+        ``none``. The hot set lives in ``cube`` (default: the user's only cube). ``after``
+        are turns that follow the query in this exchange (the assistant's tool calls and
+        their results): the query stays what is searched, the model sees them after it.
         """
         check_text(query, "query")
         actor = self.gov.user(check_id(user, "user"))
         home = _cube_id(cube) if cube is not None else self._home_cube(actor.id)
         if home is not None:
             self.gov.require_read(actor, self.gov.cube(home))
-        turns = [dict(m) for m in history]
         return self._chat.plan(
             query,
             user=actor.id,
             cube=home,
             k=k,
-            history=turns,
+            history=[dict(m) for m in history],
             memory=memory,
             instructions=instructions,
+            after=[dict(m) for m in after],
         )
 
     def chat(

@@ -17,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'pip install "memos-integrations[langchain]"'
     ) from exc
 
+from .chat_model import ChatMemOS
 from .embeddings import MemOSEmbeddings
 from .history import MemOSChatMessageHistory
 from .middleware import MemOSMemoryMiddleware
@@ -26,6 +27,7 @@ from .tools import create_memos_tools
 from .vectorstore import MemOSVectorStore
 
 __all__ = [
+    "ChatMemOS",
     "MemOSChatMessageHistory",
     "MemOSEmbeddings",
     "MemOSMemoryMiddleware",
