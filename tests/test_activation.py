@@ -178,15 +178,9 @@ def test_caches_travel_with_the_cube_and_leave_with_the_user(
     assert activation.from_artifact(stored, tiny).n_tokens == art.metadata["tokens"]
 
 
-def test_smollm2_answers_from_the_kv_cache(smol_cache, db_path: Path, embedder) -> None:
-    _, model, _ = smol_cache
-    torch.set_num_threads(1)  # see test_runtime: busy 2-core CI boxes
-    with MemOS.open(db_path, embedder=embedder, model=model) as mos:
-        mos.create_user("alice")
-        mos.create_cube("alice-personal", owner="alice")
-        mos.add(["My cat is called Miso", "I moved to Lisbon in March 2024"], user="alice")
-        cached = mos.chat("What is my cat called?", user="alice", max_new_tokens=12)
-        assert cached.plan.tier == "activation" and "Miso" in cached.text
-        # the same conversation with the memories as prompt text answers identically
-        prompt = cached.plan.activation.text + cached.plan.prompt
-        assert model.generate(prompt, max_new_tokens=12) == cached.text
+def test_smollm2_answers_from_the_kv_cache(smol_mos: MemOS) -> None:
+    cached = smol_mos.chat("What is my cat called?", user="alice", max_new_tokens=12)
+    assert cached.plan.tier == "activation" and "Miso" in cached.text
+    # the same conversation with the memories as prompt text answers identically
+    prompt = cached.plan.activation.text + cached.plan.prompt
+    assert smol_mos.model.generate(prompt, max_new_tokens=12) == cached.text
