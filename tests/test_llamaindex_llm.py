@@ -126,6 +126,7 @@ async def test_async_generation_runs_off_the_event_loop(
     loop_thread = threading.get_ident()
     await llm.achat([user(QUESTION)])
     [c async for c in await llm.astream_chat([user(QUESTION)])]
+    [c async for c in await llm.astream_complete(QUESTION)]
     assert threads and loop_thread not in threads
 
 
@@ -142,6 +143,8 @@ def test_metadata_and_settings(chat_mos: MemOS, tiny: LocalModel) -> None:
         MemOSLLM(chat_mos, user_id="")
     with pytest.raises(InvalidInput, match="max_new_tokens"):
         llm.chat([user(QUESTION)], max_new_tokens=-1)  # per-call settings are checked too
+    with pytest.raises(InvalidInput, match="temperature"):
+        llm.stream_chat([user(QUESTION)], temperature=-1)  # at the call, not at next()
 
 
 def test_a_serialised_llm_comes_back_working(chat_mos: MemOS) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -145,15 +146,22 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
 
     # ------------------------------------------------------------------ generation
 
-    def _responses(self, turn: _Turn) -> Iterator[ChatResponse]:
+    def _generate(
+        self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]
+    ) -> Iterator[ChatResponse]:
+        """Plan and start generating now (bad arguments raise here); the responses lazily."""
+        turn = self._turn(messages, kwargs)
+        return self._responses(turn, self.mos.stream_chat(turn.plan, **turn.sampling))
+
+    def _responses(self, turn: _Turn, generated: Iterator[str]) -> Iterator[ChatResponse]:
         """Responses as the text grows; the last one is the answer.
 
         With tools offered, text that may still become a call is held back: a call ends
         generation and comes back as one response with ``ToolCallBlock``s, not as text.
         """
         text, shown, holding = "", 0, bool(turn.tools)
-        with contextlib.closing(self._pieces(turn)) as pieces:
-            for piece in pieces:
+        with contextlib.closing(generated):  # stopping early ends the model's loop too
+            for piece in itertools.chain([turn.prime] if turn.prime else [], generated):
                 text += piece
                 if holding:
                     if opens_with_call(text, turn.tools):
@@ -166,11 +174,6 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
         calls = parse_tool_call(text, turn.tools) if turn.tools else None
         if calls or shown < len(text) or not text:
             yield self._response(turn, text, "" if calls else text[shown:], calls)
-
-    def _pieces(self, turn: _Turn) -> Iterator[str]:
-        if turn.prime:
-            yield turn.prime
-        yield from self.mos.stream_chat(turn.plan, **turn.sampling)
 
     def _response(
         self,
@@ -196,7 +199,7 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
         )
 
     def _chat(self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]) -> ChatResponse:
-        *_, last = self._responses(self._turn(messages, kwargs))
+        *_, last = self._generate(messages, kwargs)
         return last
 
     # ------------------------------------------------------------------ LlamaIndex API
@@ -207,7 +210,7 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        return self._responses(self._turn(messages, kwargs))  # planned now: errors raise here
+        return self._generate(messages, kwargs)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -217,8 +220,7 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        turn = await asyncio.to_thread(self._turn, messages, kwargs)
-        return aiter_in_thread(self._responses(turn))
+        return aiter_in_thread(await asyncio.to_thread(self._generate, messages, kwargs))
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -228,8 +230,7 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        turn = self._turn(_user(prompt), kwargs)
-        return (_completion(r) for r in self._responses(turn))
+        return (_completion(r) for r in self._generate(_user(prompt), kwargs))
 
     @llm_completion_callback()
     async def acomplete(
@@ -241,10 +242,10 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        turn = await asyncio.to_thread(self._turn, _user(prompt), kwargs)
+        responses = await asyncio.to_thread(self._generate, _user(prompt), kwargs)
 
         async def gen() -> CompletionResponseAsyncGen:
-            async for response in aiter_in_thread(self._responses(turn)):
+            async for response in aiter_in_thread(responses):
                 yield _completion(response)
 
         return gen()
