@@ -71,16 +71,18 @@ def smol_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LocalMod
 
 
 @pytest.fixture
-def smol_mos(smol_cache, db_path: Path, embedder) -> Iterator[MemOS]:
-    """An engine on SmolLM2 where alice (cube alice-personal) told it two facts about herself."""
+def smol_mos(
+    smol_cache: tuple[Path, LocalModel, float], db_path: Path, embedder
+) -> Iterator[MemOS]:
+    """An engine on the real SmolLM2 where alice has told two facts (behaviour tests)."""
     import torch
 
     torch.set_num_threads(1)  # see test_runtime: busy 2-core CI boxes
-    with MemOS.open(db_path, embedder=embedder, model=smol_cache[1]) as m:
-        m.create_user("alice")
-        m.create_cube("alice-personal", owner="alice")
-        m.add(["My cat is called Miso", "I moved to Lisbon in March 2024"], user="alice")
-        yield m
+    with MemOS.open(db_path, embedder=embedder, model=smol_cache[1]) as mos:
+        mos.create_user("alice")
+        mos.create_cube("alice-personal", owner="alice")
+        mos.add(["My cat is called Miso", "I moved to Lisbon in March 2024"], user="alice")
+        yield mos
 
 
 # ---- tiny random Llama models for fast mechanics tests (real transformers, no download)

@@ -13,8 +13,12 @@ import pytest
 PAGE = Path(__file__).parents[1] / "docs" / "llama_index.md"
 
 
-def test_every_example_on_the_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_example_on_the_page_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smol_cache: tuple[Path, object, float]
+) -> None:
     monkeypatch.setenv("MEMOS_HOME", str(tmp_path))  # MemOS.open() in the examples
+    # MemOSLLM's example: the bundled SmolLM2, converted once per session by the fixture
+    monkeypatch.setenv("MEMOS_MODEL", str(smol_cache[0]))
     blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.DOTALL)
     assert len(blocks) >= 5
     namespace: dict[str, object] = {}

@@ -1,5 +1,5 @@
 """LlamaIndex adapters: MemOS as agent memory, memory block, chat store, vector store,
-retriever and embedding model.
+retriever, embedding model and a local LLM that answers from memory.
 
 Needs the ``llama-index`` extra (``pip install 'memos-integrations[llama-index]'``);
 ``import memos_integrations`` alone never imports LlamaIndex.
@@ -20,6 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._binding import register_engine
 from .chat_store import MemOSChatStore
 from .embedding import MemOSEmbedding
+from .llm import MemOSLLM
 from .memory import MemOSMemory
 from .memory_block import MemOSMemoryBlock
 from .retriever import MemOSRetriever
@@ -28,6 +29,7 @@ from .vector_store import MemOSVectorStore
 __all__ = [
     "MemOSChatStore",
     "MemOSEmbedding",
+    "MemOSLLM",
     "MemOSMemory",
     "MemOSMemoryBlock",
     "MemOSRetriever",
