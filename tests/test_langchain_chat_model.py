@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from memos_integrations import InvalidInput, MemOS, NotFound
 from memos_integrations.langchain import ChatMemOS
-from memos_integrations.langchain._tool_calls import parse_reply
+from memos_integrations.models import tool_calls
 from memos_integrations.models.runtime import LocalModel
 
 torch = pytest.importorskip("torch")
@@ -268,57 +268,21 @@ def test_options_are_checked(mos: MemOS) -> None:
 
 # ---- tool calls ----------------------------------------------------------------------------
 
-NAMES = ("get_weather", "add")
-
-
-@pytest.mark.parametrize(
-    ("text", "calls", "content"),
-    [
-        (
-            '{"tool": "get_weather", "arguments": {"city": "Paris"}}',
-            [("get_weather", {"city": "Paris"})],
-            "",
-        ),
-        (
-            'Sure!\n```json\n{"tool": "add", "arguments": {"a": 1, "b": 2}}\n```\nDone.',
-            [("add", {"a": 1, "b": 2})],
-            "Sure!\n\nDone.",
-        ),
-        (
-            '[{"tool": "add", "arguments": {"a": 1, "b": 2}}, {"name": "get_weather", '
-            '"args": {"city": "Oslo"}}]',
-            [("add", {"a": 1, "b": 2}), ("get_weather", {"city": "Oslo"})],
-            "",
-        ),
-        ('{"name": "add", "a": 1, "b": 2}', [("add", {"a": 1, "b": 2})], ""),
-        (
-            '{"tool": "add", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}',
-            [("add", {"a": 1, "b": 2})],
-            "",
-        ),
-        # not calls of a bound tool: the whole answer stays text
-        ('{"tool": "send_email", "arguments": {}}', [], None),
-        ('{"tool": "add", "arguments": {"a": 1, "b": 2}', [], None),  # truncated
-        ("The weather is {sunny} today.", [], None),
-        ('{"city": "Paris"}', [], None),
-        ("", [], None),
-    ],
-)
-def test_tool_call_parsing(text: str, calls: list, content: str | None) -> None:
-    reply = parse_reply(text, NAMES)
-    assert [(c["name"], c["args"]) for c in reply.tool_calls] == calls
-    assert reply.content == (text if content is None else content)
-    assert not reply.invalid_tool_calls
-    assert len({c["id"] for c in reply.tool_calls}) == len(calls)
-
-
-def test_malformed_arguments_of_a_bound_tool_are_an_invalid_call() -> None:
-    reply = parse_reply('{"tool": "add", "arguments": [1, 2]}', NAMES)
+def test_invalid_calls_and_parallel_tool_calls(mos: MemOS, scripted: dict) -> None:
+    """The parser is models.tool_calls' (tests/test_tool_calls.py); the message fields here."""
+    llm = ChatMemOS(mos=mos, user_id="alice").bind_tools([get_weather, add])
+    scripted["pieces"] = ['{"tool": "add", "arguments": [1, 2]}']
+    reply = llm.invoke(QUERY)
     assert not reply.tool_calls and reply.content == ""
     [bad] = reply.invalid_tool_calls
-    assert bad["name"] == "add" and bad["args"] == "[1, 2]" and "JSON object" in bad["error"]
+    assert bad["name"] == "add" and bad["args"] == "[1, 2]" and bad["id"].startswith("call_")
     two = '[{"tool": "add", "arguments": {"a": 1}}, {"tool": "add", "arguments": {"a": 2}}]'
-    assert len(parse_reply(two, NAMES, parallel=False).tool_calls) == 1
+    scripted["pieces"] = [two]
+    assert len(llm.invoke(QUERY).tool_calls) == 2
+    assert len(llm.invoke(QUERY, parallel_tool_calls=False).tool_calls) == 1
+    # undeclared arguments (a small model pads its calls) are dropped
+    scripted["pieces"] = ['{"tool": "add", "arguments": {"a": 1, "b": 2, "mood": "happy"}}']
+    assert llm.invoke(QUERY).tool_calls[0]["args"] == {"a": 1, "b": 2}
 
 
 @pytest.fixture
@@ -353,10 +317,10 @@ def test_bound_tools_are_described_and_calls_come_back(mos: MemOS, scripted: dic
     plan = scripted["plans"][-1]
     # tools are described after the cached prefix: the same KV cache serves with or without
     assert plan.activation.token_ids == without.activation.token_ids
-    assert "- get_weather(city: string): Get the current weather in a city." in plan.prompt
-    assert "- add(a: integer, b: integer): Add two integers." in plan.prompt
-    assert "If no tool is needed, reply in plain text." in plan.prompt
-    assert plan.prompt.index("You can use these tools") < plan.prompt.index(QUERY)
+    assert "- get_weather: Get the current weather in a city." in plan.prompt
+    assert '  Call: {"tool": "add", "arguments": {"a": <integer>, "b": <integer>}}' in plan.prompt
+    assert tool_calls.FOOTER in plan.prompt  # tool_choice="auto": a call or plain text
+    assert plan.prompt.index(tool_calls.HEADER) < plan.prompt.index(QUERY)
 
     scripted["pieces"] = ['{"tool": "send_email", "arguments": {}}']
     text = llm.bind_tools([get_weather]).invoke(QUERY)
@@ -370,7 +334,7 @@ def test_bound_tools_are_described_and_calls_come_back(mos: MemOS, scripted: dic
 
     scripted["pieces"] = ['{"tool": "add", "arguments": {"a": 1, "b": 2}}']
     assert not llm.bind_tools([add], tool_choice="none").invoke(QUERY).tool_calls
-    assert "You can use these tools" not in scripted["plans"][-1].prompt
+    assert tool_calls.HEADER not in scripted["plans"][-1].prompt
 
 
 def test_a_required_call_is_started_for_the_model(mos: MemOS, scripted: dict) -> None:
@@ -384,7 +348,7 @@ def test_a_required_call_is_started_for_the_model(mos: MemOS, scripted: dict) ->
     assert scripted["plans"][-1].prompt.endswith(
         'assistant\n{"tool": "get_weather", "arguments": {"city": "'
     )
-    assert "You must use the tool get_weather." in scripted["plans"][-1].prompt
+    assert "You must call get_weather: reply with only" in scripted["plans"][-1].prompt
     assert scripted["pulled"] == 2  # generation stopped once the call was complete
     # any tool: the model names it
     scripted["pieces"] = ['add", "arguments": {"a": 4, "b": 5}}']

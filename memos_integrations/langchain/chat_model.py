@@ -3,7 +3,7 @@
 Each call is one ``mos.plan_chat`` turn: the user's hot memories come from the activation tier
 (a KV cache built once and injected), other retrieved memories go into the prompt as text, and
 the engine's local model (the bundled SmolLM2-135M-Instruct by default) generates the answer.
-Tool calling uses a JSON text format the small model can follow (see ``_tool_calls``).
+Tool calling uses the JSON text format of :mod:`memos_integrations.models.tool_calls`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from pydantic import AliasChoices, ConfigDict, Field, model_validator
 from ..core.chat import ChatPlan, MemoryMode
 from ..core.engine import MemOS
 from ..core.errors import InvalidInput
-from . import _tool_calls as tc
+from ..models.tool_calls import opens_with_call
+from . import _bound_tools as bt
 from ._chat_turns import conversation
 from ._scope import CUBE_KEY, USER_KEY, ensure_user, run_value
 
@@ -59,7 +60,7 @@ class _Turn:
     """One prepared call: the engine's plan and how to generate and read the answer."""
 
     plan: ChatPlan
-    tools: tc.ToolSet
+    tools: bt.ToolSet
     prefill: str  # the start of the answer written for the model (a required tool call)
     parallel: bool
     sampling: dict[str, Any]
@@ -193,7 +194,7 @@ class ChatMemOS(BaseChatModel):
 
     def bind_tools(
         self,
-        tools: Sequence[tc.ToolLike],
+        tools: Sequence[bt.ToolLike],
         *,
         tool_choice: str | bool | dict[str, Any] | None = None,
         **kwargs: Any,
@@ -205,10 +206,9 @@ class ChatMemOS(BaseChatModel):
         for the model so that it only writes the tool's name or arguments. ``strict`` is
         accepted and ignored: schemas are described to the model, not enforced.
         """
-        formatted = tc.tool_dicts(tools)
-        choice = tc.tool_choice_name(tool_choice, [t["function"]["name"] for t in formatted])
+        toolset = bt.ToolSet.bind(tools, tool_choice)
         kwargs.pop("strict", None)
-        return super().bind(tools=formatted, tool_choice=choice, **kwargs)
+        return super().bind(tools=list(toolset.tools), tool_choice=toolset.choice, **kwargs)
 
     # ---- planning --------------------------------------------------------------------------
 
@@ -237,13 +237,11 @@ class ChatMemOS(BaseChatModel):
             )
         ensure_user(self.mos, user, create=self.create_missing)
         cube = options.get("cube") or self.cube
-        formatted = tc.tool_dicts(options.get("tools") or ())
-        names = [t["function"]["name"] for t in formatted]
-        tools = tc.ToolSet(tuple(formatted), tc.tool_choice_name(options.get("tool_choice"), names))
+        tools = bt.ToolSet.bind(options.get("tools") or (), options.get("tool_choice"))
         conv = conversation(messages)
         history = conv.history
         if tools.active:  # after the cached prefix, so the KV cache serves with or without tools
-            history = [*history, {"role": "system", "content": tc.instructions(tools)}]
+            history = [*history, {"role": "system", "content": tools.instructions()}]
         plan = self.mos.plan_chat(
             conv.query,
             user=user,
@@ -254,7 +252,7 @@ class ChatMemOS(BaseChatModel):
             instructions=conv.instructions or self.instructions,
             after=conv.after,
         )
-        prefill = tc.prefill(tools)
+        prefill = tools.prefill()
         if prefill:
             plan = dataclasses.replace(plan, prompt=plan.prompt + prefill)
         sampling = {
@@ -297,9 +295,9 @@ class ChatMemOS(BaseChatModel):
         text = turn.prefill
         for piece in pieces:
             text += piece
-            if turn.tools.forced and tc.call_complete(text):
+            if turn.tools.forced and opens_with_call(text, turn.tools.parameters):
                 break  # the required call is written: what follows would be discarded
-        reply = tc.parse_reply(text, turn.tools.names, parallel=turn.parallel)
+        reply = bt.read_reply(text, turn.tools, parallel=turn.parallel)
         message = AIMessageChunk(
             content=reply.content,
             tool_calls=reply.tool_calls,

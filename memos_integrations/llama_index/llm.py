@@ -51,7 +51,13 @@ from ..core.chat import MEMORY_MODES, ChatPlan
 from ..core.engine import MAX_K, MemOS
 from ..core.errors import InvalidInput
 from ..core.threads import aiter_in_thread
-from ..models.tool_calls import call_prefix, fit_arguments, opens_with_call, parse_tool_call
+from ..models.tool_calls import (
+    ToolCall,
+    call_prefix,
+    opens_with_call,
+    parse_tool_calls,
+    tool_choice,
+)
 from ._binding import UserBound
 from ._checks import check_choice, check_int
 from .llm_request import to_request, tool_schema
@@ -120,11 +126,11 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
 
     def _turn(self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]) -> _Turn:
         schemas = [tool_schema(t) for t in kwargs.get("tools") or ()]
-        forced, required = _tool_choice(
-            kwargs.get("tool_choice"), bool(kwargs.get("tool_required")), schemas
-        )
-        if kwargs.get("tool_choice") == "none":
+        choice = tool_choice(kwargs.get("tool_choice"), [s["name"] for s in schemas])
+        if choice == "none":
             schemas = []
+        forced = choice if choice not in ("auto", "any") else None
+        required = choice != "auto" or bool(kwargs.get("tool_required"))
         request = to_request(messages, system_prompt=self.system_prompt, tools=schemas)
         t = self.target()
         plan = t.mos.plan_chat(
@@ -171,7 +177,7 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
                     holding = False
                 yield self._response(turn, text, text[shown:])
                 shown = len(text)
-        calls = parse_tool_call(text, turn.tools) if turn.tools else None
+        calls = parse_tool_calls(text, turn.tools).calls if turn.tools else []
         if calls or shown < len(text) or not text:
             yield self._response(turn, text, "" if calls else text[shown:], calls)
 
@@ -180,16 +186,16 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
         turn: _Turn,
         text: str,
         delta: str,
-        calls: list[tuple[str, dict[str, Any]]] | None = None,
+        calls: Sequence[ToolCall] = (),
     ) -> ChatResponse:
         described = turn.plan.describe()
         blocks: list[Any] = [
             ToolCallBlock(
                 tool_call_id=f"call_{uuid.uuid4().hex[:16]}",
                 tool_name=name,
-                tool_kwargs=fit_arguments(args, turn.tools[name]),
+                tool_kwargs=args,
             )
-            for name, args in calls or ()
+            for name, args in calls
         ] or [TextBlock(text=text)]
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks),
@@ -327,26 +333,6 @@ def _may_open_call(text: str) -> bool:
     """Whether ``text`` can still grow into a call written first (``{``, ``[`` or a fence)."""
     body = text.lstrip()
     return not body or body[0] in "{[`"
-
-
-def _tool_choice(
-    choice: Any, required: bool, schemas: Sequence[Mapping[str, Any]]
-) -> tuple[str | None, bool]:
-    """``(tool that must be called or None, whether some call is required)``.
-
-    ``choice`` as LlamaIndex passes it: ``None``/``"auto"``, ``"none"``, ``"required"``
-    (or ``"any"``), a tool name, or OpenAI's ``{"type": "function", "function": {"name"}}``.
-    """
-    if choice in (None, "auto", "none"):
-        return None, required
-    if choice in ("required", "any"):
-        return None, True
-    if isinstance(choice, Mapping):
-        choice = (choice.get("function") or {}).get("name", choice.get("name"))
-    names = [s["name"] for s in schemas]
-    if not isinstance(choice, str) or choice not in names:
-        raise InvalidInput(f"tool_choice {choice!r} names none of the tools offered: {names}")
-    return choice, True
 
 
 __all__ = ["PLAN_KEY", "MemOSLLM"]

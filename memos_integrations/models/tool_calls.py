@@ -1,19 +1,26 @@
-"""A JSON tool-call format small local models can follow, and a tolerant parser for it.
+"""The JSON tool-call format small local models can follow, and its tolerant parser.
 
-Framework-free: the LlamaIndex and LangChain chat classes both render tools with
-:func:`format_tools` and read the model's answer with :func:`parse_tool_call`.
+Framework-free, and the only one: the LangChain ``ChatMemOS`` and the LlamaIndex ``MemOSLLM``
+both describe tools with :func:`format_tools`, prefill required calls with :func:`call_prefix`,
+stop generating with :func:`opens_with_call` and read the answer with :func:`parse_tool_calls`.
+Each adapter only turns the result into its framework's types.
 
-The format. The tools are listed in the system message, each with a call to copy::
+The format. The tools are listed in a system message, each with a call to copy::
 
+    You can call these tools:
     - get_weather: Get the current weather for a city.
       Call: {"tool": "get_weather", "arguments": {"city": "<string>"}}
+    To call a tool, reply with only its JSON call, filled in. Otherwise answer in plain text.
 
 and the model calls one by answering with that JSON object (alone, or in a ```json fenced
 block, or with text around it). A JSON list of such objects calls several tools. The parser
-also accepts the shapes larger models were trained on: ``{"name": ..., "arguments": ...}``
-(``"parameters"`` too) and OpenAI's ``{"function": {"name": ..., "arguments": "<json>"}}``.
-Anything else — plain text, JSON that is not a call, a call of an unknown tool, arguments
-that are not an object — is not a call, and the answer is plain text.
+also accepts the shapes larger models were trained on: ``"name"`` for ``"tool"``, ``"args"``
+or ``"parameters"`` for ``"arguments"``, arguments flattened into the call object
+(``{"name": "add", "a": 1}``), arguments as a JSON string and OpenAI's
+``{"type": "function", "function": {"name": ..., "arguments": "<json>"}}``. A call of an
+offered tool whose arguments are not an object is an invalid call (reported, never run).
+Anything else — plain text, JSON that is not a call, a call of a tool not offered — is not a
+call, and the answer is plain text.
 
 A 135M model rarely decides to call a tool by itself; when a call is required,
 :func:`call_prefix` is the start of the answer to put in its mouth (the caller prefills it),
@@ -22,44 +29,72 @@ after which it reliably completes the name and the arguments.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ..core.errors import InvalidInput
 
 __all__ = [
+    "InvalidCall",
+    "ParsedAnswer",
     "call_prefix",
     "fit_arguments",
     "format_tools",
     "opens_with_call",
-    "parse_tool_call",
+    "parse_tool_calls",
     "render_call",
+    "tool_choice",
 ]
 
-ToolCall = tuple[str, dict[str, Any]]
+ToolCall = tuple[str, dict[str, Any]]  # (tool name, arguments)
 
 HEADER = "You can call these tools:"
 FOOTER = "To call a tool, reply with only its JSON call, filled in. Otherwise answer in plain text."
+_MUST = "You must call {}: reply with only its JSON call, filled in."
 _PLACEHOLDERS = {"number": "number", "integer": "integer", "boolean": "true|false"}
+_NAME_KEYS = ("tool", "name")
+_ARG_KEYS = ("arguments", "args", "parameters")
+_EMPTY_FENCE = re.compile(r"```(?:json)?\s*```")
+_DECODER = json.JSONDecoder()
 
 
-def render_call(name: str, arguments: Mapping[str, Any]) -> str:
-    """A call in the documented format (how earlier calls appear in the conversation)."""
-    return json.dumps({"tool": name, "arguments": dict(arguments)}, ensure_ascii=False)
+# ---- choosing and describing tools ---------------------------------------------------------
 
 
-def call_prefix(name: str | None = None) -> str:
-    """The opening of a call, to prefill when the model must call (``name``: that tool)."""
-    if name is None:
-        return '{"tool": "'
-    return f'{{"tool": {json.dumps(name, ensure_ascii=False)}, "arguments": '
+def tool_choice(choice: Any, names: Sequence[str]) -> str:
+    """A framework's ``tool_choice`` as ``"auto"``, ``"none"``, ``"any"`` or a tool's name.
+
+    Accepts ``None``/``"auto"``, ``"none"``/``False``, ``"any"``/``"required"``/``True``, a name
+    of ``names`` and OpenAI's ``{"type": "function", "function": {"name": ...}}``.
+    """
+    if choice is None or choice == "auto":
+        return "auto"
+    if choice is True or choice in ("any", "required"):
+        return "any"
+    if choice is False or choice == "none":
+        return "none"
+    if isinstance(choice, Mapping):
+        choice = (choice.get("function") or {}).get("name", choice.get("name"))
+    if isinstance(choice, str) and choice in names:
+        return choice
+    raise InvalidInput(
+        f"tool_choice {choice!r} is not 'auto', 'none', 'any'/'required' or one of the tools "
+        f"offered ({', '.join(names) or 'none'})"
+    )
 
 
-def format_tools(schemas: Sequence[Mapping[str, Any]]) -> str:
+def format_tools(schemas: Sequence[Mapping[str, Any]], choice: str = "auto") -> str:
     """The tools block for the system message.
 
     ``schemas``: ``{"name", "description", "parameters"}`` with ``parameters`` a JSON schema
     of an object (as OpenAI's ``function`` entries); the block shows each tool's description
-    and a call with a placeholder per argument, optional ones marked.
+    and a call with a placeholder per argument, optional ones marked. ``choice`` (as from
+    :func:`tool_choice`) words the last line: answer in text or call (``"auto"``), or call
+    one of the tools (``"any"``) or the named one.
     """
     lines = [HEADER]
     for schema in schemas:
@@ -72,7 +107,10 @@ def format_tools(schemas: Sequence[Mapping[str, Any]]) -> str:
         for prop, spec in _properties(params).items():
             if isinstance(spec, Mapping) and spec.get("description"):
                 lines.append(f"  {prop}: {' '.join(str(spec['description']).split())}")
-    lines.append(FOOTER)
+    if choice == "auto":
+        lines.append(FOOTER)
+    else:
+        lines.append(_MUST.format("one of these tools" if choice == "any" else choice))
     return "\n".join(lines)
 
 
@@ -108,28 +146,97 @@ def _slot(spec: Mapping[str, Any], optional: bool) -> str:
     return f'"<{word}>"' if quoted else f"<{word}>"
 
 
-def parse_tool_call(text: str, tool_names: Collection[str]) -> list[ToolCall] | None:
-    """The tool calls in a model's answer, or None when it answered in plain text.
+# ---- writing calls -------------------------------------------------------------------------
 
-    Every JSON value in ``text`` is tried (fenced or not, text around it is ignored): a call
-    object, or a list of call objects, naming tools in ``tool_names``. Several calls come
-    back in order, exact repeats once. ``None`` when no call is found.
+
+def render_call(name: str, arguments: Mapping[str, Any]) -> str:
+    """A call in the format (how earlier calls can appear in the conversation)."""
+    return json.dumps({"tool": name, "arguments": dict(arguments)}, ensure_ascii=False)
+
+
+def call_prefix(name: str | None = None, parameters: Mapping[str, Any] | None = None) -> str:
+    """The opening of a call, to prefill when the model must call.
+
+    ``{"tool": "`` lets the model pick the tool; with ``name`` the tool is written and the
+    model writes the arguments. With that tool's ``parameters`` too, the arguments object and
+    its first argument are opened as well (``{"city": "``), which a 135M model fills in more
+    reliably still.
     """
-    names = set(tool_names)
-    calls: list[ToolCall] = []
-    for value in _json_values(text):
-        found = _as_calls(value, names)
-        for call in found or ():
-            if call not in calls:  # a small model repeating itself calls once
-                calls.append(call)
-    return calls or None
+    if name is None:
+        return '{"tool": "'
+    start = f'{{"tool": {json.dumps(name, ensure_ascii=False)}, "arguments": '
+    if parameters is None:
+        return start
+    props = _properties(parameters)
+    if not props:
+        return start + "{"
+    first, spec = next(iter(props.items()))
+    quote = '"' if isinstance(spec, Mapping) and spec.get("type") == "string" else ""
+    return f"{start}{{{json.dumps(first, ensure_ascii=False)}: {quote}"
 
 
-def opens_with_call(text: str, tool_names: Collection[str]) -> bool:
+# ---- reading calls -------------------------------------------------------------------------
+
+
+class InvalidCall(NamedTuple):
+    """A call of an offered tool that cannot be run: its arguments are not an object."""
+
+    name: str
+    arguments: str  # as the model wrote them (JSON text)
+    error: str
+
+
+@dataclass
+class ParsedAnswer:
+    """A model's answer read for tool calls."""
+
+    text: str  # the answer without the calls (and the fences that held them)
+    calls: list[ToolCall] = field(default_factory=list)
+    invalid: list[InvalidCall] = field(default_factory=list)
+
+
+def parse_tool_calls(
+    text: str, tools: Collection[str] | Mapping[str, Mapping[str, Any]]
+) -> ParsedAnswer:
+    """The tool calls in a model's answer, and the rest of its text.
+
+    Every JSON value in ``text`` is tried (fenced or not): a call object, or a list of call
+    objects, naming tools in ``tools``. Calls come back in order, exact repeats once (a small
+    model repeating itself calls once); a call whose arguments are not an object is in
+    ``invalid``. ``text`` is the answer with the calls cut out — all of it when there are
+    none. ``tools`` as a mapping of name to parameters schema also fits each call's arguments
+    to its tool (:func:`fit_arguments`).
+    """
+    answer = ParsedAnswer(text)
+    spans: list[tuple[int, int]] = []
+    for start, end, value in _json_values(text):
+        found = _as_calls(value, tools)
+        if found is None:
+            continue
+        spans.append((start, end))
+        for name, args in found:
+            if isinstance(args, dict):
+                if isinstance(tools, Mapping):
+                    args = fit_arguments(args, tools[name])
+                if (name, args) not in answer.calls:
+                    answer.calls.append((name, args))
+            else:
+                shown = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+                error = "the arguments of a tool call must be a JSON object"
+                answer.invalid.append(InvalidCall(name, shown, error))
+    if spans:
+        rest = text
+        for start, end in reversed(spans):
+            rest = rest[:start] + rest[end:]
+        answer.text = _EMPTY_FENCE.sub("", rest).strip()
+    return answer
+
+
+def opens_with_call(text: str, tools: Collection[str]) -> bool:
     """True once ``text`` starts with a complete call (after an optional code fence).
 
     Lets a caller stop generating as soon as the call is written: what a small model adds
-    after it is chatter.
+    after it is chatter. An invalid call counts (it is complete; more text will not fix it).
     """
     body = text.lstrip()
     if body.startswith("```"):
@@ -137,10 +244,10 @@ def opens_with_call(text: str, tool_names: Collection[str]) -> bool:
     if not body.startswith(("{", "[")):
         return False
     try:
-        value, _ = json.JSONDecoder().raw_decode(body)
+        value, _ = _DECODER.raw_decode(body)
     except ValueError:
         return False
-    return _as_calls(value, set(tool_names)) is not None
+    return _as_calls(value, tools) is not None
 
 
 def fit_arguments(arguments: Mapping[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,9 +262,8 @@ def fit_arguments(arguments: Mapping[str, Any], parameters: Mapping[str, Any]) -
     return {k: v for k, v in arguments.items() if k in declared}
 
 
-def _json_values(text: str) -> Iterator[Any]:
-    """Each top-level JSON object or array in ``text``, left to right."""
-    decoder = json.JSONDecoder()
+def _json_values(text: str) -> Iterator[tuple[int, int, Any]]:
+    """(start, end, value) of each top-level JSON object or array in ``text``, left to right."""
     i = 0
     while True:
         starts = [p for p in (text.find("{", i), text.find("[", i)) if p >= 0]
@@ -165,38 +271,36 @@ def _json_values(text: str) -> Iterator[Any]:
             return
         start = min(starts)
         try:
-            value, end = decoder.raw_decode(text, start)
+            value, end = _DECODER.raw_decode(text, start)
         except ValueError:
             i = start + 1  # not JSON from here: a later brace may start some
             continue
-        yield value
+        yield start, end, value
         i = end
 
 
-def _as_calls(value: Any, names: set[str]) -> list[ToolCall] | None:
-    if isinstance(value, list):
-        calls = [_as_call(v, names) for v in value]
-        if not calls or any(c is None for c in calls):
-            return None
-        return [c for c in calls if c is not None]
-    call = _as_call(value, names)
-    return None if call is None else [call]
+def _as_calls(value: Any, names: Collection[str]) -> list[tuple[str, Any]] | None:
+    """The calls a JSON value spells (arguments as written), or None if it is not only calls
+    of ``names``: one bad item spoils a list."""
+    items = value if isinstance(value, list) else [value]
+    calls = [_as_call(item, names) for item in items]
+    if not calls or any(c is None for c in calls):
+        return None
+    return [c for c in calls if c is not None]
 
 
-def _as_call(value: Any, names: set[str]) -> ToolCall | None:
+def _as_call(value: Any, names: Collection[str]) -> tuple[str, Any] | None:
     if not isinstance(value, dict):
         return None
     if isinstance(value.get("function"), dict):  # OpenAI: {"type": "function", "function": ...}
         value = value["function"]
-    name = value.get("tool", value.get("name"))
-    if not isinstance(name, str) or name not in names:
+    key = next((k for k in _NAME_KEYS if isinstance(value.get(k), str)), None)
+    if key is None or value[key] not in names:
         return None
-    args = next((value[k] for k in ("arguments", "parameters", "args") if k in value), {})
+    arg_key = next((k for k in _ARG_KEYS if k in value), None)
+    # no arguments key: the model flattened them into the call object
+    args = value[arg_key] if arg_key else {k: v for k, v in value.items() if k != key}
     if isinstance(args, str):  # OpenAI sends the arguments as a JSON string
-        try:
+        with contextlib.suppress(ValueError):  # else it stays a string: an invalid call
             args = json.loads(args) if args.strip() else {}
-        except ValueError:
-            return None
-    if args is None:
-        args = {}
-    return (name, args) if isinstance(args, dict) else None
+    return value[key], {} if args is None else args
