@@ -1,4 +1,4 @@
-"""The ``memos`` command line: demo, users, cubes, add, search, list, history, export,
+"""The ``memos`` command line: demo, users, cubes, add, search, chat, list, history, export,
 import, stats and forget-user over a store: the embedded SQLite file (``--db`` or
 MEMOS_HOME), a PostgreSQL URL (``--db postgresql://...`` or MEMOS_PG_URL) or a private
 embedded PostgreSQL (``--embedded-pg DIR``)."""
@@ -96,6 +96,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", default="hybrid", choices=["hybrid", "dense", "text"])
     s.add_argument("--json", action="store_true")
 
+    s = sub.add_parser("chat", help="answer from memory with the local model (SmolLM2)")
+    s.add_argument("query")
+    s.add_argument("--user", required=True)
+    s.add_argument("--cube", help="where the user's hot set lives (default: their only cube)")
+    s.add_argument("-k", type=int, default=5)
+    s.add_argument("--memory", default="auto", choices=["auto", "activation", "plaintext", "none"])
+    s.add_argument("--max-new-tokens", type=int, default=256)
+    s.add_argument("--explain", action="store_true", help="also print which tier served what")
+
     s = sub.add_parser("list", help="list memories")
     s.add_argument("--user")
     s.add_argument("--cube")
@@ -166,6 +175,18 @@ def _run(args: argparse.Namespace) -> int:
                 args.query, user=args.user, k=args.k, cubes=args.cubes, mode=args.mode
             )
             _print_items([h.item for h in hits], args.json, [h.score for h in hits])
+        elif cmd == "chat":
+            reply = mos.chat(
+                args.query,
+                user=args.user,
+                cube=args.cube,
+                k=args.k,
+                memory=args.memory,
+                max_new_tokens=args.max_new_tokens,
+            )
+            print(reply.text.strip())
+            if args.explain:
+                print(json.dumps(reply.plan.describe(), indent=2))
         elif cmd == "list":
             _print_items(
                 mos.list(user=args.user, cube=args.cube, states=args.states, limit=args.limit),

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import shutil
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .core.config import memos_home
+from .core.config import Settings, memos_home
 from .core.engine import MemOS
 from .core.errors import MemOSError
 from .core.items import MemoryItem, SearchHit
+
+if TYPE_CHECKING:
+    from .models.runtime import LocalModel
 
 # (user, session, timestamp, user turn, assistant turn)
 CONVERSATION: list[tuple[str, str, str, str, str]] = [
@@ -79,36 +82,37 @@ QUESTIONS: list[tuple[str, str]] = [
 ]
 
 
-def _top_memory(question: str, hits: list[SearchHit]) -> str:
-    return hits[0].text if hits else "I don't remember anything about that."
+INSTRUCTIONS = (
+    "Answer in one short sentence using only the notes from memory. If they do not say, "
+    "answer 'I don't know'."
+)
 
 
-def _load_answerer() -> tuple[str, Callable[[str, list[SearchHit]], str]]:
-    """SmolLM2 answers from the retrieved memories when the [local] extra is installed."""
+def _load_model() -> LocalModel | None:
+    """The bundled SmolLM2 when the [local] extra is installed, else None."""
     try:
         from .models.runtime import LocalModel
 
-        model = LocalModel.load()
+        return LocalModel.load()
     except (ImportError, MemOSError, OSError, RuntimeError) as exc:
         print(f"(local model unavailable: {exc}; showing the best memory as the answer)\n")
-        return "top memory", _top_memory
+        return None
 
-    def answer(question: str, hits: list[SearchHit]) -> str:
-        if not hits:
-            return "I don't remember anything about that."
-        memories = "\n".join(f"- {h.text}" for h in hits)
-        messages = [
-            {
-                "role": "system",
-                "content": "Answer in one short sentence using only the "
-                "memories given. If they do not say, answer "
-                "'I don't know'.",
-            },
-            {"role": "user", "content": f"Memories:\n{memories}\n\nQuestion: {question}"},
-        ]
-        return model.generate(messages, max_new_tokens=40).strip()
 
-    return "SmolLM2-135M, a tiny local model", answer
+def _answer(mos: MemOS, local: bool, user: str, question: str, hits: list[SearchHit]) -> str:
+    """The local model's answer and which memory tier served it, or the top memory."""
+    if not local:
+        return hits[0].text if hits else "I don't remember anything about that."
+    reply = mos.chat(question, user=user, k=3, instructions=INSTRUCTIONS, max_new_tokens=40)
+    plan = reply.plan
+    tiers = []
+    if plan.cached:
+        tokens = plan.activation.n_tokens if plan.activation else 0
+        tiers.append(f"activation: {len(plan.cached)} memories as a {tokens}-token KV cache")
+    if plan.in_prompt:
+        tiers.append(f"plaintext: {len(plan.in_prompt)} memories in the prompt")
+    served = "; ".join(tiers) or "no memory"
+    return f"{reply.text.strip()}  [served by {served}]"
 
 
 def _show(item: MemoryItem, indent: str = "    ") -> None:
@@ -126,7 +130,10 @@ def run(home: Path | None = None) -> None:
     db = home / "demo.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    with MemOS.open(db) as mos:
+    model = _load_model()
+    # a small hot set (the 4 most used memories) so answers show both tiers at work
+    settings = Settings(db_path=db, activation_items=4)
+    with MemOS.open(db, model=model, settings=settings) as mos:
         print(f"== memos demo: embedded store at {db}\n")
         for user in ("alice", "bob"):
             mos.create_user(user)
@@ -165,14 +172,15 @@ def run(home: Path | None = None) -> None:
         print()
 
         print("== 3. questions answered from memory, across sessions")
-        answerer_name, answer = _load_answerer()
+        answerer_name = "SmolLM2-135M, a tiny local model" if model else "top memory"
         for user, question in QUESTIONS:
             # what the users said, not the assistant's replies, is the evidence here
             hits = [
                 h for h in mos.search(question, user=user, k=6) if h.item.provenance.role == "user"
             ][:3]
             print(f"  {user} asks: {question}")
-            print(f"    answer ({answerer_name}): " + textwrap.shorten(answer(question, hits), 160))
+            answer = _answer(mos, model is not None, user, question, hits)
+            print(f"    answer ({answerer_name}): " + textwrap.shorten(answer, 200))
             for hit in hits[:2]:
                 _show(hit.item, indent="      ")
             print()

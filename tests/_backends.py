@@ -91,7 +91,7 @@ def vectors(m: MemOS, cube_id: str) -> dict[str, bytes]:
 
 
 def assert_intact(m: MemOS) -> None:
-    """The store's own consistency checks: page structure and FTS on SQLite; on both, no
+    """The store's own consistency checks: page structure on SQLite; on both, no
     item without its first version and creation transition, no vector without its item."""
     if is_pg(m):
         orphans = rows(
@@ -108,7 +108,6 @@ def assert_intact(m: MemOS) -> None:
         assert live_without_vector == [(0,)]
     else:
         assert rows(m, "PRAGMA integrity_check") == [("ok",)]
-        rows(m, "INSERT INTO items_fts(items_fts) VALUES ('integrity-check')")
         assert rows(m, "PRAGMA foreign_key_check") == []
         assert rows(
             m,

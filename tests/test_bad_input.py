@@ -679,7 +679,7 @@ def test_sql_looking_strings_are_plain_data(mos: MemOS, sql: str) -> None:
 
     # The schema and every row survived.
     assert_intact(mos)
-    expected = set(PG_TABLES) if is_pg(mos) else {"items", "users", "cubes", "audit", "items_fts",
+    expected = set(PG_TABLES) if is_pg(mos) else {"items", "users", "cubes", "audit",
                                                    "embeddings"}
     assert expected <= table_names(mos)
     counts = table_counts(mos)

@@ -84,3 +84,30 @@ def test_cli_embedded_postgres_keeps_data_between_runs(capsys, embedder) -> None
         assert json.loads(out)["backend"] == "postgres"
     finally:
         shutil.rmtree(datadir, ignore_errors=True)
+
+
+def test_cli_chat_explains_the_tiers(
+    tmp_path, capsys, embedder, tiny_dirs, home, monkeypatch
+) -> None:
+    db = str(tmp_path / "chat.db")
+    run(capsys, "--db", db, "create-user", "alice")
+    run(capsys, "--db", db, "create-cube", "alice-notes", "--owner", "alice")
+    run(capsys, "--db", db, "add", "--user", "alice", "the quick brown fox")
+    monkeypatch.setenv("MEMOS_MODEL", str(tiny_dirs[0]))  # a tiny random Llama: fast
+    code, out, _ = run(
+        capsys,
+        "--db",
+        db,
+        "chat",
+        "the fox",
+        "--user",
+        "alice",
+        "--max-new-tokens",
+        "4",
+        "--explain",
+    )
+    assert code == 0
+    plan = json.loads(out[out.index("{") :])
+    assert plan["tier"] == "activation" and len(plan["cached"]) == 1
+    code, _, err = run(capsys, "--db", db, "chat", "x", "--user", "nobody")
+    assert code == 2 and "nobody" in err

@@ -19,6 +19,7 @@ def test_demo_runs_and_answers_from_memory(tmp_path, monkeypatch, capsys, smol_c
     bob_part = out.split("bob asks: Where does alice live?")[1].split("== 4.")[0]
     assert "said by bob" in bob_part and "said by alice" not in bob_part
     assert "Pixel" in out.split("alice asks: What is the name of alice's cat?")[1]
+    assert "[served by activation:" in out  # the hot set answered from its KV cache
     assert "rollback to v1 wrote v3" in out
     assert "activated -> archived" in out
     assert "forget_user('bob') removed" in out

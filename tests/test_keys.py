@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from memos_integrations import Conflict, InvalidInput, MemOS
-from memos_integrations.storage.sqlite import MIGRATIONS, SQLiteStore, _split_sql
 
 CUBE = "alice-personal"
 
@@ -105,19 +103,3 @@ def test_keys_survive_export_and_import(mos: MemOS, tmp_path: Path) -> None:
     # the key now lives in both cubes, each on its own
     [readded] = _add(mos, {"text": "a keyed memory", "key": "doc-1"}, user="bob", cube="bob-copy")
     assert readded.id == copy.id
-
-
-def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as c:
-        for statement in _split_sql(MIGRATIONS[0]):
-            c.execute(statement)
-        c.execute("PRAGMA user_version = 1")
-    store = SQLiteStore(path)
-    try:
-        version = store._conn().execute("PRAGMA user_version").fetchone()[0]
-        assert version == len(MIGRATIONS) == 2
-        columns = [r[1] for r in store._conn().execute("PRAGMA table_info(items)")]
-        assert "key" in columns
-    finally:
-        store.close()

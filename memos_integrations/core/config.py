@@ -38,6 +38,11 @@ class Settings:
     # A PostgreSQL URL (``MEMOS_PG_URL``): MemOS.open() without a target opens it instead of
     # the embedded SQLite file.
     pg_url: str | None = None
+    # Activation tier: the hot set cached as a KV prefix (most accessed memories, bounded) and
+    # the bytes of KV caches a cube may hold before the least recently used are evicted.
+    activation_items: int = 16
+    activation_tokens: int = 1024
+    activation_cache_bytes: int = 256 * 2**20
 
     @classmethod
     def from_env(cls) -> Settings:

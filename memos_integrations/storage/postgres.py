@@ -587,23 +587,51 @@ class PostgresStore:
             ),
         )
 
-    def put_artifact(self, artifact: Artifact, audit: AuditRecord) -> None:
+    def put_artifact(
+        self, artifact: Artifact, audit: AuditRecord, *, replaces: Sequence[str] = ()
+    ) -> None:
         def tx(c: Conn) -> None:
+            if replaces:
+                c.execute("DELETE FROM artifacts WHERE id = ANY(%s)", (list(replaces),))
             try:
                 self._insert_artifact(c, artifact)
             except pg_errors.UniqueViolation:
                 raise Conflict(f"artifact {artifact.id!r} belongs to another cube") from None
-            self._audit(c, audit)
+            self._audit(c, audit.with_detail(replaced=list(replaces)))
 
         self._write(tx)
 
-    def list_artifacts(self, cube_id: str, kind: str | None = None) -> list[Artifact]:
-        sql, params = "SELECT * FROM artifacts WHERE cube_id = %s", [cube_id]
+    def list_artifacts(
+        self, cube_id: str, kind: str | None = None, *, with_payload: bool = True
+    ) -> list[Artifact]:
+        payload = "payload" if with_payload else "''::bytea AS payload"
+        sql = (
+            f"SELECT id, cube_id, kind, name, {payload}, fingerprint, sources, metadata, stale, "
+            "created_at FROM artifacts WHERE cube_id = %s"
+        )
+        params: list[Any] = [cube_id]
         if kind is not None:
             sql += " AND kind = %s"
             params.append(kind)
         rows = self._read(lambda c: c.execute(sql + " ORDER BY id", params).fetchall())
         return [artifact_from_row(r) for r in rows]
+
+    def get_artifact(self, artifact_id: str) -> Artifact | None:
+        row = self._read(
+            lambda c: c.execute("SELECT * FROM artifacts WHERE id = %s", (artifact_id,)).fetchone()
+        )
+        return artifact_from_row(row) if row else None
+
+    def touch_artifact(self, artifact_id: str, at: datetime) -> None:
+        """Record a use (``metadata.used_at``), for least-recently-used eviction."""
+        self._write(
+            lambda c: c.execute(
+                "UPDATE artifacts SET metadata = "
+                "jsonb_set(metadata::jsonb, '{used_at}', to_jsonb(%s::text))::json WHERE id = %s",
+                (at.isoformat(), artifact_id),
+            ),
+            pipeline=True,
+        )
 
     # ------------------------------------------------------------------ governance
 

@@ -1,10 +1,11 @@
 """The embedded default store: one SQLite file, zero servers.
 
-WAL mode (readers never block the writer), FTS5 for the full-text leg, vectors as float32
-blobs mirrored into an in-memory :class:`VectorIndex`. The mirror is never written to
-directly: every change to vectors is appended to ``index_log`` in the writing transaction,
-and each search first replays the log entries it has not seen. That keeps the index exact
-for this process *and* for other processes writing to the same file.
+WAL mode (readers never block the writer); vectors as float32 blobs. Both search legs run
+on in-memory mirrors, a :class:`VectorIndex` and a BM25 :class:`TextIndex`. The mirrors are
+never written to directly: every change to a memory's vector or text is appended to
+``index_log`` in the writing transaction, and each search first replays the log entries it
+has not seen. That keeps the indexes exact for this process *and* for other processes
+writing to the same file.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,8 +60,9 @@ from .rows import (
     version_from_row,
     version_snapshot,
 )
-from .search import CONTEXT_WEIGHT, Cond, Node, rrf_fuse, text_terms
+from .search import Cond, Node, rrf_fuse
 from .sqlfilter import SQL_OPS, TIME_COLUMNS, compile_scope, equalities
+from .text_index import TextIndex
 from .vector_index import VectorIndex
 
 # Ordered migrations; PRAGMA user_version records how many have run.
@@ -160,12 +163,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX items_key ON items(cube_id, key)
         WHERE key IS NOT NULL AND state != 'deleted';
     """,
+    # 3: the full-text leg moved to an in-memory BM25 index (storage/text_index.py)
+    """
+    DROP TRIGGER items_fts_ins;
+    DROP TRIGGER items_fts_del;
+    DROP TRIGGER items_fts_upd;
+    DROP TABLE items_fts;
+    """,
 )
 
 _ITEM_COLUMNS = ", ".join(ITEM_COLUMNS)
 _ITEM_MARKS = ",".join("?" * len(ITEM_COLUMNS))
 
 _CHUNK = 500  # ids per IN (...) list
+# What the in-memory indexes hold: every live memory has a vector row (tombstones do not).
+_INDEXED_ROWS = (
+    "SELECT e.item_id, e.cube_id, e.vector, i.text, i.context "
+    "FROM embeddings e JOIN items i ON i.id = e.item_id"
+)
 
 
 def _chunks(seq: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
@@ -175,6 +190,17 @@ def _chunks(seq: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
 
 def _marks(n: int) -> str:
     return ",".join("?" * n)
+
+
+@dataclass(frozen=True)
+class _Leg:
+    """One search leg: its index, query, cube partitions and first ranking."""
+
+    index: VectorIndex | TextIndex
+    query: Any
+    cubes: Sequence[str] | None
+    exhaustive: bool  # a ranking shorter than asked for means every match was seen
+    first: list[tuple[str, float]]
 
 
 class SQLiteStore:
@@ -189,7 +215,8 @@ class SQLiteStore:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer per process; BEGIN IMMEDIATE across
-        self._index: VectorIndex | None = None
+        self._vectors: VectorIndex | None = None
+        self._text: TextIndex | None = None
         self._index_seq = 0
         self._index_lock = threading.Lock()
         self._closed = False
@@ -657,199 +684,137 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ search
 
-    def _synced_index(self, conn: sqlite3.Connection) -> VectorIndex | None:
-        """The in-memory index, caught up with every committed change to vectors."""
+    def _synced_indexes(self, conn: sqlite3.Connection) -> tuple[VectorIndex | None, TextIndex]:
+        """The in-memory indexes, caught up with every committed change to memories."""
         head = conn.execute("SELECT max(seq) FROM index_log").fetchone()[0] or 0
         with self._index_lock:
-            if self._index is not None and head == self._index_seq:
-                return self._index
-            if self._index is None:
-                dim_row = conn.execute("SELECT value FROM meta WHERE key = 'embedding_dim'")
-                dim = dim_row.fetchone()
-                if dim is None:
-                    return None
-                index = VectorIndex(int(dim[0]), ivf_min_rows=self._ivf_min_rows)
-                rows = conn.execute("SELECT item_id, cube_id, vector FROM embeddings").fetchall()
-                if rows:
-                    index.add(
-                        [r[1] for r in rows],
-                        [r[0] for r in rows],
-                        np.frombuffer(b"".join(r[2] for r in rows), np.float32),
-                    )
-                self._index, self._index_seq = index, head
-                return index
-            entries = conn.execute(
-                "SELECT seq, item_id, cube_id, op FROM index_log WHERE seq > ? ORDER BY seq",
-                (self._index_seq,),
-            ).fetchall()
-            last: dict[str, str] = {r[1]: r[3] for r in entries}  # the last op per item wins
-            self._index.remove([i for i, op in last.items() if op == "del"])
-            added = [i for i, op in last.items() if op == "add"]
-            for chunk in _chunks(added):
-                rows = conn.execute(
-                    f"SELECT item_id, cube_id, vector FROM embeddings "
-                    f"WHERE item_id IN ({_marks(len(chunk))})",
-                    tuple(chunk),
+            if self._text is not None and head == self._index_seq:
+                return self._vectors, self._text
+            if self._text is None:  # first use: load everything
+                self._text = TextIndex()
+                self._index_rows(conn.execute(_INDEXED_ROWS))
+            else:  # replay the log entries this process has not seen
+                entries = conn.execute(
+                    "SELECT seq, item_id, cube_id, op FROM index_log WHERE seq > ? ORDER BY seq",
+                    (self._index_seq,),
                 ).fetchall()
-                if rows:
-                    self._index.add(
-                        [r[1] for r in rows],
-                        [r[0] for r in rows],
-                        np.frombuffer(b"".join(r[2] for r in rows), np.float32),
+                last: dict[str, str] = {r[1]: r[3] for r in entries}  # the last op per item
+                removed = [i for i, op in last.items() if op == "del"]
+                self._text.remove(removed)
+                if self._vectors is not None:
+                    self._vectors.remove(removed)
+                added = [i for i, op in last.items() if op == "add"]
+                for chunk in _chunks(added):
+                    self._index_rows(
+                        conn.execute(
+                            f"{_INDEXED_ROWS} WHERE e.item_id IN ({_marks(len(chunk))})",
+                            tuple(chunk),
+                        )
                     )
             self._index_seq = head
-            return self._index
+            return self._vectors, self._text
+
+    def _index_rows(self, cursor: sqlite3.Cursor) -> None:
+        """Put ``_INDEXED_ROWS`` results into both indexes."""
+        rows = cursor.fetchall()
+        if not rows:
+            return
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1)
+        if self._vectors is None:
+            self._vectors = VectorIndex(vectors.shape[1], ivf_min_rows=self._ivf_min_rows)
+        self._vectors.add([r[1] for r in rows], [r[0] for r in rows], vectors)
+        assert self._text is not None
+        self._text.add((r[0], r[1], r[3], r[4]) for r in rows)
 
     @staticmethod
     def _admitted(
-        conn: sqlite3.Connection,
-        key: str,
-        keys: Sequence[Any],
-        clause: str,
-        params: Sequence[Any],
-    ) -> dict[Any, str]:
-        """Which candidates (by ``id`` or ``rid``) pass the scope and filter: key -> item id."""
-        # Probe the keys, never scan: without the hint the planner may walk a whole cube via
-        # items_cube_state instead (6 ms vs 0.1 ms at 10k). NOT INDEXED keeps rowid lookups.
-        hint = "INDEXED BY items_id" if key == "id" else "NOT INDEXED"
-        out: dict[Any, str] = {}
-        for chunk in _chunks(list(keys)):
+        conn: sqlite3.Connection, ids: Iterable[str], clause: str, params: Sequence[Any]
+    ) -> dict[str, sqlite3.Row]:
+        """The candidates that pass the scope and filter, as item rows by id."""
+        # Probe the ids, never scan: without the hint the planner may walk a whole cube via
+        # items_cube_state instead (6 ms vs 0.1 ms at 10k).
+        out: dict[str, sqlite3.Row] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids))):
             rows = conn.execute(
-                f"SELECT {key}, id FROM items {hint} "
-                f"WHERE {key} IN ({_marks(len(chunk))}) AND {clause}",
+                f"SELECT {_ITEM_COLUMNS} FROM items INDEXED BY items_id "
+                f"WHERE id IN ({_marks(len(chunk))}) AND {clause}",
                 (*chunk, *params),
             )
-            out.update((r[0], r[1]) for r in rows)
+            out.update((r["id"], r) for r in rows)
         return out
 
-    def _best_admitted(
+    def _leg(
         self,
         conn: sqlite3.Connection,
-        ranked: Callable[[int], list[tuple[Any, float]]],
-        key: str,
+        leg: _Leg,
         n: int,
+        ok: dict[str, sqlite3.Row],
         clause: str,
         params: Sequence[Any],
-        *,
-        exhaustive: bool,
-    ) -> list[tuple[str, float]] | None:
-        """The n best ranked candidates that scope and filter admit, as (item id, score).
+    ) -> list[tuple[str, float]]:
+        """A leg's n best admitted (item id, score), given its first ranking was checked in ``ok``.
 
-        Over-fetches and checks in SQL, widening 8x twice while the filter rejects too many.
-        ``None`` means a selective filter defeated that: the caller searches exactly. With
-        ``exhaustive``, a short ranking means every match was seen, so fewer than n is final.
+        While the filter rejects too many, over-fetch 8x (twice), then rank exactly the rows the
+        filter admits, so n rows come back whenever they exist. Admitted rows join ``ok``.
         """
-        want = n
+        want, ranked = n, leg.first
         for _ in range(3):
-            rows = ranked(want)
-            ok = self._admitted(conn, key, [r[0] for r in rows], clause, params)
-            hits = [(ok[k], score) for k, score in rows if k in ok]
-            if len(hits) >= n or (exhaustive and len(rows) < want):
+            hits = [(i, score) for i, score in ranked if i in ok]
+            # an exhaustive ranking that came back short has shown every match: that is final
+            if len(hits) >= n or (leg.exhaustive and len(ranked) < want):
                 return hits[:n]
             want *= 8
-        return None
-
-    def _dense_leg(
-        self,
-        conn: sqlite3.Connection,
-        req: SearchRequest,
-        n: int,
-        clause: str,
-        params: Sequence[Any],
-    ) -> list[tuple[str, float]]:
-        index = self._synced_index(conn)
-        if index is None or req.vector is None:
-            return []
-        cubes = req.scope.cube_ids
-        hits = self._best_admitted(
-            conn,
-            lambda want: index.search(req.vector, want, cubes),
-            "id",
-            n,
-            clause,
-            params,
-            exhaustive=False,  # an IVF scan may return fewer rows than asked for
-        )
-        if hits is not None:
-            return hits
-        # A selective filter: scan exactly the rows it admits, so n rows come back if they exist.
+            ranked = leg.index.search(leg.query, want, leg.cubes)
+            ok.update(self._admitted(conn, (i for i, _ in ranked), clause, params))
         admitted = {r[0] for r in conn.execute(f"SELECT id FROM items WHERE {clause}", params)}
-        return index.search(req.vector, n, cubes, only=admitted)
-
-    def _text_leg(
-        self,
-        conn: sqlite3.Connection,
-        req: SearchRequest,
-        n: int,
-        clause: str,
-        params: Sequence[Any],
-    ) -> list[tuple[str, float]]:
-        terms = text_terms(req.text or "")
-        if not terms:
-            return []
-        match = " OR ".join(f'"{t}"' for t in terms)  # terms are \w+ words: no quotes inside
-        rank = f"bm25(items_fts, 1.0, {CONTEXT_WEIGHT})"  # FTS5 bm25: lower is better
-        # Rank in the full-text index alone, then check the best candidates against scope and
-        # filter: joining items inside the ranking query made it ~5x slower (52 vs 11 ms at
-        # 100k). A selective filter ends in the join.
-        hits = self._best_admitted(
-            conn,
-            lambda want: [
-                (rid, -float(score))
-                for rid, score in conn.execute(
-                    f"SELECT rowid, {rank} AS r FROM items_fts WHERE items_fts MATCH ? "
-                    "ORDER BY r LIMIT ?",
-                    (match, want),
-                )
-            ],
-            "rid",
-            n,
-            clause,
-            params,
-            exhaustive=True,
-        )
-        if hits is not None:
-            return hits
-        rows = conn.execute(
-            f"SELECT items.id, {rank} AS r FROM items_fts "
-            "JOIN items ON items.rid = items_fts.rowid "
-            f"WHERE items_fts MATCH ? AND {clause} ORDER BY r LIMIT ?",
-            (match, *params, n),
-        ).fetchall()
-        return [(r[0], -float(r[1])) for r in rows]
+        hits = leg.index.search(leg.query, n, leg.cubes, only=admitted)
+        ok.update(self._admitted(conn, (i for i, _ in hits), clause, params))
+        return hits
 
     def search(self, request: SearchRequest) -> list[SearchHit]:
         n = max(2 * request.k, 50)  # candidates per leg before fusion
         clause, params = _compile_scope(request.scope, request.where)
+        cubes = request.scope.cube_ids
         with self._read() as conn:
-            dense = (
-                self._dense_leg(conn, request, n, clause, params)
-                if request.mode in ("hybrid", "dense")
-                else []
-            )
-            text = (
-                self._text_leg(conn, request, n, clause, params)
-                if request.mode in ("hybrid", "text")
-                else []
-            )
-            legs = [(leg, w) for leg, w in ((dense, request.dense_weight), (text, 1.0)) if leg]
-            fused = rrf_fuse(
-                [[i for i, _ in leg] for leg, _ in legs], weights=[w for _, w in legs]
-            )[: request.k]
-            items = {it.id: it for it in self.get_items([i for i, _ in fused])}
-        dense_s, text_s = dict(dense), dict(text)
+            vectors, texts = self._synced_indexes(conn)
+            specs: list[tuple[VectorIndex | TextIndex, Any, bool, float]] = []
+            if (
+                request.mode in ("hybrid", "dense")
+                and vectors is not None
+                and request.vector is not None
+            ):
+                # an IVF scan may return fewer rows than asked for: not exhaustive
+                specs.append((vectors, request.vector, False, request.dense_weight))
+            if request.mode in ("hybrid", "text") and request.text:
+                specs.append((texts, request.text, True, 1.0))
+            legs = [
+                _Leg(index, query, cubes, exhaustive, index.search(query, n, cubes))
+                for index, query, exhaustive, _ in specs
+            ]
+            # one admission query for both legs' first rankings; it also fetches the rows
+            ok = self._admitted(conn, (i for leg in legs for i, _ in leg.first), clause, params)
+            ranked = [self._leg(conn, leg, n, ok, clause, params) for leg in legs]
+        fused = rrf_fuse([[i for i, _ in hits] for hits in ranked], weights=[w for *_, w in specs])[
+            : request.k
+        ]
+        scores = [dict(hits) for hits in ranked]
+        dense_s = scores[0] if specs and specs[0][0] is vectors else {}
+        text_s = scores[-1] if specs and specs[-1][0] is texts else {}
         return [
-            SearchHit(items[i], score, dense_s.get(i), text_s.get(i))
+            SearchHit(item_from_row(ok[i]), score, dense_s.get(i), text_s.get(i))
             for i, score in fused
-            if i in items
         ]
 
     # ------------------------------------------------------------------ artifacts
 
-    def put_artifact(self, artifact: Artifact, audit: AuditRecord) -> None:
+    def put_artifact(
+        self, artifact: Artifact, audit: AuditRecord, *, replaces: Sequence[str] = ()
+    ) -> None:
         with self._tx() as c:
+            for chunk in _chunks(list(replaces)):
+                c.execute(f"DELETE FROM artifacts WHERE id IN ({_marks(len(chunk))})", tuple(chunk))
             self._insert_artifact(c, artifact)
-            self._audit(c, audit)
+            self._audit(c, audit.with_detail(replaced=list(replaces)))
 
     @staticmethod
     def _insert_artifact(c: sqlite3.Connection, a: Artifact) -> None:
@@ -870,12 +835,31 @@ class SQLiteStore:
             ),
         )
 
-    def list_artifacts(self, cube_id: str, kind: str | None = None) -> list[Artifact]:
-        sql, params = "SELECT * FROM artifacts WHERE cube_id = ?", [cube_id]
+    def list_artifacts(
+        self, cube_id: str, kind: str | None = None, *, with_payload: bool = True
+    ) -> list[Artifact]:
+        payload = "payload" if with_payload else "x'' AS payload"
+        columns = (
+            f"id, cube_id, kind, name, {payload}, fingerprint, sources, metadata, stale, created_at"
+        )
+        sql, params = f"SELECT {columns} FROM artifacts WHERE cube_id = ?", [cube_id]
         if kind is not None:
             sql += " AND kind = ?"
             params.append(kind)
         return [artifact_from_row(r) for r in self._conn().execute(sql + " ORDER BY id", params)]
+
+    def get_artifact(self, artifact_id: str) -> Artifact | None:
+        row = self._conn().execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,))
+        found = row.fetchone()
+        return artifact_from_row(found) if found is not None else None
+
+    def touch_artifact(self, artifact_id: str, at: datetime) -> None:
+        """Record a use (``metadata.used_at``), for least-recently-used eviction."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE artifacts SET metadata = json_set(metadata, '$.used_at', ?) WHERE id = ?",
+                (at.isoformat(), artifact_id),
+            )
 
     # ------------------------------------------------------------------ governance
 
