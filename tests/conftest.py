@@ -1,7 +1,8 @@
 """Shared fixtures: real stores (SQLite files in tmp dirs, PostgreSQL schemas) and the real
 bundled embedder.
 
-Fixtures built on ``backend`` run each test once per store: the embedded SQLite store and
+In modules that set ``STORES = BACKENDS``, fixtures built on ``backend`` (``mos``,
+``open_mos``, ``target``) run each test once per store: the embedded SQLite store and
 PostgreSQL with pgvector (an embedded server started once per session, or the server at
 ``MEMOS_PG_URL``; each test gets a schema of its own, dropped afterwards).
 """
@@ -16,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _backends import BACKENDS
 
 from memos_integrations import MemOS
 from memos_integrations.core.config import Settings
@@ -90,9 +90,17 @@ def with_options(url: str, options: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
-@pytest.fixture(params=BACKENDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules that test store behaviour say ``STORES = BACKENDS``: their tests run once per
+    store. Elsewhere (adapters, models) the engine runs on the embedded SQLite store."""
+    stores = getattr(metafunc.module, "STORES", None)
+    if stores and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", stores, indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+    return getattr(request, "param", "sqlite")
 
 
 @pytest.fixture

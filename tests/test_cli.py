@@ -8,8 +8,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from _backends import BACKENDS
 
 from memos_integrations.cli import main
+
+STORES = BACKENDS  # every test here runs on both stores (see conftest.py)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _backends import assert_intact, is_pg, rows, vector_table
+from _backends import BACKENDS, assert_intact, is_pg, rows, vector_table
 
 from memos_integrations import MemOS
+
+STORES = BACKENDS  # every test here runs on both stores (see conftest.py)
 
 WRITERS = 4
 PER_WRITER = 500

@@ -18,10 +18,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from _backends import assert_intact, rows
+from _backends import BACKENDS, assert_intact, rows
 
 from memos_integrations import MemOS
 
+STORES = BACKENDS  # every test here runs on both stores (see conftest.py)
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
 ACKS_BEFORE_KILL = 150
@@ -39,6 +40,7 @@ import numpy as np
 
 from memos_integrations import MemOS
 from memos_integrations.embeddings import default_embedder
+
 
 db, prewarmed = sys.argv[1], int(sys.argv[2])
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from _backends import rows, vector_table
+from _backends import BACKENDS, rows, vector_table
 
 from memos_integrations import (
     InvalidInput,
@@ -14,6 +14,8 @@ from memos_integrations import (
     MemOS,
     NotFound,
 )
+
+STORES = BACKENDS  # every test here runs on both stores (see conftest.py)
 
 
 def test_add_message_keeps_event_time_speaker_and_session(mos: MemOS) -> None:

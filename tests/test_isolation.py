@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from _backends import BACKENDS
 
 from memos_integrations import MemOS, NotFound, PermissionDenied
+
+STORES = BACKENDS  # every test here runs on both stores (see conftest.py)
 
 
 @pytest.fixture

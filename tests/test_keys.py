@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _backends import BACKENDS
 
 from memos_integrations import Conflict, InvalidInput, MemOS
+
+STORES = BACKENDS  # every test here runs on both stores (see conftest.py)
 
 CUBE = "alice-personal"
 

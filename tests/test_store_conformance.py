@@ -20,13 +20,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _backends import assert_intact, is_pg, rows, vector_table
+from _backends import BACKENDS, assert_intact, is_pg, rows, vector_table
 
 from memos_integrations import Conflict, MemOS
 from memos_integrations.core.items import AuditRecord, MemoryItem, content_hash
 from memos_integrations.storage.base import Scope, SearchRequest, Store
 from memos_integrations.storage.pg_sql import search_sql
 from memos_integrations.storage.search import Cond
+
+STORES = BACKENDS  # every test here runs on both stores (see conftest.py)
+
 
 # ---------------------------------------------------------------------------- the protocol
 
@@ -401,6 +404,7 @@ WRITER_CHILD = """
 import json, sys
 import numpy as np
 from memos_integrations import MemOS
+
 
 target, vectors_path, texts_path, model_id, w = sys.argv[1:6]
 texts = json.loads(open(texts_path).read())
