@@ -166,8 +166,11 @@ def test_caches_travel_with_the_cube_and_leave_with_the_user(
     chat_mos: MemOS, tmp_path: Path, tiny: LocalModel
 ) -> None:
     _facts(chat_mos)
-    chat_mos.build_activation("alice-personal", user="alice")
+    prefix = chat_mos.build_activation("alice-personal", user="alice")
     [art] = chat_mos.artifacts("alice-personal", user="alice")
+    assert prefix.n_tokens == art.metadata["tokens"]
+    # building searches nothing: no memory was counted as accessed
+    assert all(it.access_count == 0 for it in chat_mos.list(user="alice"))
     chat_mos.export_cube("alice-personal", tmp_path / "export", user="alice")
     chat_mos.forget_user("alice")
     assert chat_mos.store.get_artifact(art.id) is None

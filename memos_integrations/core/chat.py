@@ -95,7 +95,7 @@ class Chat:
 
         if memory not in MEMORY_MODES:
             raise InvalidInput(f"memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
-        instructions = instructions if instructions is not None else DEFAULT_INSTRUCTIONS
+        instructions = _instructions(instructions)
         model = self.mos.model
         hits = () if memory == "none" else tuple(self.mos.search(query, user=user, k=k))
         prefix: KVPrefix | None = None
@@ -141,7 +141,8 @@ class Chat:
         model = self.mos.model
         name = _artifact_name(user, model)
         digest = _digest(instructions)
-        stored = [a for a in self._artifacts(cube) if a.name == name]
+        caches = self._artifacts(cube)
+        stored = [a for a in caches if a.name == name]
         for art in stored:
             items = self._sources(art)
             if items is not None and art.metadata.get("instructions") == digest:
@@ -156,7 +157,7 @@ class Chat:
         prefix = activation.build(model, text, {it.id: it.version for it in hot})
         art = activation.to_artifact(prefix, cube, name)
         art = _with_metadata(art, instructions=digest, used_at=utcnow().isoformat())
-        evicted = self._evictions(cube, art, keep=[a.id for a in stored])
+        evicted = self._evictions(art, [a for a in caches if a.name != name])
         self.mos.store.put_artifact(
             art,
             AuditRecord(user, "build:activation", art.id, cube, {"tokens": prefix.n_tokens}),
@@ -166,6 +167,13 @@ class Chat:
             self._loaded[art.id] = prefix
             self._trim()
         return prefix, tuple(hot)
+
+    def warm(self, cube: str, *, user: str, instructions: str | None) -> KVPrefix:
+        """Build (or reuse) the user's hot-set cache now, without a chat turn or a search."""
+        prefix, _ = self.activation(cube, user=user, instructions=_instructions(instructions))
+        if prefix is None:
+            raise InvalidInput(f"cube {cube!r} has no memories for {user!r} to cache yet")
+        return prefix
 
     def hot_set(self, cube: str, *, user: str, model: LocalModel) -> list[MemoryItem]:
         """The user's most accessed live memories in ``cube``, within the token budget."""
@@ -224,10 +232,11 @@ class Chat:
         while len(self._loaded) > _LOADED_PREFIXES:
             self._loaded.popitem(last=False)
 
-    def _evictions(self, cube: str, new: Artifact, keep: Sequence[str]) -> list[str]:
-        """Least recently used caches to drop so the cube stays within its byte budget."""
-        others = [a for a in self._artifacts(cube) if a.id not in keep]
-        others.sort(key=lambda a: str(a.metadata.get("used_at") or a.created_at.isoformat()))
+    def _evictions(self, new: Artifact, others: Sequence[Artifact]) -> list[str]:
+        """Least recently used of ``others`` to drop so the cube stays within its byte budget."""
+        others = sorted(
+            others, key=lambda a: str(a.metadata.get("used_at") or a.created_at.isoformat())
+        )
         total = int(new.metadata.get("bytes", 0)) + sum(
             int(a.metadata.get("bytes", 0)) for a in others
         )
@@ -243,6 +252,10 @@ class Chat:
 def _artifact_name(user: str, model: LocalModel) -> str:
     # per reader: a shared cube's hot set depends on what this user may see
     return f"hot/{user}/{model.fingerprint.id}"
+
+
+def _instructions(given: str | None) -> str:
+    return given if given is not None else DEFAULT_INSTRUCTIONS
 
 
 def _digest(text: str) -> str:

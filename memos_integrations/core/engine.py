@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 if TYPE_CHECKING:
+    from ..models.activation import KVPrefix
     from ..models.runtime import LocalModel
 
 from ..embeddings import Embedder, as_embedder
@@ -1115,13 +1116,10 @@ class MemOS:
         their results): the query stays what is searched, the model sees them after it.
         """
         check_text(query, "query")
-        actor = self.gov.user(check_id(user, "user"))
-        home = _cube_id(cube) if cube is not None else self._home_cube(actor.id)
-        if home is not None:
-            self.gov.require_read(actor, self.gov.cube(home))
+        actor, home = self._chat_scope(user, cube)
         return self._chat.plan(
             query,
-            user=actor.id,
+            user=actor,
             cube=home,
             k=k,
             history=[dict(m) for m in history],
@@ -1158,11 +1156,22 @@ class MemOS:
 
     def build_activation(
         self, cube: MemCube | str, *, user: str, instructions: str | None = None
-    ) -> ChatPlan:
-        """Build (or reuse) ``user``'s hot-set KV cache in ``cube`` now, not at the next chat."""
-        return self.plan_chat(
-            "(warm-up)", user=user, cube=cube, k=1, memory="activation", instructions=instructions
-        )
+    ) -> KVPrefix:
+        """Build (or reuse) ``user``'s hot-set KV cache in ``cube`` now, not at the next chat.
+
+        Nothing is searched or counted as an access; ``InvalidInput`` if there is nothing to
+        cache. Pass the same ``instructions`` the chats will use, or they rebuild it.
+        """
+        actor, _ = self._chat_scope(user, cube)
+        return self._chat.warm(_cube_id(cube), user=actor, instructions=instructions)
+
+    def _chat_scope(self, user: str, cube: MemCube | str | None) -> tuple[str, str | None]:
+        """The acting user and the cube holding their hot set, checked for reading."""
+        actor = self.gov.user(check_id(user, "user"))
+        home = _cube_id(cube) if cube is not None else self._home_cube(actor.id)
+        if home is not None:
+            self.gov.require_read(actor, self.gov.cube(home))
+        return actor.id, home
 
     def artifacts(
         self, cube: MemCube | str, *, user: str | None = None, kind: str | None = None
