@@ -12,7 +12,7 @@ Any of these can be the LLM (duck-typed; no framework is imported here):
 * a LangChain ``BaseChatModel`` (``invoke`` with role/content dicts);
 * a LlamaIndex ``LLM`` (``complete`` with one prompt string);
 * the local :class:`~memos_integrations.models.runtime.LocalModel` (greedy, the answer
-  prefilled with ``[`` so even a 135M model starts a JSON list);
+  prefilled with ``[{"text": "`` so even a 135M model writes a JSON list);
 * a plain callable ``messages -> str``.
 
 Small models copy turns rather than rewrite them, so two deterministic repairs run before
@@ -122,10 +122,14 @@ def _is_llama_index(llm: Any) -> bool:  # an LLM
     return hasattr(llm, "complete") and hasattr(llm, "metadata")
 
 
+LOCAL_PREFILL = '[{"text": "'  # put in a small model's mouth: it then completes JSON
+
+
 def _local_chat(model: Any, max_new_tokens: int) -> ChatFn:
     def chat(messages: list[dict[str, str]]) -> str:
-        prompt = model.apply_chat_template(messages, add_generation_prompt=True) + "["
-        return "[" + model.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0)
+        prompt = model.apply_chat_template(messages, add_generation_prompt=True) + LOCAL_PREFILL
+        answer = model.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0)
+        return LOCAL_PREFILL + answer
 
     return chat
 

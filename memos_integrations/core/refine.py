@@ -228,8 +228,11 @@ class Refiner:
     def wait(self, timeout: float | None) -> builtins.list[Refinement]:
         """Block until the submitted refinements finish; return and forget their reports."""
         with self._lock:
-            pending, self._pending = self._pending, []
-        return [f.result(timeout=timeout) for f in pending]
+            pending = builtins.list(self._pending)
+        done = [f.result(timeout=timeout) for f in pending]  # a timeout leaves them pending
+        with self._lock:
+            self._pending = [f for f in self._pending if f not in pending]
+        return done
 
     def close(self) -> None:
         with self._lock:
