@@ -12,7 +12,8 @@ Any of these can be the LLM (duck-typed; no framework is imported here):
 * a LangChain ``BaseChatModel`` (``invoke`` with role/content dicts);
 * a LlamaIndex ``LLM`` (``complete`` with one prompt string);
 * the local :class:`~memos_integrations.models.runtime.LocalModel` (greedy, the answer
-  prefilled with ``[{"text": "`` so even a 135M model writes a JSON list);
+  prefilled with ``[{"text": "`` and cut at the closing quote: one memory per call, so
+  even a 135M model writes valid JSON; use small ``chunk_turns`` with it);
 * a plain callable ``messages -> str``.
 
 Small models copy turns rather than rewrite them, so two deterministic repairs run before
@@ -59,7 +60,7 @@ SYSTEM_PROMPT = (
     "it comes from. Reply [] if nothing is worth remembering."
 )
 EXAMPLE = (
-    "[1] 2023-05-08 Alice: I adopted a puppy yesterday!\n"
+    "Example:\n[1] 2023-05-08 Alice: I adopted a puppy yesterday!\n"
     '-> [{"text": "Alice adopted a puppy on 7 May 2023.", "kind": "event", '
     '"confidence": 0.9, "turns": [1]}]'
 )
@@ -122,14 +123,20 @@ def _is_llama_index(llm: Any) -> bool:  # an LLM
     return hasattr(llm, "complete") and hasattr(llm, "metadata")
 
 
-LOCAL_PREFILL = '[{"text": "'  # put in a small model's mouth: it then completes JSON
+LOCAL_PREFILL = '[{"text": "'  # put in a small model's mouth: it then writes a memory
 
 
 def _local_chat(model: Any, max_new_tokens: int) -> ChatFn:
+    """The local model writes one memory per call: the text after the prefill, up to its
+    closing quote (a 135M model rarely gets further fields right, and every token costs).
+    A text cut off by ``max_new_tokens`` stays unterminated, hence invalid."""
+
     def chat(messages: list[dict[str, str]]) -> str:
         prompt = model.apply_chat_template(messages, add_generation_prompt=True) + LOCAL_PREFILL
-        answer = model.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0)
-        return LOCAL_PREFILL + answer
+        text = model.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0, stop=['"'])
+        if model.count_tokens(text) >= max_new_tokens:
+            return LOCAL_PREFILL + text
+        return LOCAL_PREFILL + text + '"}]'
 
     return chat
 
@@ -197,6 +204,8 @@ class MemReader:
         if not (isinstance(retries, int) and retries >= 0):
             raise InvalidInput("retries must be a non-negative integer")
         self.chat = as_chat(llm, max_new_tokens=max_new_tokens)
+        # a 135M model copies the worked example into its answer: it gets the rules only
+        self.system = SYSTEM_PROMPT if _is_local_model(llm) else f"{SYSTEM_PROMPT}\n{EXAMPLE}"
         self.chunk_turns = chunk_turns
         self.chunk_chars = chunk_chars
         self.retries = retries
@@ -240,7 +249,7 @@ class MemReader:
     def _read_chunk(self, chunk: list[_Turn], result: ReadResult) -> str | None:
         """Ask, validate, retry; append the drafts to ``result``. Returns the last error."""
         messages = [
-            {"role": "system", "content": f"{SYSTEM_PROMPT}\nExample:\n{EXAMPLE}"},
+            {"role": "system", "content": self.system},
             {"role": "user", "content": "\n".join(_line(n, t) for n, t in enumerate(chunk, 1))},
         ]
         error = "no answer"
