@@ -105,6 +105,19 @@ def test_invalid_answers_fail_after_the_retries(bad: Any, error: str) -> None:
     assert info.value.result.failed == [0, 1, 2]
 
 
+def test_an_llm_error_fails_its_chunk_only() -> None:
+    answers: list[Any] = [RuntimeError("503 Service Unavailable"), "[]", "[]"]
+
+    def llm(messages: list[dict[str, str]]) -> str:  # a plain function is an LLM too
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    result = MemReader(llm, retries=0, chunk_turns=1).read(TURNS)
+    assert result.failed == [0] and "503" in result.errors[0] and result.calls == 3
+
+
 def test_small_model_echoes_are_repaired() -> None:
     """A copied turn (as a 135M model writes) becomes a third-person memory of its speaker."""
     echo = [{"text": "[1] 2023-05-08 Caroline: I went to a support group yesterday and my "

@@ -258,9 +258,7 @@ class MemReader:
             result.retries += attempt > 0
             try:
                 answer = self.chat(messages)
-            except MemOSError:
-                raise
-            except Exception as exc:  # a remote API error: this chunk fails, others go on
+            except Exception as exc:  # an API error, a prompt too long: this chunk fails
                 error = f"the LLM call failed: {type(exc).__name__}: {exc}"
                 continue
             try:
