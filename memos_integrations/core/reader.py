@@ -136,7 +136,7 @@ def _local_chat(model: Any, max_new_tokens: int) -> ChatFn:
         text = model.generate(prompt, max_new_tokens=max_new_tokens, temperature=0.0, stop=['"'])
         if model.count_tokens(text) >= max_new_tokens:
             return LOCAL_PREFILL + text
-        return LOCAL_PREFILL + text + '"}]'
+        return f'[{{"text": {json.dumps(text)}}}]'  # its newlines escaped, as JSON wants
 
     return chat
 
