@@ -9,9 +9,6 @@ slices it by the plan and loads the tensors strictly: ``LocalModel.load(dir)`` (
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +140,12 @@ def save_pruned(model: Any, tokenizer: Any, plan: PruningPlan, out_dir: str | Pa
     """Write a reloadable pruned model directory atomically (see the module docstring)."""
     from safetensors.torch import save_file
 
+    from ..runtime import _atomic_dir
+
     out = Path(out_dir).expanduser()
     if out.exists() and not (out / PLAN_FILE).is_file():
         raise InvalidInput(f"{out} exists and is not a pruned model directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with _atomic_dir(out) as tmp:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         if getattr(model.config, "tie_word_embeddings", False):
             state.pop("lm_head.weight", None)  # tied: rebuilt from the embeddings on load
@@ -157,13 +154,7 @@ def save_pruned(model: Any, tokenizer: Any, plan: PruningPlan, out_dir: str | Pa
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        plan.save(tmp / PLAN_FILE)  # written last: its presence marks the directory complete
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
+        plan.save(tmp / PLAN_FILE)
     return out
 
 
