@@ -194,7 +194,7 @@ class Bench:
         self.eval_all(f"seapgen_{pct}", gen)
         self.ppl(f"seapgen_{pct}", gen)
         self.speed(f"seapgen_{pct}", gen_plan)
-        self.extra["plans"][f"seapgen_{pct}"] = gen_plan.to_dict()
+        self.extra["plans"][f"seapgen_{pct}"] = _shape(gen_plan)
         del gen
         t = time.perf_counter()
         wanda, wplan = methods.wanda_sp(
@@ -308,6 +308,16 @@ class Bench:
         print(f"wrote {path}", flush=True)
         if complete:
             plot(self.summary(), a.sparsities, RESULTS_DIR / "seap.png")
+
+
+def _shape(plan: Any) -> dict[str, Any]:
+    """Per-layer kept query heads, KV heads and FFN channels (the indices stay out: size)."""
+    return {
+        "q_heads": [len(lp.q_heads) for lp in plan.layers],
+        "kv_heads": [len(lp.kv_heads) for lp in plan.layers],
+        "channels": [len(lp.channels) for lp in plan.layers],
+        "ratios": plan.details.get("ratios"),
+    }
 
 
 def _avg(row: dict, tasks: list[str], key: str) -> float:

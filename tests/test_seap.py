@@ -209,14 +209,14 @@ def test_bad_requests_are_refused(gqa, tiny: LocalModel) -> None:
 
 
 def test_real_smollm2_expert(smol_cache, tmp_path: Path) -> None:
-    """Bounded: 24 PIQA calibration texts, 30 eval items; SmolLM2's 9/3 GQA heads."""
+    """Bounded: 16 PIQA calibration texts, 24 eval items; SmolLM2's 9/3 GQA heads."""
     _, base, _ = smol_cache
     torch.set_num_threads(1)
-    texts = ev.calibration_texts("piqa", n=24)
+    texts = ev.calibration_texts("piqa", n=16)
     expert, plan = methods.prune(base.model, base.tokenizer, texts, "seap", 0.2, source="piqa")
     assert abs(plan.real_sparsity - 0.2) < 1e-4
     assert {len(lp.q_heads) for lp in plan.layers} <= {3, 6, 9}
-    task = ev.load_task("piqa", n=30, seed=3)
+    task = ev.load_task("piqa", n=24, seed=3)
     dense = ev.evaluate_task(base.model, base.tokenizer, task, n_boot=100)
     pruned = ev.evaluate_task(expert, base.tokenizer, task, n_boot=100)
     # 20% of the weights gone costs some likelihood, but far from a collapse to chance
@@ -224,4 +224,6 @@ def test_real_smollm2_expert(smol_cache, tmp_path: Path) -> None:
     out = prune.save_pruned(expert, base.tokenizer, plan, tmp_path / "piqa")
     again = LocalModel.load(out)
     assert again.fingerprint.id != base.fingerprint.id
-    assert again.generate("Question: how do I boil an egg?\nAnswer:", max_new_tokens=6)
+    x = torch.tensor([base.encode("Question: how do I boil an egg?\nAnswer:")])
+    with torch.no_grad():
+        assert torch.equal(again.model(x).logits, expert(x).logits)
