@@ -1,7 +1,8 @@
 """The ``memos`` command line: demo, users, cubes, add, search, chat, list, history, export,
 import, stats and forget-user over a store: the embedded SQLite file (``--db`` or
 MEMOS_HOME), a PostgreSQL URL (``--db postgresql://...`` or MEMOS_PG_URL) or a private
-embedded PostgreSQL (``--embedded-pg DIR``)."""
+embedded PostgreSQL (``--embedded-pg DIR``); and ``prune``, which needs no store: it prunes a
+local Llama-family model for a task and saves the smaller model."""
 
 from __future__ import annotations
 
@@ -129,6 +130,21 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="counts by state and kind")
     s.add_argument("--user")
 
+    s = sub.add_parser(
+        "prune", help="prune a local Llama-family model for a task and save the smaller model"
+    )
+    s.add_argument("--task", required=True, help="built-in task name or a multiple-choice JSONL")
+    s.add_argument("--out", type=Path, required=True, help="directory for the pruned model")
+    s.add_argument("--model", help="model directory or .gguf (default: MEMOS_MODEL or SmolLM2)")
+    s.add_argument(
+        "--method",
+        default="seap",
+        choices=["seap", "seap_norm", "flap", "wanda_sp", "flap_lb", "wanda_lb"],
+    )
+    s.add_argument("--sparsity", type=float, default=0.2, help="share of attention+FFN weights")
+    s.add_argument("--calibration", type=int, default=200, help="calibration texts")
+    s.add_argument("--eval", type=int, default=0, metavar="N", help="score N items before/after")
+
     s = sub.add_parser("forget-user", help="erase a user and everything they own")
     s.add_argument("user_id")
     s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -141,6 +157,8 @@ def _run(args: argparse.Namespace) -> int:
 
         run(Path(args.db).parent if args.db else None)
         return 0
+    if args.command == "prune":
+        return _prune(args)
     opened = (
         MemOS.open_embedded_postgres(args.embedded_pg)
         if args.embedded_pg is not None
@@ -213,6 +231,34 @@ def _run(args: argparse.Namespace) -> int:
             if not args.yes and input(f"erase {args.user_id!r} and all their data? [y/N] ") != "y":
                 return 1
             print(json.dumps(mos.forget_user(args.user_id), indent=2))
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    """``memos prune``: calibrate on the task, prune, save, optionally score before/after."""
+    from .models import evaluation as ev
+    from .models.runtime import LocalModel
+    from .models.seap import methods, prune
+
+    base = LocalModel.load(args.model)
+    texts = ev.calibration_texts(args.task, n=args.calibration)
+    pruned, plan = methods.prune(
+        base.model, base.tokenizer, texts, args.method, args.sparsity, source=args.task
+    )
+    plan.details["base"] = base.fingerprint.to_dict()
+    out = prune.save_pruned(pruned, base.tokenizer, plan, args.out)
+    report: dict[str, Any] = {
+        "out": str(out),
+        "method": args.method,
+        "real_sparsity": round(plan.real_sparsity, 6),
+        "attn_ffn_params": [prune.count_params(base.model), prune.count_params(pruned)],
+    }
+    if args.eval:
+        task = ev.load_task(args.task, n=args.eval)
+        for name, model in (("dense", base.model), ("pruned", pruned)):
+            r = ev.evaluate_task(model, base.tokenizer, task)
+            report[name] = {"acc": r["acc"], "acc_ci": r["acc_ci"], "gold_nll": r["gold_nll"]}
+    print(json.dumps(report, indent=2))
     return 0
 
 

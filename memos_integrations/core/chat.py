@@ -67,6 +67,7 @@ class ChatPlan:
 class ChatReply:
     text: str
     plan: ChatPlan
+    expert: str | None = None  # the task expert that answered, when experts are on
 
 
 class Chat:

@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import dataclasses
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -153,6 +154,7 @@ class MemOS:
         self._accesses = AccessLog(store, self.settings.access_write_delay)
         self._model = model  # a LocalModel, a model path, or None for the default (lazy)
         self._model_lock = threading.Lock()
+        self._experts: Any = None  # an ExpertSet once build_experts/use_experts ran
         self._chat = Chat(self)
         self._closed = False
         recorded = store.get_meta("embedding_model")
@@ -1149,12 +1151,74 @@ class MemOS:
         seed: int | None = None,
         **plan: Any,
     ) -> ChatReply:
-        """Answer ``query`` with the local model from ``user``'s memory (see :meth:`plan_chat`)."""
+        """Answer ``query`` with the local model from ``user``'s memory (see :meth:`plan_chat`).
+
+        With task experts (:meth:`build_experts`), the router picks the expert that answers;
+        memories then ride in the prompt as text (KV caches belong to the base model).
+        """
+        sampling = {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "stop": stop,
+            "seed": seed,
+        }
+        if self._experts is not None:
+            if plan.get("memory", "auto") == "activation":
+                raise InvalidInput("memory='activation' needs the base model; experts are on")
+            plan["memory"] = "plaintext" if plan.get("memory", "auto") == "auto" else plan["memory"]
+            chosen = self.plan_chat(query, user=user, **plan)
+            task, expert = self._experts.expert_for(query)
+            text = "".join(expert.stream(chosen.prompt, **sampling))
+            return ChatReply(text, chosen, expert=task)
         chosen = self.plan_chat(query, user=user, **plan)
-        pieces = self._chat.generate(
-            chosen, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop, seed=seed
-        )
+        pieces = self._chat.generate(chosen, **sampling)
         return ChatReply("".join(pieces), chosen)
+
+    def build_experts(
+        self,
+        tasks: Sequence[str],
+        sparsity: float = 0.2,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        method: str = "seap",
+        max_loaded: int = 2,
+        calibration: int = 200,
+        **schedule: Any,
+    ) -> Any:
+        """Prune the local model once per task (SEAP), train a router, and answer chats with
+        the routed expert from now on. ``tasks``: built-in names (see
+        ``models.evaluation.TASKS``) or generic multiple-choice JSONL files. Experts live under
+        ``path`` (default ``$MEMOS_HOME/experts/<model>-<method>-<pct>``); at most
+        ``max_loaded`` stay in memory. Returns the :class:`~memos_integrations.models.seap.
+        experts.ExpertSet`."""
+        from ..models.seap.experts import build_experts
+
+        base = self.model
+        root = Path(path) if path is not None else self._experts_dir(method, sparsity)
+        self._experts = build_experts(
+            base,
+            tasks,
+            sparsity,
+            root,
+            method=method,
+            calibration=calibration,
+            max_loaded=max_loaded,
+            **schedule,
+        )
+        return self._experts
+
+    def use_experts(self, path: str | os.PathLike[str] | None, *, max_loaded: int = 2) -> Any:
+        """Answer chats with an expert set built earlier (``None`` goes back to the base)."""
+        from ..models.seap.experts import ExpertSet
+
+        self._experts = (
+            None if path is None else ExpertSet.open(path, self.model, max_loaded=max_loaded)
+        )
+        return self._experts
+
+    def _experts_dir(self, method: str, sparsity: float) -> Path:
+        pct = round(100 * sparsity)
+        return memos_home() / "experts" / f"{self.model.fingerprint.id}-{method}-{pct}"
 
     def stream_chat(
         self, plan: ChatPlan, *, max_new_tokens: int = 256, temperature: float = 0.0, **kw: Any
@@ -1228,6 +1292,8 @@ class MemOS:
     aplan_chat = _threaded(plan_chat)
     achat = _threaded(chat)
     abuild_activation = _threaded(build_activation)
+    abuild_experts = _threaded(build_experts)
+    ause_experts = _threaded(use_experts)
     aartifacts = _threaded(artifacts)
 
 
