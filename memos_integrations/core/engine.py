@@ -796,8 +796,10 @@ class MemOS:
 
     def _visible_item(self, item_id: str, user: str | None) -> MemoryItem:
         found = self.store.get_items([check_id(item_id, "item")])
-        if not found or not self.gov.visible(self.gov.user(user), found[0]):
+        if not found:
             raise NotFound(f"no memory {item_id!r} visible to {user or 'root'!r}")
+        if not self.gov.visible(self.gov.user(user), found[0]):  # same words as missing
+            raise Hidden(f"no memory {item_id!r} visible to {user or 'root'!r}")
         return found[0]
 
     def history(self, item_id: str, *, user: str | None = None) -> builtins.list[ItemVersion]:
@@ -987,10 +989,14 @@ class MemOS:
         if not ids:
             return 0
         actor = self.gov.user(user)
-        found = {it.id: it for it in self.store.get_items(ids) if self.gov.visible(actor, it)}
+        stored = self.store.get_items(ids)
+        found = {it.id: it for it in stored if self.gov.visible(actor, it)}
         missing = [i for i in ids if i not in found]
         if missing:
-            raise NotFound(f"no memory {missing[0]!r} visible to {user or 'root'!r}")
+            hidden = len(found) < len(stored)  # some exist but are not the caller's to see
+            raise (Hidden if hidden else NotFound)(
+                f"no memory {missing[0]!r} visible to {user or 'root'!r}"
+            )
         for cube_id in {it.cube_id for it in found.values()}:
             self.gov.require_write(actor, self.gov.cube(cube_id))
         return len(
@@ -1357,6 +1363,7 @@ class MemOS:
     alist_cubes = _threaded(list_cubes)
     agrant = _threaded(grant)
     arevoke = _threaded(revoke)
+    agrants = _threaded(grants)
     aadd = _threaded(add)
     aingest = _threaded(ingest)
     asearch = _threaded(search)
