@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 from ..embeddings import Embedder, as_embedder
 from ..storage.base import AuditQuery, Scope, SearchMode, SearchRequest, Store
 from ..storage.search import And, Cond, Node, Or, combine, parse_filter
+from .access import AccessLog
 from .chat import Chat, ChatPlan, ChatReply
 from .config import Settings, memos_home
 from .cube import Artifact, MemCube
@@ -162,6 +163,7 @@ class MemOS:
         self.scheduler = Scheduler(
             self, WorkingMemory(self.settings.working_memory_items, self.clock)
         )
+        self._accesses = AccessLog(store, self.settings.access_write_delay)
         self._model = model  # a LocalModel, a model path, or None for the default (lazy)
         self._model_lock = threading.Lock()
         self._chat = Chat(self)
@@ -249,7 +251,10 @@ class MemOS:
             raise
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self._accesses.close()
+        finally:
+            self.store.close()
         self._closed = True
 
     @property
@@ -770,7 +775,7 @@ class MemOS:
         if not items:
             return
         if self.settings.track_access:
-            self.store.mark_served([it.id for it in items], self.clock(), user, f"served by {op}")
+            self._accesses.record([it.id for it in items], self.clock(), user, f"served by {op}")
         self._audit_foreign_reads(items, user, op)
 
     def _audit_foreign_reads(self, items: Iterable[MemoryItem], user: str | None, op: str) -> None:
@@ -795,6 +800,7 @@ class MemOS:
         return item
 
     def _visible_item(self, item_id: str, user: str | None) -> MemoryItem:
+        self._accesses.flush()
         found = self.store.get_items([check_id(item_id, "item")])
         if not found:
             raise NotFound(f"no memory {item_id!r} visible to {user or 'root'!r}")
@@ -832,6 +838,7 @@ class MemOS:
             states or LISTED_STATES,
             live_only=False,
         )
+        self._accesses.flush()
         return self.store.count_items(scope, where)
 
     # ------------------------------------------------------------------ changing memories
@@ -1016,6 +1023,7 @@ class MemOS:
         """Move items whose TTL has passed to ``expired`` (in the cubes ``user`` may write);
         returns how many moved. One set-based statement per state in the store."""
         scope = self.gov.writable(self.gov.user(user))
+        self._accesses.flush()  # a pending activation must not land after the expiry
         return len(
             self.store.expire_due(
                 scope, self.clock(), by=user, audit=AuditRecord(user, "expire", at=self.clock())
@@ -1092,6 +1100,7 @@ class MemOS:
         self.gov.user(check_id(user_id, "user"))
         if not (self.gov.is_super(actor) or by == user_id):
             raise _denied(user_id)
+        self._accesses.flush()
         counts = self.store.purge_user(user_id, AuditRecord(by, "forget_user", user_id))
         self.scheduler.working.clear(user=user_id)
         self._chat.forget_loaded()
@@ -1131,6 +1140,7 @@ class MemOS:
 
     def stats(self, *, user: str | None = None) -> dict[str, Any]:
         scope = self.gov.readable(self.gov.user(user))
+        self._accesses.flush()
         out = self.store.stats(scope)
         out["embedding_model"] = self.store.get_meta("embedding_model")
         out["cubes"] = len(self.list_cubes(user=user))
@@ -1146,6 +1156,7 @@ class MemOS:
         from .portable import write_export
 
         found = self.get_cube(cube, user=user)
+        self._accesses.flush()
         dump = self.store.dump_cube(found.id)
         visible = self.gov.user(user)
         keep = [n for n, it in enumerate(dump.items) if self.gov.visible(visible, it)]
@@ -1242,6 +1253,7 @@ class MemOS:
             states or LISTED_STATES,
             live_only=False,
         )
+        self._accesses.flush()
         items = self.store.list_items(scope, where, limit=limit, offset=offset, order=order)
         self._audit_foreign_reads(items, user, "list")
         return items
