@@ -251,6 +251,15 @@ def test_redaction_before_anything_is_stored(target, embedder, tmp_path: Path) -
         m.update(item.id, user="alice", text=f"call {PII['phone']}", note=f"from {PII['email']}")
         m.set_state(item.id, "archived", user="alice", reason=f"asked by {PII['phone']}")
         assert m.search("card", user="alice", k=5)[0].text == "alice: my card is [card]"
+        with MemOS.open(tmp_path / "plain.db", embedder=embedder) as plain:  # no redaction
+            plain.create_user("alice")
+            plain.create_cube("old", owner="alice")
+            [kept] = plain.add([f"old address {PII['email']}"], user="alice")
+            plain.update(kept.id, user="alice", text=f"call {PII['phone']}")
+            export = plain.export_cube("old", tmp_path / "old-export")
+        m.import_cube(export)  # an import is stored too: redacted on the way in
+        assert m.list(user="alice", cube="old")[0].text == "call [phone]"
+        assert m.search("old address", user="alice", cubes=["old"], k=1, mode="dense")
         dump = " ".join(str(r) for t in table_counts(m) for r in rows(m, f"SELECT * FROM {t}"))
         for value in PII.values():
             assert value not in dump, f"{value} stored despite redaction"

@@ -455,6 +455,30 @@ class MemOS:
         """A caller's free text or JSON value, redacted (note, reason, metadata)."""
         return redact_value(self.redact, value)  # type: ignore[no-any-return]
 
+    def _scrub_dump(self, dump: Any) -> bool:
+        """Redact an import in place (items, versions, reasons); True if any text changed
+        (its vectors are then recomputed)."""
+        if self.redact is None:
+            return False
+        items = [self._scrubbed(it) for it in dump.items]
+        changed = any(a.text != b.text for a, b in zip(items, dump.items, strict=True))
+        dump.items = items
+        dump.versions = [
+            dataclasses.replace(
+                v,
+                text=self.redact(v.text),
+                content_hash=content_hash(self.redact(v.text), v.event_time),
+                tags=check_tags(self.redact(t) for t in v.tags),
+                metadata=self._scrub(v.metadata),
+                note=self._scrub(v.note),
+            )
+            for v in dump.versions
+        ]
+        dump.transitions = [
+            dataclasses.replace(t, reason=self._scrub(t.reason)) for t in dump.transitions
+        ]
+        return changed
+
     def _default_cube(self, user: str) -> str:
         owned = self.store.list_cubes(owner=user)
         if len(owned) == 1:
@@ -1205,7 +1229,8 @@ class MemOS:
             raise InvalidInput(
                 f"cube {dump.cube.id!r} exists already; pass cube_id= to import it under a new id"
             )
-        if model_id != self.embedder.model_id or dump.vectors.shape[1] == 0:
+        rewritten = self._scrub_dump(dump)
+        if rewritten or model_id != self.embedder.model_id or dump.vectors.shape[1] == 0:
             dump.vectors = self.embedder.embed_documents([it.text for it in dump.items])
             dump.items = [it.evolve(embedding_model=self.embedder.model_id) for it in dump.items]
         if dump.items:
