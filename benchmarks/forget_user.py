@@ -141,14 +141,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--anchor-items", type=int, default=300)
     p.add_argument("--out-part", default="forget_user", help="the part name in lifecycle.json")
+    p.add_argument(
+        "--store",
+        type=Path,
+        help="keep the built store here and reuse it when it exists (the build takes minutes)",
+    )
     args = p.parse_args(argv)
     emb = default_embedder()
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="memos-forget-") as tmp:
         root = Path(tmp)
-        src = root / "built.db"
+        src = args.store or root / "built.db"
         t0 = time.perf_counter()
-        held = build(src, args.items, args.others, emb)
+        if src.exists():  # built by an earlier run with the same arguments
+            with MemOS.open(src, embedder=emb) as mos:
+                held = {
+                    "items": mos.count(filter={"owner": SUBJECT}),
+                    "keeper_items": mos.count(filter={"owner": KEEPER}),
+                }
+        else:
+            held = build(src, args.items, args.others, emb)
         build_s = time.perf_counter() - t0
         print(f"built {held} in {build_s:.0f} s", flush=True)
         runs = []
