@@ -228,13 +228,7 @@ class Redactor:
 
     def value(self, value: Any) -> Any:
         """A JSON value with every string redacted (keys are kept: they are field names)."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, Mapping):
-            return {k: self.value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return type(value)(self.value(v) for v in value)
-        return value
+        return redact_value(self.text, value)
 
 
 def as_redactor(value: Any) -> Callable[[str], str] | None:
@@ -255,16 +249,10 @@ def redact_value(redact: Callable[[str], str] | None, value: Any) -> Any:
     """Apply a text redactor to every string of a JSON value (``None`` redactor: unchanged)."""
     if redact is None:
         return value
-    if isinstance(redact, Redactor):
-        return redact.value(value)
-    return Redactor.value(_Wrapped(redact), value)  # type: ignore[arg-type]
-
-
-class _Wrapped:
-    """Lets a plain ``str -> str`` function reuse :meth:`Redactor.value`."""
-
-    def __init__(self, fn: Callable[[str], str]) -> None:
-        self.text = fn
-
-    def value(self, value: Any) -> Any:
-        return Redactor.value(self, value)  # type: ignore[arg-type]
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: redact_value(redact, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(redact, v) for v in value)
+    return value
