@@ -937,6 +937,7 @@ class SQLiteStore:
                 "UNION SELECT i.id FROM items i JOIN purge_cubes p ON i.cube_id = p.id",
                 (user_id,),
             )
+            cubes = [r[0] for r in c.execute("SELECT id FROM purge_cubes")]
             counts: dict[str, int] = {}
             # the log keeps ids only; earlier entries go, one 'del' each tells other processes
             c.execute("DELETE FROM index_log WHERE item_id IN (SELECT id FROM purge_items)")
@@ -973,6 +974,10 @@ class SQLiteStore:
         if self._text is not None:  # no copy of the text stays in this process's indexes
             with self._read() as conn:
                 self._synced_indexes(conn)
+            with self._index_lock:  # nor the vectors of their cubes (others' rows go dead)
+                for cube_id in cubes:
+                    if self._vectors is not None:
+                        self._vectors.drop_cube(cube_id)
         return counts
 
     # ------------------------------------------------------------------ portability
