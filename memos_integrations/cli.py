@@ -1,8 +1,8 @@
-"""The ``memos`` command line: demo, users, cubes, add, search, chat, list, history, export,
-import, stats and forget-user over a store: the embedded SQLite file (``--db`` or
-MEMOS_HOME), a PostgreSQL URL (``--db postgresql://...`` or MEMOS_PG_URL) or a private
-embedded PostgreSQL (``--embedded-pg DIR``); and ``prune``, which needs no store: it prunes a
-local Llama-family model for a task and saves the smaller model."""
+"""The ``memos`` command line: demo, users, cubes, add, search, chat, explain, list, history,
+export, import, stats, maintain, audit and forget-user over a store: the embedded SQLite
+file (``--db`` or MEMOS_HOME), a PostgreSQL URL (``--db postgresql://...`` or
+MEMOS_PG_URL) or a private embedded PostgreSQL (``--embedded-pg DIR``); and ``prune``, which
+needs no store: it prunes a local Llama-family model for a task and saves the smaller model."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("create-user", help="register a user")
     s.add_argument("user_id")
-    s.add_argument("--role", default="user", choices=["user", "admin"])
+    s.add_argument("--role", default="user", choices=["user", "admin", "guest"])
 
     s = sub.add_parser("create-cube", help="create a cube")
     s.add_argument("name")
@@ -105,6 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--memory", default="auto", choices=["auto", "activation", "plaintext", "none"])
     s.add_argument("--max-new-tokens", type=int, default=256)
     s.add_argument("--explain", action="store_true", help="also print which tier served what")
+
+    s = sub.add_parser("explain", help="what a chat turn would use (no model run, no access)")
+    s.add_argument("query")
+    s.add_argument("--user", required=True)
+    s.add_argument("--cube", help="where the user's hot set lives (default: their only cube)")
+    s.add_argument("-k", type=int, default=5)
+    s.add_argument("--memory", default="auto", choices=["auto", "activation", "plaintext", "none"])
 
     s = sub.add_parser("list", help="list memories")
     s.add_argument("--user")
@@ -145,6 +152,26 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--calibration", type=int, default=200, help="calibration texts")
     s.add_argument("--eval", type=int, default=0, metavar="N", help="score N items before/after")
 
+    s = sub.add_parser(
+        "maintain",
+        help="run the lifecycle policies once (TTL expiry, capacity eviction, promotion "
+        "candidates, demotion of stale artifacts)",
+    )
+    s.add_argument("--user", help="act as this user (default: the application, every cube)")
+    s.add_argument("--cube", action="append", dest="cubes")
+    s.add_argument("--capacity", type=int, help="archive the least important beyond this")
+    s.add_argument("--json", action="store_true", help="print every id, not just counts")
+
+    s = sub.add_parser("audit", help="query the audit log, newest first")
+    s.add_argument("--user", help="who asks (non-admins see only what concerns them)")
+    s.add_argument("--actor")
+    s.add_argument("--action", help="exact, or a prefix ending in * (e.g. 'read:*')")
+    s.add_argument("--target")
+    s.add_argument("--cube")
+    s.add_argument("--since")
+    s.add_argument("--until")
+    s.add_argument("--limit", type=int, default=50)
+
     s = sub.add_parser("forget-user", help="erase a user and everything they own")
     s.add_argument("user_id")
     s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -159,10 +186,17 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "prune":
         return _prune(args)
+    settings = None
+    if getattr(args, "capacity", None) is not None:
+        import dataclasses
+
+        from .core.config import Settings
+
+        settings = dataclasses.replace(Settings.from_env(), cube_capacity=args.capacity)
     opened = (
-        MemOS.open_embedded_postgres(args.embedded_pg)
+        MemOS.open_embedded_postgres(args.embedded_pg, settings=settings)
         if args.embedded_pg is not None
-        else MemOS.open(args.db)
+        else MemOS.open(args.db, settings=settings)
     )
     with opened as mos:
         cmd = args.command
@@ -205,6 +239,28 @@ def _run(args: argparse.Namespace) -> int:
             print(reply.text.strip())
             if args.explain:
                 print(json.dumps(reply.plan.describe(), indent=2))
+        elif cmd == "explain":
+            plan = mos.explain(args.query, user=args.user, cube=args.cube, k=args.k,
+                               memory=args.memory)  # fmt: skip
+            print(json.dumps(plan.describe(), indent=2, ensure_ascii=False))
+        elif cmd == "maintain":
+            report = mos.maintain(user=args.user, cubes=args.cubes)
+            print(json.dumps(report.describe() if args.json else report.counts(), indent=2))
+        elif cmd == "audit":
+            for r in mos.audit(
+                user=args.user,
+                actor=args.actor,
+                action=args.action,
+                target=args.target,
+                cube=args.cube,
+                since=args.since,
+                until=args.until,
+                limit=args.limit,
+            ):
+                print(
+                    f"{r.at:%Y-%m-%d %H:%M:%S} {r.actor or 'root'} {r.action} "
+                    f"{r.target or '-'} {r.cube_id or '-'} {json.dumps(r.detail)}"
+                )
         elif cmd == "list":
             _print_items(
                 mos.list(user=args.user, cube=args.cube, states=args.states, limit=args.limit),
