@@ -38,6 +38,8 @@ REFUSED: dict[str, Callable[[MemOS, dict[str, Any]], Any]] = {
     "add": lambda m, w: m.add(["x"], user="bob", cube="alice-personal"),
     "artifacts": lambda m, w: m.artifacts("alice-personal", user="bob"),
     "build_activation": lambda m, w: m.build_activation("alice-personal", user="bob"),
+    "build_experts": lambda m, w: m.build_experts(["piqa"], by="bob"),
+    "use_experts": lambda m, w: m.use_experts(None, by="bob"),
     "chat": lambda m, w: m.chat("PIN?", user="bob", cube="alice-personal"),
     "count": lambda m, w: m.count(user="bob", cube="alice-personal"),
     "create_cube": lambda m, w: m.create_cube("alice-2", owner="alice", by="bob"),

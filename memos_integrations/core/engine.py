@@ -1378,6 +1378,7 @@ class MemOS:
         method: str = "seap",
         max_loaded: int = 2,
         calibration: int = 200,
+        by: str | None = None,
         **schedule: Any,
     ) -> Any:
         """Prune the local model once per task (SEAP), train a router, and answer chats with
@@ -1385,9 +1386,11 @@ class MemOS:
         ``models.evaluation.TASKS``) or generic multiple-choice JSONL files. Experts live under
         ``path`` (default ``$MEMOS_HOME/experts/<model>-<method>-<pct>``); at most
         ``max_loaded`` stay in memory. Returns the :class:`~memos_integrations.models.seap.
-        experts.ExpertSet`."""
+        experts.ExpertSet`. Experts answer every user's chats: the application or an admin
+        (``by``) only."""
         from ..models.seap.experts import build_experts
 
+        self.gov.require_super(self.gov.user(by), "build task experts")
         base = self.model
         root = Path(path) if path is not None else self._experts_dir(method, sparsity)
         self._experts = build_experts(
@@ -1402,10 +1405,18 @@ class MemOS:
         )
         return self._experts
 
-    def use_experts(self, path: str | os.PathLike[str] | None, *, max_loaded: int = 2) -> Any:
-        """Answer chats with an expert set built earlier (``None`` goes back to the base)."""
+    def use_experts(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        max_loaded: int = 2,
+        by: str | None = None,
+    ) -> Any:
+        """Answer chats with an expert set built earlier (``None`` goes back to the base);
+        the application or an admin (``by``) only."""
         from ..models.seap.experts import ExpertSet
 
+        self.gov.require_super(self.gov.user(by), "switch task experts")
         self._experts = (
             None if path is None else ExpertSet.open(path, self.model, max_loaded=max_loaded)
         )
