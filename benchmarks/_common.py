@@ -183,6 +183,30 @@ __all__ = [
     "load_average",
     "machine_details",
     "machine_info",
+    "merge_part",
     "percentiles",
     "write_result",
 ]
+
+
+def merge_part(
+    name: str, part: str, command: str, summary: Mapping[str, Any], details: Mapping[str, Any]
+) -> Path:
+    """Merge one part of a multi-script result into ``results/<name>.json``.
+
+    Other parts' summary keys stay as they were; ``details.parts[part]`` records this part's
+    command, date and machine load (plus ``details``), and the top-level ``command`` joins
+    every part's command with ``&&``.
+    """
+    path = RESULTS_DIR / f"{name}.json"
+    old = json.loads(path.read_text()) if path.exists() else {"summary": {}, "details": {}}
+    parts = dict(old["details"].get("parts", {}))
+    parts[part] = {
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average": load_average(),
+        **details,
+    }
+    commands = " && ".join(dict.fromkeys(p["command"] for p in parts.values()))
+    merged = {**old["summary"], **summary}
+    return write_result(name, commands, merged, {"parts": parts, "machine": machine_details()})

@@ -1,7 +1,8 @@
-"""The ``memos`` command line: demo, users, cubes, add, search, chat, list, history, export,
-import, stats and forget-user over a store: the embedded SQLite file (``--db`` or
-MEMOS_HOME), a PostgreSQL URL (``--db postgresql://...`` or MEMOS_PG_URL) or a private
-embedded PostgreSQL (``--embedded-pg DIR``)."""
+"""The ``memos`` command line: demo, users, cubes, add, search, chat, explain, list, history,
+export, import, stats, maintain, audit and forget-user over a store: the embedded SQLite
+file (``--db`` or MEMOS_HOME), a PostgreSQL URL (``--db postgresql://...`` or
+MEMOS_PG_URL) or a private embedded PostgreSQL (``--embedded-pg DIR``); and ``prune``, which
+needs no store: it prunes a local Llama-family model for a task and saves the smaller model."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("create-user", help="register a user")
     s.add_argument("user_id")
-    s.add_argument("--role", default="user", choices=["user", "admin"])
+    s.add_argument("--role", default="user", choices=["user", "admin", "guest"])
 
     s = sub.add_parser("create-cube", help="create a cube")
     s.add_argument("name")
@@ -105,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-new-tokens", type=int, default=256)
     s.add_argument("--explain", action="store_true", help="also print which tier served what")
 
+    s = sub.add_parser("explain", help="what a chat turn would use (no model run, no access)")
+    s.add_argument("query")
+    s.add_argument("--user", required=True)
+    s.add_argument("--cube", help="where the user's hot set lives (default: their only cube)")
+    s.add_argument("-k", type=int, default=5)
+    s.add_argument("--memory", default="auto", choices=["auto", "activation", "plaintext", "none"])
+
     s = sub.add_parser("list", help="list memories")
     s.add_argument("--user")
     s.add_argument("--cube")
@@ -129,6 +137,41 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="counts by state and kind")
     s.add_argument("--user")
 
+    s = sub.add_parser(
+        "prune", help="prune a local Llama-family model for a task and save the smaller model"
+    )
+    s.add_argument("--task", required=True, help="built-in task name or a multiple-choice JSONL")
+    s.add_argument("--out", type=Path, required=True, help="directory for the pruned model")
+    s.add_argument("--model", help="model directory or .gguf (default: MEMOS_MODEL or SmolLM2)")
+    s.add_argument(
+        "--method",
+        default="seap",
+        choices=["seap", "seap_norm", "flap", "wanda_sp", "flap_lb", "wanda_lb"],
+    )
+    s.add_argument("--sparsity", type=float, default=0.2, help="share of attention+FFN weights")
+    s.add_argument("--calibration", type=int, default=200, help="calibration texts")
+    s.add_argument("--eval", type=int, default=0, metavar="N", help="score N items before/after")
+
+    s = sub.add_parser(
+        "maintain",
+        help="run the lifecycle policies once (TTL expiry, capacity eviction, promotion "
+        "candidates, demotion of stale artifacts)",
+    )
+    s.add_argument("--user", help="act as this user (default: the application, every cube)")
+    s.add_argument("--cube", action="append", dest="cubes")
+    s.add_argument("--capacity", type=int, help="archive the least important beyond this")
+    s.add_argument("--json", action="store_true", help="print every id, not just counts")
+
+    s = sub.add_parser("audit", help="query the audit log, newest first")
+    s.add_argument("--user", help="who asks (non-admins see only what concerns them)")
+    s.add_argument("--actor")
+    s.add_argument("--action", help="exact, or a prefix ending in * (e.g. 'read:*')")
+    s.add_argument("--target")
+    s.add_argument("--cube")
+    s.add_argument("--since")
+    s.add_argument("--until")
+    s.add_argument("--limit", type=int, default=50)
+
     s = sub.add_parser("forget-user", help="erase a user and everything they own")
     s.add_argument("user_id")
     s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -141,10 +184,19 @@ def _run(args: argparse.Namespace) -> int:
 
         run(Path(args.db).parent if args.db else None)
         return 0
+    if args.command == "prune":
+        return _prune(args)
+    settings = None
+    if getattr(args, "capacity", None) is not None:
+        import dataclasses
+
+        from .core.config import Settings
+
+        settings = dataclasses.replace(Settings.from_env(), cube_capacity=args.capacity)
     opened = (
-        MemOS.open_embedded_postgres(args.embedded_pg)
+        MemOS.open_embedded_postgres(args.embedded_pg, settings=settings)
         if args.embedded_pg is not None
-        else MemOS.open(args.db)
+        else MemOS.open(args.db, settings=settings)
     )
     with opened as mos:
         cmd = args.command
@@ -187,6 +239,28 @@ def _run(args: argparse.Namespace) -> int:
             print(reply.text.strip())
             if args.explain:
                 print(json.dumps(reply.plan.describe(), indent=2))
+        elif cmd == "explain":
+            plan = mos.explain(args.query, user=args.user, cube=args.cube, k=args.k,
+                               memory=args.memory)  # fmt: skip
+            print(json.dumps(plan.describe(), indent=2, ensure_ascii=False))
+        elif cmd == "maintain":
+            report = mos.maintain(user=args.user, cubes=args.cubes)
+            print(json.dumps(report.describe() if args.json else report.counts(), indent=2))
+        elif cmd == "audit":
+            for r in mos.audit(
+                user=args.user,
+                actor=args.actor,
+                action=args.action,
+                target=args.target,
+                cube=args.cube,
+                since=args.since,
+                until=args.until,
+                limit=args.limit,
+            ):
+                print(
+                    f"{r.at:%Y-%m-%d %H:%M:%S} {r.actor or 'root'} {r.action} "
+                    f"{r.target or '-'} {r.cube_id or '-'} {json.dumps(r.detail)}"
+                )
         elif cmd == "list":
             _print_items(
                 mos.list(user=args.user, cube=args.cube, states=args.states, limit=args.limit),
@@ -213,6 +287,34 @@ def _run(args: argparse.Namespace) -> int:
             if not args.yes and input(f"erase {args.user_id!r} and all their data? [y/N] ") != "y":
                 return 1
             print(json.dumps(mos.forget_user(args.user_id), indent=2))
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    """``memos prune``: calibrate on the task, prune, save, optionally score before/after."""
+    from .models import evaluation as ev
+    from .models.runtime import LocalModel
+    from .models.seap import methods, prune
+
+    base = LocalModel.load(args.model)
+    texts = ev.calibration_texts(args.task, n=args.calibration)
+    pruned, plan = methods.prune(
+        base.model, base.tokenizer, texts, args.method, args.sparsity, source=args.task
+    )
+    plan.details["base"] = base.fingerprint.to_dict()
+    out = prune.save_pruned(pruned, base.tokenizer, plan, args.out)
+    report: dict[str, Any] = {
+        "out": str(out),
+        "method": args.method,
+        "real_sparsity": round(plan.real_sparsity, 6),
+        "attn_ffn_params": [prune.count_params(base.model), prune.count_params(pruned)],
+    }
+    if args.eval:
+        task = ev.load_task(args.task, n=args.eval)
+        for name, model in (("dense", base.model), ("pruned", pruned)):
+            r = ev.evaluate_task(model, base.tokenizer, task)
+            report[name] = {"acc": r["acc"], "acc_ci": r["acc_ci"], "gold_nll": r["gold_nll"]}
+    print(json.dumps(report, indent=2))
     return 0
 
 

@@ -44,13 +44,17 @@ NAN, INF = float("nan"), float("inf")
 
 
 def snapshot(m: MemOS) -> dict[str, Any]:
-    """Everything a refused call must leave unchanged."""
+    """Everything a refused call must leave unchanged (but for the audit record of a refusal
+    by governance, ``denied:<method>``, which is the one thing it must write)."""
+    denied = len(m.audit(action="denied:*", limit=10_000))
+    tables = table_counts(m)
+    tables["audit"] -= denied
     return {
         "count": m.count(),
         "all_states": m.count(states=list(STATES)),
-        "audit": len(m.audit(limit=10_000)),
+        "audit": len(m.audit(limit=10_000)) - denied,
         "versions": m.stats()["versions"],
-        "tables": table_counts(m),
+        "tables": tables,
     }
 
 

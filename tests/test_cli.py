@@ -59,6 +59,16 @@ def test_cli_round_trip(target, tmp_path, capsys, embedder) -> None:
     assert (export / "manifest.json").is_file()
     code, out, _ = run(capsys, "--db", db, "import", str(export), "--cube-id", "copy")
     assert code == 0 and out.strip() == "copy"
+    code, out, _ = run(capsys, "--db", db, "explain", "what music?", "--user", "alice",
+                       "--cube", "alice-notes", "-k", "1")  # fmt: skip
+    plan = json.loads(out)
+    assert len(plan["retrieved"]) == 1 and plan["cube"] == "alice-notes"  # (or its copy's)
+    assert plan["adapter"]["name"] is None and plan["activation"]["action"] == "build"
+    code, out, _ = run(capsys, "--db", db, "maintain", "--capacity", "2", "--json")
+    evicted = json.loads(out)["ids"]["evicted"]
+    assert code == 0 and {c: len(v) for c, v in evicted.items()} == {"alice-notes": 1, "copy": 1}
+    code, out, _ = run(capsys, "--db", db, "audit", "--action", "evict", "--limit", "5")
+    assert code == 0 and len(out.strip().splitlines()) == 2 and "capacity" in out
     code, out, _ = run(capsys, "--db", db, "forget-user", "alice", "--yes")
     assert json.loads(out)["items"] == 6
 

@@ -104,13 +104,15 @@ def test_per_call_options_and_memory_modes(mos: MemOS) -> None:
     assert plain.response_metadata["memos"]["tier"] == "plaintext"
     assert plain.usage_metadata["input_token_details"] == {"cache_read": 0}
     none = llm.invoke(QUERY, memory="none", max_tokens=2)
-    assert none.response_metadata["memos"] == {
+    described = none.response_metadata["memos"]
+    assert {k: described[k] for k in ("tier", "cached", "in_prompt", "prefix_tokens")} == {
         "tier": "none",
         "cached": [],
         "in_prompt": [],
         "prefix_tokens": 0,
-        "retrieved": [],
     }
+    assert described["retrieved"] == [] and described["covers_hot_set"] is False
+    assert described["adapter"]["name"] is None and described["expert"]["name"] is None
     assert "Paris is the capital" in llm.plan(QUERY).prompt  # plaintext: memories as text
     assert "Paris is the capital" not in llm.plan(QUERY, memory="none").prompt
     greedy = str(llm.invoke(QUERY, max_tokens=12).content)

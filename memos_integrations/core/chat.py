@@ -5,6 +5,9 @@ memories, bounded by ``Settings.activation_items`` and ``activation_tokens``) is
 activation tier: a KV cache of a system message holding those memories, built once, stored as a
 cube artifact and injected. Retrieved memories outside the hot set go into the prompt as text.
 ``ChatPlan`` records that split so callers can inspect it before or after generating.
+
+What serves a turn is decided by the scheduler (:mod:`.scheduler`, a :class:`QueryPlan`);
+this module executes the decision: it loads or builds the KV cache and renders the prompt.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import InvalidInput
-from .items import AuditRecord, MemoryItem, SearchHit, utcnow
-from .lifecycle import SERVED_STATES
+from .errors import BackendUnavailable, InvalidInput
+from .items import AuditRecord, MemoryItem, SearchHit
+from .scheduler import ActivationChoice, QueryPlan
 
 if TYPE_CHECKING:
     from ..models.activation import KVPrefix
@@ -45,6 +48,7 @@ class ChatPlan:
     cached: tuple[MemoryItem, ...]  # memories served by the KV cache
     in_prompt: tuple[MemoryItem, ...]  # memories put into the prompt as text
     hits: tuple[SearchHit, ...]  # what retrieval found
+    schedule: QueryPlan | None = None  # the scheduler's decision this plan executes
 
     @property
     def tier(self) -> str:
@@ -54,19 +58,27 @@ class ChatPlan:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary (for logs, ``explain`` and the demo)."""
-        return {
+        out: dict[str, Any] = {
             "tier": self.tier,
             "cached": [it.id for it in self.cached],
             "in_prompt": [it.id for it in self.in_prompt],
             "prefix_tokens": self.activation.n_tokens if self.activation else 0,
             "retrieved": [h.item.id for h in self.hits],
         }
+        if self.schedule is not None:
+            s = self.schedule
+            out["covers_hot_set"] = s.activation.covers_hot_set
+            out["working_memory"] = [w.item.id for w in s.working]
+            out["adapter"] = s.adapter.describe()
+            out["expert"] = s.expert.describe()
+        return out
 
 
 @dataclass(frozen=True)
 class ChatReply:
     text: str
     plan: ChatPlan
+    expert: str | None = None  # the task expert that answered, when experts are on
 
 
 class Chat:
@@ -90,6 +102,7 @@ class Chat:
         memory: str,
         instructions: str | None,
         after: Sequence[dict[str, Any]] = (),
+        session: str | None = None,
     ) -> ChatPlan:
         from ..models import activation
 
@@ -97,11 +110,31 @@ class Chat:
             raise InvalidInput(f"memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
         instructions = _instructions(instructions)
         model = self.mos.model
-        hits = () if memory == "none" else tuple(self.mos.search(query, user=user, k=k))
+        decided = self.mos.scheduler.decide(
+            query,
+            user=user,
+            cube=cube,
+            k=k,
+            memory=memory,
+            session=session,
+            instructions=instructions,
+            model=model,
+            serve=True,
+        )
+        slots = [decided.adapter]
+        if self.mos._experts is None:  # with SEAP experts on, MemOS.chat runs the chosen one
+            slots.append(decided.expert)
+        for slot in slots:
+            if slot.name is not None:  # never pretend: the runtime cannot apply one yet
+                raise BackendUnavailable(
+                    f"the scheduler chose {slot.slot} {slot.name!r}, but the local runtime "
+                    f"cannot apply a {slot.slot} yet"
+                )
         prefix: KVPrefix | None = None
         cached: tuple[MemoryItem, ...] = ()
-        if memory in ("auto", "activation") and cube is not None:
-            prefix, cached = self.activation(cube, user=user, instructions=instructions)
+        if cube is not None and decided.activation.action in ("reuse", "build"):
+            prefix, cached = self.execute(decided.activation, cube, user, instructions)
+            self.mos._audit_foreign_reads(cached, user, "chat")
         if prefix is None and memory == "activation":
             raise InvalidInput(
                 f"nothing to cache for {user!r}: pass the cube= that holds their memories"
@@ -109,7 +142,7 @@ class Chat:
                 else f"cube {cube!r} has no memories for {user!r} to cache yet"
             )
         cached_ids = {it.id for it in cached}
-        in_prompt = tuple(h.item for h in hits if h.item.id not in cached_ids)
+        in_prompt = tuple(it for it in decided.plaintext if it.id not in cached_ids)
         # retrieved memories outside the cache ride with the question: small models attend to
         # the last user turn far better than to a second system message
         asked = f"{self._notes(in_prompt)}\n\nQuestion: {query}" if in_prompt else query
@@ -119,7 +152,7 @@ class Chat:
             _, prompt = activation.split_chat(model, head, turns)
         else:
             prompt = model.apply_chat_template([*head, *turns], add_generation_prompt=True)
-        return ChatPlan(query, prompt, prefix, cached, in_prompt, hits)
+        return ChatPlan(query, prompt, prefix, cached, in_prompt, decided.hits, decided)
 
     @staticmethod
     def _notes(items: Sequence[MemoryItem]) -> str:
@@ -136,27 +169,41 @@ class Chat:
         self, cube: str, *, user: str, instructions: str
     ) -> tuple[KVPrefix | None, tuple[MemoryItem, ...]]:
         """The user's current hot-set cache for ``cube``: loaded, or rebuilt when stale."""
+        choice = self.mos.scheduler.activation(
+            cube, user=user, model=self.mos.model, instructions=instructions
+        )
+        if choice.action not in ("reuse", "build"):
+            return None, ()
+        return self.execute(choice, cube, user, instructions)
+
+    def execute(
+        self, choice: ActivationChoice, cube: str, user: str, instructions: str
+    ) -> tuple[KVPrefix | None, tuple[MemoryItem, ...]]:
+        """Carry out the scheduler's activation decision: load the cache or build it."""
         from ..models import activation
 
         model = self.mos.model
-        name = _artifact_name(user, model)
-        digest = _digest(instructions)
         caches = self._artifacts(cube)
-        stored = [a for a in caches if a.name == name]
-        for art in stored:
-            items = self._sources(art)
-            if items is not None and art.metadata.get("instructions") == digest:
-                self.mos.store.touch_artifact(art.id, utcnow())
+        if choice.action == "reuse":
+            art = next((a for a in caches if a.id == choice.artifact_id), None)
+            items = self.mos.scheduler.sources(art) if art is not None else None
+            if art is not None and items is not None:
+                self.mos.store.touch_artifact(art.id, self.mos.clock())
                 return self._load(art, model), items
-        hot = self.hot_set(cube, user=user, model=model)
+        # build (or the chosen cache went stale in between): from the hot set now
+        hot = self.mos.scheduler.hot_set(cube, user=user, model=model)
         if not hot:
             return None, ()
+        name = artifact_name(user, model)
+        stored = [a for a in caches if a.name == name]
         text = model.apply_chat_template(
             [activation.system_message(hot, instructions)], add_generation_prompt=False
         )
         prefix = activation.build(model, text, {it.id: it.version for it in hot})
         art = activation.to_artifact(prefix, cube, name)
-        art = _with_metadata(art, instructions=digest, used_at=utcnow().isoformat())
+        art = _with_metadata(
+            art, instructions=digest(instructions), used_at=self.mos.clock().isoformat()
+        )
         evicted = self._evictions(art, [a for a in caches if a.name != name])
         self.mos.store.put_artifact(
             art,
@@ -175,37 +222,8 @@ class Chat:
             raise InvalidInput(f"cube {cube!r} has no memories for {user!r} to cache yet")
         return prefix
 
-    def hot_set(self, cube: str, *, user: str, model: LocalModel) -> list[MemoryItem]:
-        """The user's most accessed live memories in ``cube``, within the token budget."""
-        from ..models.activation import memory_lines
-
-        s = self.mos.settings
-        candidates = self.mos.list(
-            user=user, cube=cube, states=SERVED_STATES, limit=s.activation_items, order="accessed"
-        )
-        now = utcnow()
-        hot: list[MemoryItem] = []
-        for item in (it for it in candidates if not it.is_expired(now)):
-            if model.count_tokens(memory_lines([*hot, item])) > s.activation_tokens:
-                break
-            hot.append(item)
-        return hot
-
     def is_stale(self, artifact: Artifact) -> bool:
-        return self._sources(artifact) is None
-
-    def _sources(self, artifact: Artifact) -> tuple[MemoryItem, ...] | None:
-        """The items an artifact was built from, or None if any changed, left or expired."""
-        ids = list(artifact.sources)
-        items = self.mos.store.get_items(ids)
-        now = utcnow()
-        fresh = len(items) == len(ids) and all(
-            it.version == artifact.sources[it.id]
-            and it.state in SERVED_STATES
-            and not it.is_expired(now)
-            for it in items
-        )
-        return tuple(items) if fresh else None
+        return not self.mos.scheduler.is_fresh(artifact)
 
     def _artifacts(self, cube: str) -> list[Artifact]:
         from ..models.activation import KIND
@@ -228,6 +246,11 @@ class Chat:
             self._trim()
         return prefix
 
+    def forget_loaded(self) -> None:
+        """Drop every decoded KV cache held in this process (after an erasure)."""
+        with self._lock:
+            self._loaded.clear()
+
     def _trim(self) -> None:
         while len(self._loaded) > _LOADED_PREFIXES:
             self._loaded.popitem(last=False)
@@ -249,7 +272,7 @@ class Chat:
         return evicted
 
 
-def _artifact_name(user: str, model: LocalModel) -> str:
+def artifact_name(user: str, model: LocalModel) -> str:
     # per reader: a shared cube's hot set depends on what this user may see
     return f"hot/{user}/{model.fingerprint.id}"
 
@@ -258,7 +281,7 @@ def _instructions(given: str | None) -> str:
     return given if given is not None else DEFAULT_INSTRUCTIONS
 
 
-def _digest(text: str) -> str:
+def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

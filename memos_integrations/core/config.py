@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 
@@ -46,7 +47,32 @@ class Settings:
     activation_items: int = 16
     activation_tokens: int = 1024
     activation_cache_bytes: int = 256 * 2**20
+    # Scheduler: memories a session's working memory keeps (ranked, see core/scheduler.py).
+    working_memory_items: int = 20
+    # Lifecycle policies run by maintain() (core/policies.py). A cube holding more served
+    # items than ``cube_capacity`` archives the least important (None: no limit).
+    cube_capacity: int | None = None
+    importance_half_life: timedelta = timedelta(days=30)
+    hot_min_accesses: int = 3  # accesses that make a memory hot (activation candidate)
+    stable_min_accesses: int = 10  # and a stable one (parametric candidate) ...
+    stable_min_age: timedelta = timedelta(days=7)  # ... when unchanged this long
+    artifact_idle: timedelta = timedelta(days=30)  # a KV cache unused this long is dropped
+    # Redaction of personal data before anything is stored: pattern names from
+    # core/governance.py ("email", "card", "phone"); () stores text as given. MEMOS_REDACT
+    # takes a comma-separated list, or "all".
+    redact: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(db_path=memos_home() / "memos.db", pg_url=os.environ.get("MEMOS_PG_URL") or None)
+        return cls(
+            db_path=memos_home() / "memos.db",
+            pg_url=os.environ.get("MEMOS_PG_URL") or None,
+            redact=_redact_env(os.environ.get("MEMOS_REDACT", "")),
+        )
+
+
+def _redact_env(value: str) -> tuple[str, ...]:
+    from .governance import DEFAULT_REDACT
+
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    return DEFAULT_REDACT if names == ("all",) else names

@@ -14,6 +14,8 @@ import asyncio
 import builtins
 import dataclasses
 import functools
+import inspect
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from ..models.runtime import LocalModel
 
 from ..embeddings import Embedder, as_embedder
-from ..storage.base import Scope, SearchMode, SearchRequest, Store
+from ..storage.base import AuditQuery, Scope, SearchMode, SearchRequest, Store
 from ..storage.search import And, Cond, Node, Or, combine, parse_filter
 from .access import AccessLog
 from .chat import Chat, ChatPlan, ChatReply
@@ -42,7 +44,7 @@ from .errors import (
     NotFound,
     PermissionDenied,
 )
-from .governance import Governance
+from .governance import ROLES, Governance, Hidden, as_redactor, redact_value
 from .items import (
     AuditRecord,
     Grant,
@@ -75,7 +77,9 @@ from .lifecycle import (
     check_state,
     check_transition,
 )
+from .policies import MaintenanceReport
 from .refine import Refinement, Refiner
+from .scheduler import Clock, QueryPlan, Scheduler, WorkingEntry, WorkingMemory
 
 T = TypeVar("T")
 MemoryInput = str | Mapping[str, Any]
@@ -96,7 +100,8 @@ def _threaded(method: Callable[..., T]) -> Callable[..., Any]:
 
     @functools.wraps(method)
     async def twin(self: MemOS, *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(method, self, *args, **kwargs)
+        # through the instance: the governed (denial-auditing) method, not the raw function
+        return await asyncio.to_thread(getattr(self, method.__name__), *args, **kwargs)
 
     twin.__name__ = twin.__qualname__ = "a" + method.__name__
     twin.__doc__ = f"Async twin of :meth:`MemOS.{method.__name__}` (runs in a worker thread)."
@@ -160,20 +165,31 @@ class MemOS:
         reader: Reader | None = None,
         settings: Settings | None = None,
         model: Any = None,
+        redact: Any = None,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.embedder: Embedder = as_embedder(embedder)
         self.reader = reader
         self.settings = settings or Settings.from_env()
         self.gov = Governance(store)
+        # what every memory, note and reason passes through before it is stored
+        self.redact = as_redactor(redact if redact is not None else self.settings.redact or None)
+        # "now" for TTLs, access times and the lifecycle policies (tests pass a fake clock)
+        self.clock: Clock = clock or utcnow
+        self.scheduler = Scheduler(
+            self, WorkingMemory(self.settings.working_memory_items, self.clock)
+        )
         self._accesses = AccessLog(store, self.settings.access_write_delay)
         self._model = model  # a LocalModel, a model path, or None for the default (lazy)
         self._model_lock = threading.Lock()
+        self._experts: Any = None  # an ExpertSet once build_experts/use_experts ran
         self._chat = Chat(self)
         # how memories the reader extracts join the cube; set a Consolidator(judge=llm) to
         # let an LLM judge near-duplicates and contradictions instead of the rules
         self.consolidator = Consolidator()
         self._refiner = Refiner(self)
+        self._local = threading.local()  # per-thread call state (dry runs, denial auditing)
         self._closed = False
         recorded = store.get_meta("embedding_model")
         if recorded is not None and recorded != self.embedder.model_id:
@@ -195,30 +211,31 @@ class MemOS:
         reader: Reader | None = None,
         settings: Settings | None = None,
         model: Any = None,
+        redact: Any = None,
+        clock: Clock | None = None,
     ) -> MemOS:
         """Open a store: a file path or ``sqlite:///path`` (the embedded SQLite store), or a
         ``postgresql://`` URL. ``None`` opens ``MEMOS_PG_URL`` when set, else the SQLite file
         in ``MEMOS_HOME``.
 
         ``model`` is the local chat model (a ``LocalModel`` or a model path); by default the
-        bundled SmolLM2 (or ``MEMOS_MODEL``) is loaded on the first chat.
+        bundled SmolLM2 (or ``MEMOS_MODEL``) is loaded on the first chat. ``redact`` masks
+        personal data before it is stored (``True``: e-mail, card and phone patterns; see
+        :class:`~memos_integrations.core.governance.Redactor`); ``clock`` replaces "now".
         """
         settings = settings or Settings.from_env()
+        options = {"embedder": embedder, "reader": reader, "model": model}
+        options |= {"redact": redact, "clock": clock}
         text = str(target) if target is not None else settings.pg_url
         if text is not None and text.startswith(_PG_SCHEMES):
-            return cls._over(_postgres(text), embedder, reader, settings, model)
+            return cls._over(_postgres(text), settings, options)
         if target is not None:
             path = Path(str(target).removeprefix("sqlite:///")).expanduser()
             settings = dataclasses.replace(settings, db_path=path)
         from ..storage.sqlite import SQLiteStore
 
-        return cls(
-            SQLiteStore(settings.db_path, ivf_min_rows=settings.ivf_min_rows),
-            embedder=embedder,
-            reader=reader,
-            settings=settings,
-            model=model,
-        )
+        store = SQLiteStore(settings.db_path, ivf_min_rows=settings.ivf_min_rows)
+        return cls._over(store, settings, options)
 
     @classmethod
     def open_embedded_postgres(
@@ -229,6 +246,8 @@ class MemOS:
         reader: Reader | None = None,
         settings: Settings | None = None,
         model: Any = None,
+        redact: Any = None,
+        clock: Clock | None = None,
     ) -> MemOS:
         """Start (or join) a private PostgreSQL with pgvector whose data lives in ``path``
         (default ``$MEMOS_HOME/postgres``) and open it; it stops with the last handle."""
@@ -241,15 +260,14 @@ class MemOS:
         except BaseException:
             release()
             raise
-        return cls._over(store, embedder, reader, settings, model)
+        options = {"embedder": embedder, "reader": reader, "model": model}
+        return cls._over(store, settings, options | {"redact": redact, "clock": clock})
 
     @classmethod
-    def _over(
-        cls, store: Store, embedder: Any, reader: Reader | None, settings: Settings, model: Any
-    ) -> MemOS:
+    def _over(cls, store: Store, settings: Settings, options: dict[str, Any]) -> MemOS:
         """An engine over a store just opened; the store is closed if the engine refuses it."""
         try:
-            return cls(store, embedder=embedder, reader=reader, settings=settings, model=model)
+            return cls(store, settings=settings, **options)
         except BaseException:
             store.close()
             raise
@@ -275,22 +293,34 @@ class MemOS:
 
     # ------------------------------------------------------------------ users and cubes
 
-    def create_user(self, user_id: str, *, role: str = "user", name: str | None = None) -> User:
-        """Register a user (done by the application, the root principal)."""
+    def create_user(
+        self, user_id: str, *, role: str = "user", name: str | None = None, by: str | None = None
+    ) -> User:
+        """Register a user (the application or an admin). Roles: ``admin`` (passes every
+        check), ``user`` (owns cubes, reads and writes by grant), ``guest`` (read-only)."""
+        self.gov.require_super(self.gov.user(by), "create users")
         check_id(user_id, "user")
-        if role not in ("user", "admin"):
-            raise InvalidInput(f"role must be 'user' or 'admin', got {role!r}")
+        if role not in ROLES:
+            raise InvalidInput(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         user = User(user_id, role, name)  # type: ignore[arg-type]
-        self.store.put_user(user, AuditRecord(None, "create_user", user_id, detail={"role": role}))
+        self.store.put_user(user, AuditRecord(by, "create_user", user_id, detail={"role": role}))
         return user
 
-    def get_user(self, user_id: str) -> User:
-        user = self.gov.user(user_id)
-        assert user is not None
-        return user
+    def get_user(self, user_id: str, *, user: str | None = None) -> User:
+        """A user record; users other than root and admins may only look themselves up."""
+        actor = self.gov.user(user)
+        if not self.gov.is_super(actor) and user_id != user:
+            raise PermissionDenied(f"{user!r} may only look up their own user record")
+        found = self.gov.user(check_id(user_id, "user"))
+        assert found is not None
+        return found
 
-    def list_users(self) -> builtins.list[User]:
-        return self.store.list_users()
+    def list_users(self, *, user: str | None = None) -> builtins.list[User]:
+        """Every user (root and admins); a plain user or guest sees only themselves."""
+        actor = self.gov.user(user)
+        if self.gov.is_super(actor):
+            return self.store.list_users()
+        return [actor]  # type: ignore[list-item]
 
     def create_cube(
         self,
@@ -300,9 +330,17 @@ class MemOS:
         cube_id: str | None = None,
         description: str = "",
         metadata: Mapping[str, Any] | None = None,
+        by: str | None = None,
     ) -> MemCube:
-        """Create a cube owned by ``owner``; its id is ``cube_id`` or, by default, ``name``."""
-        self.gov.user(owner)
+        """Create a cube owned by ``owner``; its id is ``cube_id`` or, by default, ``name``.
+
+        ``by`` (default: the application) must be the owner or an admin; guests own no cubes.
+        """
+        actor = self.gov.user(by)
+        owning = self.gov.user(check_id(owner, "user"))
+        if not (self.gov.is_super(actor) or by == owner):
+            raise PermissionDenied(f"{by!r} may only create cubes for themselves")
+        self.gov.require_can_own(owning)  # type: ignore[arg-type]
         cube = MemCube(
             id=check_id(cube_id or name, "cube"),
             name=check_text(name, "cube name"),
@@ -310,7 +348,7 @@ class MemOS:
             description=description,
             metadata=check_metadata(metadata),
         )
-        self.store.put_cube(cube, AuditRecord(owner, "create_cube", cube.id, cube.id))
+        self.store.put_cube(cube, AuditRecord(by or owner, "create_cube", cube.id, cube.id))
         return cube
 
     def get_cube(self, cube: MemCube | str, *, user: str | None = None) -> MemCube:
@@ -332,7 +370,9 @@ class MemOS:
             raise InvalidInput(f"access must be 'read' or 'write', got {access!r}")
         found = self.gov.cube(_cube_id(cube))
         self.gov.require_owner(self.gov.user(by), found)
-        self.gov.user(check_id(to, "user"))
+        grantee = self.gov.user(check_id(to, "user"))
+        if access == "write" and grantee.role == "guest":  # type: ignore[union-attr]
+            raise InvalidInput(f"{to!r} is a guest: guests hold read grants only")
         if to == found.owner:
             raise InvalidInput(f"{to!r} owns cube {found.id!r} already")
         grant = Grant(found.id, to, access, by)  # type: ignore[arg-type]
@@ -407,8 +447,10 @@ class MemOS:
             "visibility": check_visibility(visibility),
         }
         session = check_text(session, "session") if session is not None else None
-        now = utcnow()
-        items = [self._draft(x, user, target.id, session, defaults, now) for x in inputs]
+        now = self.clock()
+        items = [
+            self._scrubbed(self._draft(x, user, target.id, session, defaults, now)) for x in inputs
+        ]
         keys = [it.key for it in items if it.key is not None]
         if len(keys) != len(set(keys)):
             raise InvalidInput("a key appears twice in one add call; each key names one memory")
@@ -459,6 +501,51 @@ class MemOS:
     def wait_refinements(self, timeout: float | None = None) -> builtins.list[Refinement]:
         """Wait for the refinements ``mode="async"`` started; returns their reports."""
         return self._refiner.wait(timeout)
+
+    def _scrubbed(self, item: MemoryItem) -> MemoryItem:
+        """The item with personal data redacted from its text, tags, metadata and speaker
+        (ids and keys are identifiers and stay as given)."""
+        if self.redact is None:
+            return item
+        text = check_text(self.redact(item.text))
+        speaker = item.provenance.speaker
+        return item.evolve(
+            text=text,
+            content_hash=content_hash(text, item.event_time),
+            tags=check_tags(self.redact(t) for t in item.tags),
+            metadata=redact_value(self.redact, item.metadata),
+            provenance=dataclasses.replace(
+                item.provenance, speaker=self.redact(speaker) if speaker else speaker
+            ),
+        )
+
+    def _scrub(self, value: T) -> T:
+        """A caller's free text or JSON value, redacted (note, reason, metadata)."""
+        return redact_value(self.redact, value)  # type: ignore[no-any-return]
+
+    def _scrub_dump(self, dump: Any) -> bool:
+        """Redact an import in place (items, versions, reasons); True if any text changed
+        (its vectors are then recomputed)."""
+        if self.redact is None:
+            return False
+        items = [self._scrubbed(it) for it in dump.items]
+        changed = any(a.text != b.text for a, b in zip(items, dump.items, strict=True))
+        dump.items = items
+        dump.versions = [
+            dataclasses.replace(
+                v,
+                text=self.redact(v.text),
+                content_hash=content_hash(self.redact(v.text), v.event_time),
+                tags=check_tags(self.redact(t) for t in v.tags),
+                metadata=self._scrub(v.metadata),
+                note=self._scrub(v.note),
+            )
+            for v in dump.versions
+        ]
+        dump.transitions = [
+            dataclasses.replace(t, reason=self._scrub(t.reason)) for t in dump.transitions
+        ]
+        return changed
 
     def _default_cube(self, user: str) -> str:
         owned = self.store.list_cubes(owner=user)
@@ -707,8 +794,28 @@ class MemOS:
         hits = self.store.search(
             SearchRequest(scope, k, query, vector, where, mode, float(dense_weight))
         )
-        self._served([h.item for h in hits], user, "search")
+        if self._serving:
+            self._served([h.item for h in hits], user, "search")
         return hits
+
+    def _search_for(
+        self, query: str, *, user: str, k: int, serve: bool
+    ) -> builtins.list[SearchHit]:
+        """The scheduler's retrieval: :meth:`search`, with (chat) or without (explain) the
+        bookkeeping of served memories; a dry run still audits reads of others' cubes."""
+        if serve:
+            return self.search(query, user=user, k=k)
+        self._local.dry = True
+        try:
+            hits = self.search(query, user=user, k=k)
+        finally:
+            self._local.dry = False
+        self._audit_foreign_reads([h.item for h in hits], user, "explain")
+        return hits
+
+    @property
+    def _serving(self) -> bool:
+        return not getattr(self._local, "dry", False)
 
     def _where(
         self,
@@ -740,7 +847,7 @@ class MemOS:
                 Or(
                     (
                         Cond("expires_at", "time", "$exists", False),
-                        Cond("expires_at", "time", "$gt", utcnow().timestamp()),
+                        Cond("expires_at", "time", "$gt", self.clock().timestamp()),
                     )
                 )
             )
@@ -751,7 +858,7 @@ class MemOS:
         if not items:
             return
         if self.settings.track_access:
-            self._accesses.record([it.id for it in items], utcnow(), user, f"served by {op}")
+            self._accesses.record([it.id for it in items], self.clock(), user, f"served by {op}")
         self._audit_foreign_reads(items, user, op)
 
     def _audit_foreign_reads(self, items: Iterable[MemoryItem], user: str | None, op: str) -> None:
@@ -778,8 +885,10 @@ class MemOS:
     def _visible_item(self, item_id: str, user: str | None) -> MemoryItem:
         self._accesses.flush()
         found = self.store.get_items([check_id(item_id, "item")])
-        if not found or not self.gov.visible(self.gov.user(user), found[0]):
+        if not found:
             raise NotFound(f"no memory {item_id!r} visible to {user or 'root'!r}")
+        if not self.gov.visible(self.gov.user(user), found[0]):  # same words as missing
+            raise Hidden(f"no memory {item_id!r} visible to {user or 'root'!r}")
         return found[0]
 
     def history(self, item_id: str, *, user: str | None = None) -> builtins.list[ItemVersion]:
@@ -849,7 +958,7 @@ class MemOS:
         if confidence is not None:
             changes["confidence"] = check_confidence(confidence)
         if ttl is not None:
-            changes["expires_at"] = utcnow() + parse_ttl(ttl)  # type: ignore[operator]
+            changes["expires_at"] = self.clock() + parse_ttl(ttl)  # type: ignore[operator]
         if visibility is not None:
             changes["visibility"] = check_visibility(visibility)
         if event_time is not None:
@@ -873,7 +982,13 @@ class MemOS:
         change: str,
         note: str | None,
     ) -> MemoryItem:
-        new = item.evolve(**changes, version=item.version + 1, updated_at=utcnow())
+        for name in ("text", "metadata"):
+            if name in changes:
+                changes[name] = self._scrub(changes[name])
+        if "tags" in changes:
+            changes["tags"] = check_tags(self._scrub(list(changes["tags"])))
+        note = self._scrub(note)
+        new = item.evolve(**changes, version=item.version + 1, updated_at=self.clock())
         new = new.evolve(
             content_hash=content_hash(new.text, new.event_time),
             embedding_model=self.embedder.model_id,
@@ -921,6 +1036,7 @@ class MemOS:
         item = self._visible_item(item_id, user)
         self.gov.require_write(self.gov.user(user), self.gov.cube(item.cube_id))
         check_transition(item.state, state)
+        reason = self._scrub(reason)
         changed = self.store.set_state(
             [item.id],
             state,
@@ -958,14 +1074,19 @@ class MemOS:
         e.g. ``merged`` -> ``archived``) are left as they are and not counted.
         """
         check_state(state)
+        reason = self._scrub(reason)
         ids = builtins.list(dict.fromkeys(check_id(i, "item") for i in item_ids))
         if not ids:
             return 0
         actor = self.gov.user(user)
-        found = {it.id: it for it in self.store.get_items(ids) if self.gov.visible(actor, it)}
+        stored = self.store.get_items(ids)
+        found = {it.id: it for it in stored if self.gov.visible(actor, it)}
         missing = [i for i in ids if i not in found]
         if missing:
-            raise NotFound(f"no memory {missing[0]!r} visible to {user or 'root'!r}")
+            hidden = len(found) < len(stored)  # some exist but are not the caller's to see
+            raise (Hidden if hidden else NotFound)(
+                f"no memory {missing[0]!r} visible to {user or 'root'!r}"
+            )
         for cube_id in {it.cube_id for it in found.values()}:
             self.gov.require_write(actor, self.gov.cube(cube_id))
         return len(
@@ -982,53 +1103,123 @@ class MemOS:
         )
 
     def expire_due(self, *, user: str | None = None) -> int:
-        """Move items whose TTL has passed to ``expired``; returns how many moved."""
-        scope = self.gov.readable(self.gov.user(user))
-        where = And(
-            (
-                Cond("state", "text", "$in", ("generated", "activated")),
-                Cond("expires_at", "time", "$lte", utcnow().timestamp()),
-            )
-        )
-        due = self.store.list_items(scope, where, limit=1_000_000, offset=0, order="created")
+        """Move items whose TTL has passed to ``expired`` (in the cubes ``user`` may write);
+        returns how many moved. One set-based statement per state in the store."""
+        scope = self.gov.writable(self.gov.user(user))
+        self._accesses.flush()  # a pending activation must not land after the expiry
         return len(
-            self.store.set_state(
-                [it.id for it in due],
-                "expired",
-                from_states=("generated", "activated"),
-                by=user,
-                reason="ttl",
-                audit=AuditRecord(user, "expire", None, None, {"due": len(due)}),
+            self.store.expire_due(
+                scope, self.clock(), by=user, audit=AuditRecord(user, "expire", at=self.clock())
             )
         )
+
+    # ------------------------------------------------------------------ scheduling
+
+    def explain(
+        self,
+        query: str,
+        *,
+        user: str,
+        cube: MemCube | str | None = None,
+        k: int = 5,
+        memory: str = "auto",
+        session: str | None = None,
+        instructions: str | None = None,
+    ) -> QueryPlan:
+        """What a chat turn for ``query`` would use, without running it: the retrieved and
+        working-memory items, whether the stored KV cache covers the hot set, and the LoRA
+        adapter and task expert. Nothing is counted as an access, built or generated; the
+        local model is consulted only if it is already loaded (``plan.notes`` says so)."""
+        from .chat import MEMORY_MODES, _instructions
+
+        check_text(query, "query")
+        if memory not in MEMORY_MODES:
+            raise InvalidInput(f"memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
+        actor, home = self._chat_scope(user, cube)
+        model = self._model if _is_loaded(self._model) else None
+        return self.scheduler.decide(
+            query,
+            user=actor,
+            cube=home,
+            k=k,
+            memory=memory,
+            session=check_text(session, "session") if session is not None else None,
+            instructions=_instructions(instructions),
+            model=model,
+            serve=False,
+        )
+
+    def working_memory(self, session: str, *, user: str) -> builtins.list[WorkingEntry]:
+        """The session's working memory, best first (relevance, recency, accesses, priority).
+
+        Filled by chat turns planned with ``session=``; in-process, bounded by
+        ``Settings.working_memory_items``.
+        """
+        actor = self.gov.user(check_id(user, "user"))
+        entries = self.scheduler.working_memory(actor.id, check_text(session, "session"))  # type: ignore[union-attr]
+        self._audit_foreign_reads([e.item for e in entries], user, "working_memory")
+        return entries
+
+    def maintain(
+        self, *, user: str | None = None, cubes: Sequence[MemCube | str] | None = None
+    ) -> MaintenanceReport:
+        """Run the lifecycle policies once over the cubes ``user`` may write (default all the
+        caller may write): TTL expiry, capacity eviction by importance, promotion candidates
+        and demotion of stale artifacts. See :mod:`memos_integrations.core.policies`."""
+        from . import policies
+
+        actor = self.gov.user(user)
+        scope = self.gov.writable(actor, None if cubes is None else [_cube_id(c) for c in cubes])
+        return policies.run(self, scope, user)
 
     # ------------------------------------------------------------------ governance
 
     def forget_user(self, user_id: str, *, by: str | None = None) -> dict[str, int]:
-        """Erase a user: their cubes, items, versions, vectors, artifacts and grants, at once."""
+        """Erase a user in one transaction: their cubes, every item they own (also in others'
+        cubes), all versions, transitions, vectors and search-index entries, artifacts (KV
+        caches, adapters), grants, audit records by or about them, and their working memory.
+        One audit record of the erasure (with the counts) stays."""
         actor = self.gov.user(by)
-        self.gov.user(user_id)
+        self.gov.user(check_id(user_id, "user"))
         if not (self.gov.is_super(actor) or by == user_id):
             raise _denied(user_id)
-        return self.store.purge_user(user_id, AuditRecord(by, "forget_user", user_id))
+        self._accesses.flush()
+        counts = self.store.purge_user(user_id, AuditRecord(by, "forget_user", user_id))
+        self.scheduler.working.clear(user=user_id)
+        self._chat.forget_loaded()
+        return counts
 
     def audit(
         self,
         *,
+        user: str | None = None,
         actor: str | None = None,
         action: str | None = None,
+        target: str | None = None,
         cube: MemCube | str | None = None,
         since: Any = None,
+        until: Any = None,
         limit: int = 100,
     ) -> builtins.list[AuditRecord]:
-        """Query the audit log, newest first."""
-        return self.store.query_audit(
-            actor=actor,
-            action=action,
+        """Query the audit log, newest first.
+
+        Filters: ``actor`` (who acted), ``action`` (exact, or a prefix ending in ``*`` such as
+        ``"read:*"``, ``"denied:*"``), ``target``, ``cube``, ``since``/``until``. ``user`` is
+        who asks: root and admins see every record; others see their own actions, actions
+        on them and actions in the cubes they own.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
+            raise InvalidInput("limit must be an integer from 1 to 1,000,000")
+        query = AuditQuery(
+            actor=None if actor is None else check_id(actor, "user"),
+            action=None if action is None else check_text(action, "action"),
+            target=None if target is None else check_text(target, "target"),
             cube_id=None if cube is None else _cube_id(cube),
             since=parse_time(since, "since"),
+            until=parse_time(until, "until"),
             limit=limit,
         )
+        return self.store.query_audit(self.gov.audit_view(self.gov.user(user), query))
 
     def stats(self, *, user: str | None = None) -> dict[str, Any]:
         scope = self.gov.readable(self.gov.user(user))
@@ -1097,7 +1288,8 @@ class MemOS:
             raise InvalidInput(
                 f"cube {dump.cube.id!r} exists already; pass cube_id= to import it under a new id"
             )
-        if model_id != self.embedder.model_id or dump.vectors.shape[1] == 0:
+        rewritten = self._scrub_dump(dump)
+        if rewritten or model_id != self.embedder.model_id or dump.vectors.shape[1] == 0:
             dump.vectors = self.embedder.embed_documents([it.text for it in dump.items])
             dump.items = [it.evolve(embedding_model=self.embedder.model_id) for it in dump.items]
         if dump.items:
@@ -1173,6 +1365,7 @@ class MemOS:
         memory: str = "auto",
         instructions: str | None = None,
         after: Sequence[Mapping[str, Any]] = (),
+        session: str | None = None,
     ) -> ChatPlan:
         """Decide what a chat turn uses, without generating: see :class:`ChatPlan`.
 
@@ -1181,6 +1374,9 @@ class MemOS:
         ``none``. The hot set lives in ``cube`` (default: the user's only cube). ``after``
         are turns that follow the query in this exchange (the assistant's tool calls and
         their results): the query stays what is searched, the model sees them after it.
+        With ``session``, the turn's hits join that session's working memory, and its best
+        earlier memories join the prompt (see :meth:`working_memory`). The scheduler's
+        decision is ``plan.schedule`` (what :meth:`explain` shows without running a turn).
         """
         check_text(query, "query")
         actor, home = self._chat_scope(user, cube)
@@ -1193,6 +1389,7 @@ class MemOS:
             memory=memory,
             instructions=instructions,
             after=[dict(m) for m in after],
+            session=check_text(session, "session") if session is not None else None,
         )
 
     def chat(
@@ -1206,12 +1403,85 @@ class MemOS:
         seed: int | None = None,
         **plan: Any,
     ) -> ChatReply:
-        """Answer ``query`` with the local model from ``user``'s memory (see :meth:`plan_chat`)."""
+        """Answer ``query`` with the local model from ``user``'s memory (see :meth:`plan_chat`).
+
+        With task experts (:meth:`build_experts`), the router picks the expert that answers;
+        memories then ride in the prompt as text (KV caches belong to the base model).
+        """
+        sampling = {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "stop": stop,
+            "seed": seed,
+        }
+        if self._experts is not None:
+            if plan.get("memory", "auto") == "activation":
+                raise InvalidInput("memory='activation' needs the base model; experts are on")
+            plan["memory"] = "plaintext" if plan.get("memory", "auto") == "auto" else plan["memory"]
+            chosen = self.plan_chat(query, user=user, **plan)
+            task, expert = self._experts.expert_for(query)
+            text = "".join(expert.stream(chosen.prompt, **sampling))
+            return ChatReply(text, chosen, expert=task)
         chosen = self.plan_chat(query, user=user, **plan)
-        pieces = self._chat.generate(
-            chosen, max_new_tokens=max_new_tokens, temperature=temperature, stop=stop, seed=seed
-        )
+        pieces = self._chat.generate(chosen, **sampling)
         return ChatReply("".join(pieces), chosen)
+
+    def build_experts(
+        self,
+        tasks: Sequence[str],
+        sparsity: float = 0.2,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        method: str = "seap",
+        max_loaded: int = 2,
+        calibration: int = 200,
+        by: str | None = None,
+        **schedule: Any,
+    ) -> Any:
+        """Prune the local model once per task (SEAP), train a router, and answer chats with
+        the routed expert from now on. ``tasks``: built-in names (see
+        ``models.evaluation.TASKS``) or generic multiple-choice JSONL files. Experts live under
+        ``path`` (default ``$MEMOS_HOME/experts/<model>-<method>-<pct>``); at most
+        ``max_loaded`` stay in memory. Returns the :class:`~memos_integrations.models.seap.
+        experts.ExpertSet`. Experts answer every user's chats: the application or an admin
+        (``by``) only."""
+        from ..models.seap.experts import build_experts
+
+        self.gov.require_super(self.gov.user(by), "build task experts")
+        base = self.model
+        root = Path(path) if path is not None else self._experts_dir(method, sparsity)
+        self._experts = build_experts(
+            base,
+            tasks,
+            sparsity,
+            root,
+            method=method,
+            calibration=calibration,
+            max_loaded=max_loaded,
+            **schedule,
+        )
+        return self._experts
+
+    def use_experts(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        max_loaded: int = 2,
+        by: str | None = None,
+    ) -> Any:
+        """Answer chats with an expert set built earlier (``None`` goes back to the base);
+        the application or an admin (``by``) only."""
+        from ..models.seap.experts import ExpertSet
+
+        self.gov.require_super(self.gov.user(by), "switch task experts")
+        self._experts = (
+            None if path is None else ExpertSet.open(path, self.model, max_loaded=max_loaded)
+        )
+        return self._experts
+
+    def _experts_dir(self, method: str, sparsity: float) -> Path:
+        pct = round(100 * sparsity)
+        return memos_home() / "experts" / f"{self.model.fingerprint.id}-{method}-{pct}"
 
     def stream_chat(
         self, plan: ChatPlan, *, max_new_tokens: int = 256, temperature: float = 0.0, **kw: Any
@@ -1262,6 +1532,7 @@ class MemOS:
     alist_cubes = _threaded(list_cubes)
     agrant = _threaded(grant)
     arevoke = _threaded(revoke)
+    agrants = _threaded(grants)
     aadd = _threaded(add)
     arefine = _threaded(refine)
     await_refinements = _threaded(wait_refinements)
@@ -1285,9 +1556,56 @@ class MemOS:
     aexport_cube = _threaded(export_cube)
     aimport_cube = _threaded(import_cube)
     aplan_chat = _threaded(plan_chat)
+    aexplain = _threaded(explain)
+    aworking_memory = _threaded(working_memory)
+    amaintain = _threaded(maintain)
+    aget_user = _threaded(get_user)
+    alist_users = _threaded(list_users)
     achat = _threaded(chat)
     abuild_activation = _threaded(build_activation)
+    abuild_experts = _threaded(build_experts)
+    ause_experts = _threaded(use_experts)
     aartifacts = _threaded(artifacts)
+
+
+def _governed(method: Callable[..., T]) -> Callable[..., T]:
+    """Record refusals of the outermost engine call as ``denied:<method>`` audit records."""
+
+    @functools.wraps(method)
+    def guarded(self: MemOS, *args: Any, **kwargs: Any) -> T:
+        if getattr(self._local, "in_call", False):  # a nested call: the outer one records
+            return method(self, *args, **kwargs)
+        self._local.in_call = True
+        try:
+            return method(self, *args, **kwargs)
+        except (PermissionDenied, Hidden) as exc:
+            actor = kwargs.get("user") or kwargs.get("by")
+            if isinstance(actor, str) and not self._closed:
+                self.store.add_audit(
+                    AuditRecord(actor, f"denied:{method.__name__}", detail={"error": str(exc)})
+                )
+            raise
+        finally:
+            self._local.in_call = False
+
+    return guarded
+
+
+# Every public sync method is governed; the async twins call them through the instance.
+for _name, _fn in builtins.list(vars(MemOS).items()):
+    if (
+        not _name.startswith("_")
+        and inspect.isfunction(_fn)
+        and not inspect.iscoroutinefunction(_fn)
+        and _name != "close"
+    ):
+        setattr(MemOS, _name, _governed(_fn))
+
+
+def _is_loaded(model: Any) -> bool:
+    from ..models.runtime import LocalModel
+
+    return isinstance(model, LocalModel)
 
 
 def _denied(subject: str) -> PermissionDenied:

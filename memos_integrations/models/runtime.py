@@ -397,9 +397,15 @@ class LocalModel:
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"cannot load a tokenizer from {model_dir}: {exc}") from exc
-        model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), local_files_only=True, **_dtype_kwarg(transformers, torch.float32)
-        )
+        if (model_dir / "pruning_plan.json").is_file():
+            # A pruned expert (per-layer shapes): rebuilt from its plan, see models/seap/prune.py
+            from .seap.prune import load_pruned_model
+
+            model = load_pruned_model(model_dir)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(model_dir), local_files_only=True, **_dtype_kwarg(transformers, torch.float32)
+            )
         config_type = getattr(model.config, "model_type", None) or type(model).__name__
         fingerprint = ModelFingerprint(
             architecture=str(config_type),

@@ -56,6 +56,26 @@ class SearchRequest:
 
 
 @dataclass(frozen=True)
+class AuditQuery:
+    """Which audit records to return, newest first.
+
+    ``action`` is an exact action, or a prefix ending in ``*`` (``"read:*"``, ``"state:*"``).
+    ``viewer``, when set, limits the records to what that user may see: their own actions,
+    actions on them, and actions in the cubes ``viewer_cubes`` (the cubes they own).
+    """
+
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    cube_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    viewer: str | None = None
+    viewer_cubes: tuple[str, ...] = ()
+    limit: int = 100
+
+
+@dataclass(frozen=True)
 class Served:
     """Items handed to a caller once: each counts one access, ``generated`` ones activate."""
 
@@ -189,6 +209,13 @@ class Store(Protocol):
         one transaction."""
         ...
 
+    def expire_due(
+        self, scope: Scope, now: datetime, *, by: str | None, audit: AuditRecord
+    ) -> list[str]:
+        """Move the served items in ``scope`` whose ``expires_at <= now`` to ``expired``, in
+        set-based statements (no item is loaded), recording each transition; their ids."""
+        ...
+
     def get_items(self, ids: Sequence[str]) -> list[MemoryItem]: ...
     def list_items(
         self,
@@ -216,21 +243,18 @@ class Store(Protocol):
         """A cube's artifacts by id; ``with_payload=False`` leaves ``payload`` empty (cheap)."""
 
     def get_artifact(self, artifact_id: str) -> Artifact | None: ...
+    def retire_artifacts(
+        self, drop: Sequence[str], stale: Sequence[str], audit: AuditRecord
+    ) -> None:
+        """Delete the artifacts ``drop`` and flag ``stale`` as stale, in one transaction."""
+
     def touch_artifact(self, artifact_id: str, at: datetime) -> None:
         """Record a use in ``metadata.used_at`` (least-recently-used eviction reads it)."""
 
     # -- governance
     def purge_user(self, user_id: str, audit: AuditRecord) -> dict[str, int]: ...
     def add_audit(self, record: AuditRecord) -> None: ...
-    def query_audit(
-        self,
-        *,
-        actor: str | None = None,
-        action: str | None = None,
-        cube_id: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-    ) -> list[AuditRecord]: ...
+    def query_audit(self, query: AuditQuery) -> list[AuditRecord]: ...
 
     # -- portability and introspection
     def dump_cube(self, cube_id: str) -> CubeDump: ...

@@ -304,17 +304,41 @@ def move(
 ) -> list[str]:
     """Move the items among ``ids`` that are in ``from_states`` to ``to_state``, recording
     each transition (one statement; rows locked in id order); returns the ids moved."""
-    now = datetime.now(UTC)
+    moved = set(
+        move_where(
+            c,
+            "id = ANY(%s) AND state = ANY(%s)",
+            [list(ids), list(from_states)],
+            to_state,
+            by,
+            reason,
+            datetime.now(UTC),
+        )
+    )
+    return [i for i in dict.fromkeys(ids) if i in moved]
+
+
+def move_where(
+    c: Conn,
+    clause: str,
+    params: Sequence[Any],
+    to_state: str,
+    by: str | None,
+    reason: str | None,
+    now: datetime,
+) -> list[str]:
+    """Move every item matching ``clause`` to ``to_state`` and record the transitions, in one
+    statement (rows locked in id order); returns the ids moved, in id order."""
     rows = c.execute(
-        "WITH old AS (SELECT cube_id, id, state FROM items "
-        "WHERE id = ANY(%s) AND state = ANY(%s) ORDER BY id FOR UPDATE), "
+        f"WITH old AS (SELECT cube_id, id, state FROM items WHERE {clause} "
+        "ORDER BY id FOR UPDATE), "
         "moved AS (UPDATE items SET state = %s, updated_at = %s FROM old "
         "WHERE items.cube_id = old.cube_id AND items.id = old.id "
         "RETURNING items.cube_id, items.id, old.state AS from_state) "
         'INSERT INTO transitions (cube_id, item_id, from_state, to_state, "by", reason, at) '
         "SELECT cube_id, id, from_state, %s, %s, %s, %s FROM moved ORDER BY id "
         "RETURNING cube_id, item_id AS id",
-        (list(ids), list(from_states), to_state, now, to_state, by, reason, now),
+        (*params, to_state, now, to_state, by, reason, now),
     ).fetchall()
     if to_state == "deleted" and rows:  # tombstones keep no vector
         c.execute(
@@ -322,8 +346,7 @@ def move(
             "(SELECT unnest(%s::text[]), unnest(%s::text[]))",
             pairs(rows),
         )
-    moved = {r["id"] for r in rows}
-    return [i for i in dict.fromkeys(ids) if i in moved]
+    return [r["id"] for r in rows]
 
 
 def mark_served(c: Conn, ids: Sequence[str], at: datetime, by: str | None, reason: str) -> None:

@@ -39,8 +39,9 @@ from ..core.items import (
     Transition,
     User,
 )
+from ..core.lifecycle import SERVED_STATES
 from . import pg_items, pg_schema
-from .base import CubeDump, Scope, SearchRequest, Served, add_audit_detail
+from .base import AuditQuery, CubeDump, Scope, SearchRequest, Served, add_audit_detail
 from .pg_sql import (
     ITEM_SELECT,
     admitted_vectors_sql,
@@ -60,7 +61,8 @@ from .rows import (
     user_from_row,
     version_from_row,
 )
-from .sqlfilter import equalities
+from .search import And, Cond
+from .sqlfilter import compile_audit, equalities
 
 T = TypeVar("T")
 Conn = psycopg.Connection[dict[str, Any]]
@@ -227,21 +229,17 @@ class PostgresStore:
     def add_audit(self, record: AuditRecord) -> None:
         self._write(lambda c: self._audit(c, record))
 
-    def query_audit(
-        self,
-        *,
-        actor: str | None = None,
-        action: str | None = None,
-        cube_id: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-    ) -> list[AuditRecord]:
-        sql, params = equalities((("actor", actor), ("action", action), ("cube_id", cube_id)), "%s")
-        if since is not None:
-            sql, params = f"{sql} AND at >= %s", [*params, since]
+    def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        sql, params = compile_audit(
+            query,
+            mark="%s",
+            time=lambda when: when,
+            one_of=lambda column, values: (f"{column} = ANY(%s)", [list(values)]),
+        )
         rows = self._read(
             lambda c: c.execute(
-                f"SELECT * FROM audit WHERE {sql} ORDER BY id DESC LIMIT %s", (*params, limit)
+                f"SELECT * FROM audit WHERE {sql} ORDER BY id DESC LIMIT %s",
+                (*params, query.limit),
             ).fetchall()
         )
         return [audit_from_row(r) for r in rows]
@@ -475,6 +473,25 @@ class PostgresStore:
         if served:
             self._write(tx, pipeline=True)
 
+    def expire_due(
+        self, scope: Scope, now: datetime, *, by: str | None, audit: AuditRecord
+    ) -> list[str]:
+        """One statement: lock, update and record the transitions of every due item."""
+        where = And(
+            (
+                Cond("state", "text", "$in", tuple(SERVED_STATES)),
+                Cond("expires_at", "time", "$lte", now.timestamp()),
+            )
+        )
+        clause, params = compile_scope(scope, where)
+
+        def tx(c: Conn) -> list[str]:
+            expired = pg_items.move_where(c, clause, params, "expired", by, "ttl", now)
+            self._audit(c, audit.with_detail(expired=len(expired), items=expired[:100]))
+            return expired
+
+        return self._write(tx)
+
     # ------------------------------------------------------------------ items: reads
 
     def get_items(self, ids: Sequence[str]) -> list[MemoryItem]:
@@ -638,6 +655,16 @@ class PostgresStore:
             pipeline=True,
         )
 
+    def retire_artifacts(
+        self, drop: Sequence[str], stale: Sequence[str], audit: AuditRecord
+    ) -> None:
+        def tx(c: Conn) -> None:
+            c.execute("DELETE FROM artifacts WHERE id = ANY(%s)", (list(drop),))
+            c.execute("UPDATE artifacts SET stale = true WHERE id = ANY(%s)", (list(stale),))
+            self._audit(c, audit.with_detail(dropped=list(drop), stale=list(stale)))
+
+        self._write(tx)
+
     # ------------------------------------------------------------------ governance
 
     def purge_user(self, user_id: str, audit: AuditRecord) -> dict[str, int]:
@@ -672,7 +699,10 @@ class PostgresStore:
                 "DELETE FROM grants WHERE user_id = %s OR cube_id = ANY(%s)", (user_id, cubes)
             ).rowcount
             counts["cubes"] = c.execute("DELETE FROM cubes WHERE id = ANY(%s)", (cubes,)).rowcount
-            counts["audit"] = c.execute("DELETE FROM audit WHERE actor = %s", (user_id,)).rowcount
+            counts["audit"] = c.execute(
+                "DELETE FROM audit WHERE actor = %s OR target = %s OR cube_id = ANY(%s)",
+                (user_id, user_id, cubes),
+            ).rowcount
             counts["users"] = c.execute("DELETE FROM users WHERE id = %s", (user_id,)).rowcount
             self._audit(c, audit.with_detail(**counts))
             return counts

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .base import Scope
+from .base import AuditQuery, Scope
 from .search import And, Cond, Node, Not, Or
 
 Compiled = tuple[str, list[Any]]
@@ -70,3 +70,36 @@ def equalities(pairs: Iterable[tuple[str, Any]], mark: str) -> Compiled:
     given = [(column, value) for column, value in pairs if value is not None]
     sql = " AND ".join(f"{column} = {mark}" for column, _ in given)
     return sql or "1=1", [value for _, value in given]
+
+
+def compile_audit(
+    q: AuditQuery,
+    *,
+    mark: str,
+    time: Callable[[Any], Any],
+    one_of: Callable[[str, tuple[str, ...]], Compiled],
+) -> Compiled:
+    """The WHERE clause of an audit query; ``time`` converts a datetime to the column's type."""
+    exact = q.action if q.action is None or not q.action.endswith("*") else None
+    sql, params = equalities(
+        (("actor", q.actor), ("action", exact), ("target", q.target), ("cube_id", q.cube_id)),
+        mark,
+    )
+    parts = [sql]
+    if q.action is not None and exact is None:  # a prefix: LIKE with its wildcards escaped
+        prefix = q.action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        parts.append(f"action LIKE {mark} ESCAPE '\\'")
+        params.append(prefix + "%")
+    for op, when in ((">=", q.since), ("<=", q.until)):
+        if when is not None:
+            parts.append(f"at {op} {mark}")
+            params.append(time(when))
+    if q.viewer is not None:  # what a non-admin may see: by them, about them, in their cubes
+        mine = [f"actor = {mark}", f"target = {mark}"]
+        params += [q.viewer, q.viewer]
+        if q.viewer_cubes:
+            cubes, more = one_of("cube_id", q.viewer_cubes)
+            mine.append(cubes)
+            params += more
+        parts.append("(" + " OR ".join(mine) + ")")
+    return " AND ".join(parts), params

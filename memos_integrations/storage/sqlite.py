@@ -36,6 +36,7 @@ from ..core.items import (
 from ..core.lifecycle import SERVED_STATES
 from .base import (
     READDED_BY_KEY,
+    AuditQuery,
     CubeDump,
     Scope,
     SearchRequest,
@@ -61,8 +62,8 @@ from .rows import (
     version_from_row,
     version_snapshot,
 )
-from .search import Cond, Node, rrf_fuse
-from .sqlfilter import SQL_OPS, TIME_COLUMNS, compile_scope, equalities
+from .search import And, Cond, Node, rrf_fuse
+from .sqlfilter import SQL_OPS, TIME_COLUMNS, compile_audit, compile_scope, equalities
 from .text_index import TextIndex
 from .vector_index import VectorIndex
 
@@ -318,20 +319,15 @@ class SQLiteStore:
         with self._tx() as c:
             self._audit(c, record)
 
-    def query_audit(
-        self,
-        *,
-        actor: str | None = None,
-        action: str | None = None,
-        cube_id: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-    ) -> list[AuditRecord]:
-        sql, params = equalities((("actor", actor), ("action", action), ("cube_id", cube_id)), "?")
-        since_sql = " AND at >= ?" if since is not None else ""
+    def query_audit(self, query: AuditQuery) -> list[AuditRecord]:
+        sql, params = compile_audit(
+            query,
+            mark="?",
+            time=epoch,
+            one_of=lambda column, values: (f"{column} IN ({_marks(len(values))})", list(values)),
+        )
         rows = self._conn().execute(
-            f"SELECT * FROM audit WHERE {sql}{since_sql} ORDER BY id DESC LIMIT ?",
-            (*params, *([epoch(since)] if since is not None else []), limit),
+            f"SELECT * FROM audit WHERE {sql} ORDER BY id DESC LIMIT ?", (*params, query.limit)
         )
         return [audit_from_row(r) for r in rows]
 
@@ -634,6 +630,39 @@ class SQLiteStore:
                     )
                     self._insert_transition(c, moved)
 
+    def expire_due(
+        self, scope: Scope, now: datetime, *, by: str | None, audit: AuditRecord
+    ) -> list[str]:
+        """One UPDATE per served state (SQLite's RETURNING has no old values), no item loaded."""
+        expired: list[str] = []
+        with self._tx() as c:
+            for state in SERVED_STATES:
+                clause, params = _compile_scope(
+                    scope,
+                    And(
+                        (
+                            Cond("state", "text", "$eq", state),
+                            Cond("expires_at", "time", "$lte", now.timestamp()),
+                        )
+                    ),
+                )
+                moved = [
+                    r[0]
+                    for r in c.execute(
+                        f"UPDATE items SET state = 'expired', updated_at = ? WHERE {clause} "
+                        "RETURNING id",
+                        (epoch(now), *params),
+                    )
+                ]
+                c.executemany(
+                    "INSERT INTO transitions(item_id, from_state, to_state, by, reason, at) "
+                    "VALUES (?,?,'expired',?,'ttl',?)",
+                    [(i, state, by, epoch(now)) for i in moved],
+                )
+                expired += moved
+            self._audit(c, audit.with_detail(expired=len(expired), items=expired[:100]))
+        return expired
+
     # ------------------------------------------------------------------ items: reads
 
     def get_items(self, ids: Sequence[str]) -> list[MemoryItem]:
@@ -877,10 +906,26 @@ class SQLiteStore:
                 (at.isoformat(), artifact_id),
             )
 
+    def retire_artifacts(
+        self, drop: Sequence[str], stale: Sequence[str], audit: AuditRecord
+    ) -> None:
+        with self._tx() as c:
+            for ids, sql in (
+                (drop, "DELETE FROM artifacts WHERE id IN ({})"),
+                (stale, "UPDATE artifacts SET stale = 1 WHERE id IN ({})"),
+            ):
+                for chunk in _chunks(list(ids)):
+                    c.execute(sql.format(_marks(len(chunk))), tuple(chunk))
+            self._audit(c, audit.with_detail(dropped=list(drop), stale=list(stale)))
+
     # ------------------------------------------------------------------ governance
 
     def purge_user(self, user_id: str, audit: AuditRecord) -> dict[str, int]:
-        """Hard-delete everything of a user in one transaction (GDPR erasure)."""
+        """Hard-delete everything of a user in one transaction (GDPR erasure).
+
+        Set-based: the ids go into temp tables once and every table is cleared with one
+        DELETE joined on them. The in-memory search indexes drop the items right after.
+        """
         with self._tx() as c:
             c.execute("CREATE TEMP TABLE IF NOT EXISTS purge_cubes(id TEXT PRIMARY KEY)")
             c.execute("CREATE TEMP TABLE IF NOT EXISTS purge_items(id TEXT PRIMARY KEY)")
@@ -889,10 +934,13 @@ class SQLiteStore:
             c.execute("INSERT INTO purge_cubes SELECT id FROM cubes WHERE owner = ?", (user_id,))
             c.execute(
                 "INSERT INTO purge_items SELECT id FROM items WHERE owner = ? "
-                "OR cube_id IN (SELECT id FROM purge_cubes)",
+                "UNION SELECT i.id FROM items i JOIN purge_cubes p ON i.cube_id = p.id",
                 (user_id,),
             )
+            cubes = [r[0] for r in c.execute("SELECT id FROM purge_cubes")]
             counts: dict[str, int] = {}
+            # the log keeps ids only; earlier entries go, one 'del' each tells other processes
+            c.execute("DELETE FROM index_log WHERE item_id IN (SELECT id FROM purge_items)")
             c.execute(
                 "INSERT INTO index_log(item_id, cube_id, op) SELECT item_id, cube_id, 'del' "
                 "FROM embeddings WHERE item_id IN (SELECT id FROM purge_items)"
@@ -916,9 +964,20 @@ class SQLiteStore:
             counts["cubes"] = c.execute(
                 "DELETE FROM cubes WHERE id IN (SELECT id FROM purge_cubes)"
             ).rowcount
-            counts["audit"] = c.execute("DELETE FROM audit WHERE actor = ?", (user_id,)).rowcount
+            counts["audit"] = c.execute(
+                "DELETE FROM audit WHERE actor = ? OR target = ? "
+                "OR cube_id IN (SELECT id FROM purge_cubes)",
+                (user_id, user_id),
+            ).rowcount
             counts["users"] = c.execute("DELETE FROM users WHERE id = ?", (user_id,)).rowcount
             self._audit(c, audit.with_detail(**counts))
+        if self._text is not None:  # no copy of the text stays in this process's indexes
+            with self._read() as conn:
+                self._synced_indexes(conn)
+            with self._index_lock:  # nor the vectors of their cubes (others' rows go dead)
+                for cube_id in cubes:
+                    if self._vectors is not None:
+                        self._vectors.drop_cube(cube_id)
         return counts
 
     # ------------------------------------------------------------------ portability

@@ -18,6 +18,7 @@ it from its tables.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 import threading
@@ -166,18 +167,24 @@ class TextIndex:
 
     def remove(self, ids: Iterable[str]) -> None:
         with self._lock:
+            gone: list[tuple[str, ...]] = []
             for item_id in ids:
                 row = self._row.pop(item_id, None)
                 if row is None:
                     continue
                 self._alive.data[row] = False
                 self._live_length -= float(self._length.data[row])
-                self._df.subtract(self._terms[row])
+                gone.append(self._terms[row])
                 self._terms[row] = ()
                 self._dead += 1
+            if gone:  # one subtraction for the batch (per row: a third of a 10k erasure)
+                self._df.subtract(Counter(itertools.chain.from_iterable(gone)))
             if self._dead > max(1_000, len(self._row)):  # drop dead rows from the postings
-                for p in self._postings.values():
+                for term, p in list(self._postings.items()):
                     p.keep(self._alive.view)
+                    if not len(p.rows):  # and terms no live memory has (an erased user's)
+                        del self._postings[term]
+                        self._df.pop(term, None)
                 self._dead = 0
 
     def search(

@@ -1,0 +1,372 @@
+"""SEAP vs FLAP vs Wanda-sp on the bundled SmolLM2-135M: zero-shot accuracy, gold-answer NLL,
+WikiText-2 perplexity, real sparsity, router accuracy and decode speed of the pruned models.
+
+    python benchmarks/seap.py                       # n=300 per task, 20% and 50%
+    python benchmarks/seap.py --n 20 --tasks piqa,arc_easy --sparsities 0.2   # smoke run
+
+Rows: dense; SEAP per task with oracle routing; SEAP with the router (the same experts, each
+eval item routed by the classifier; items routed to their own task reuse the oracle score, the
+others are scored by the expert the router chose); SEAP-gen; Wanda-sp (uniform, sequential,
+generic calibration); FLAP (global allocation, bias compensation, generic calibration). Every
+method removes exactly the same share of attention+FFN parameters. Writes
+benchmarks/results/seap.json (after every stage, ``details.complete`` says whether it finished)
+and benchmarks/results/seap.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import (
+    RESULTS_DIR,
+    code_version,
+    load_average,
+    machine_details,
+    write_result,
+)
+from memos_integrations.core.config import data_dir
+from memos_integrations.models import evaluation as ev
+from memos_integrations.models.runtime import LocalModel, ModelFingerprint
+from memos_integrations.models.seap import methods, prune, stats
+from memos_integrations.models.seap.router import TaskRouter
+
+METHODS = ("seap", "seap_router", "seapgen", "wanda_sp", "flap")
+
+
+def generic_texts(n: int) -> list[str]:
+    """WikiText-2 *validation* paragraphs (never the PPL test file): the generic calibration."""
+    lines = (data_dir() / "tasks" / "wikitext2.validation.v1-unk.txt").read_text().splitlines()
+    paras = [ln.strip() for ln in lines if len(ln.split()) >= 20 and not ln.strip().startswith("=")]
+    return paras[:n]
+
+
+def decode_speed(model: Any, tokenizer: Any, new_tokens: int, reps: int) -> dict[str, float]:
+    """Batch-1 greedy decoding with a KV cache: median time to first token and tokens/s."""
+    import torch
+
+    lm = LocalModel(model, tokenizer, ModelFingerprint("llama", "bench", "bench", "float32"))
+    prompt = "Question: How do you make a cup of tea quickly in the morning?\nAnswer:"
+    ids = torch.tensor([lm.encode(prompt)])
+    ttfts, rates = [], []
+    for _ in range(reps):
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            out = lm.forward(ids, None)
+            ttfts.append(time.perf_counter() - t0)
+            past = getattr(out, lm._cache_kw)
+            token = out.logits[:, -1:].argmax(-1)
+            t1 = time.perf_counter()
+            for _ in range(new_tokens):
+                out = lm.forward(token, past)
+                past = getattr(out, lm._cache_kw)
+                token = out.logits[:, -1:].argmax(-1)
+            rates.append(new_tokens / (time.perf_counter() - t1))
+    return {"ttft_ms": 1000 * statistics.median(ttfts), "tok_per_s": statistics.median(rates)}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        self.args = args
+        self.start = time.perf_counter()
+        self.base = LocalModel.load()
+        self.tok = self.base.tokenizer
+        # fp32 base for the speed runs (the runtime's dtype); calibration and scoring run on
+        # a bf16 copy with --dtype bf16 (about 3x faster on AMX CPUs; NLL differs ~1e-3).
+        self.model32 = self.base.model
+        self.model = self.model32
+        if args.dtype == "bf16":
+            import copy
+
+            self.model = copy.deepcopy(self.model32).to(torch.bfloat16)
+        self.tasks = {t: ev.load_task(t, n=args.n, seed=0) for t in args.tasks}
+        self.results: dict[str, dict[str, Any]] = {}  # row -> task -> result
+        self.extra: dict[str, Any] = {"timings_s": {}, "ppl": {}, "speed": {}, "plans": {}}
+        self.code = code_version()
+
+    def lap(self, name: str, since: float) -> None:
+        self.extra["timings_s"][name] = round(time.perf_counter() - since, 1)
+        print(f"[{(time.perf_counter() - self.start) / 60:5.1f} min] {name}", flush=True)
+
+    def eval_all(self, row: str, model: Any) -> None:
+        t = time.perf_counter()
+        self.results[row] = {
+            name: ev.evaluate_task(model, self.tok, task) for name, task in self.tasks.items()
+        }
+        self.lap(f"eval {row}", t)
+
+    def ppl(self, row: str, model: Any) -> None:
+        a = self.args
+        self.extra["ppl"][row] = ev.perplexity(
+            model, self.tok, window=a.window, max_windows=a.ppl_windows
+        )
+
+    def speed(self, row: str, plan: Any = None, st: Any = None) -> None:
+        """Decode speed of the fp32 model physically pruned by ``plan`` (dense when None)."""
+        model = self.model32 if plan is None else prune.pruned_copy(self.model32, plan, st)
+        self.extra["speed"][row] = decode_speed(model, self.tok, self.args.new_tokens, 3)
+
+    # ---- stages
+
+    def run(self) -> None:
+        a = self.args
+        self.eval_all("dense", self.model)
+        self.ppl("dense", self.model)
+        self.speed("dense")
+        self.save(False)
+        t = time.perf_counter()
+        calib = {
+            name: stats.collect(
+                self.model,
+                self.tok,
+                ev.calibration_texts(name, n=a.calib),
+                source=name,
+                max_length=a.calib_tokens,
+            )
+            for name in self.tasks
+        }
+        generic = generic_texts(a.calib)
+        generic_stats = stats.collect(
+            self.model, self.tok, generic, source="wikitext2-validation", max_length=a.calib_tokens
+        )
+        self.extra["calibration_tokens"] = {k: v.tokens for k, v in calib.items()}
+        self.extra["calibration_tokens"]["generic"] = generic_stats.tokens
+        self.lap("calibration", t)
+        t = time.perf_counter()
+        router = TaskRouter.train(
+            self.model,
+            self.tok,
+            {name: ev.prompts(name, "train", n=a.router_train, seed=1) for name in self.tasks},
+        )
+        routed = {
+            name: router.predict(self.model, self.tok, [it.prompt for it in task.items])
+            for name, task in self.tasks.items()
+        }
+        hits = sum(r == name for name, rs in routed.items() for r in rs)
+        total = sum(len(rs) for rs in routed.values())
+        self.extra["router"] = {
+            "accuracy": 100.0 * hits / total,
+            "per_task": {n: 100.0 * sum(r == n for r in rs) / len(rs) for n, rs in routed.items()},
+            "train_prompts_per_task": a.router_train,
+        }
+        self.lap("router", t)
+        for s in a.sparsities:
+            self.sparsity(s, calib, generic_stats, generic, routed)
+            self.save(False)
+        self.save(True)
+
+    def sparsity(
+        self, s: float, calib: dict, generic_stats: Any, generic: list[str], routed: dict
+    ) -> None:
+        pct = round(100 * s)
+        plans: dict[str, Any] = {}
+        # SEAP experts: one per task, oracle routing, then the router's choices.
+        t = time.perf_counter()
+        experts = {}
+        for name, st in calib.items():
+            plan = methods.make_plan(self.model, st, "seap", s)
+            experts[name] = prune.pruned_copy(self.model, plan, st)
+            plans[f"seap:{name}"] = plan.real_sparsity
+        oracle = {
+            name: ev.evaluate_task(experts[name], self.tok, task)
+            for name, task in self.tasks.items()
+        }
+        self.results[f"seap_{pct}"] = oracle
+        self.lap(f"eval seap_{pct}", t)
+        t = time.perf_counter()
+        self.results[f"seap_router_{pct}"] = self.routed(oracle, experts, routed)
+        self.lap(f"eval seap_router_{pct}", t)
+        del experts
+        t = time.perf_counter()
+        gen_plan = methods.seap_gen_plan(self.model, list(calib.values()), generic_stats, s)
+        plans["seapgen"] = gen_plan.real_sparsity
+        gen = prune.pruned_copy(self.model, gen_plan)
+        self.lap(f"plan seapgen_{pct}", t)
+        self.eval_all(f"seapgen_{pct}", gen)
+        self.ppl(f"seapgen_{pct}", gen)
+        self.speed(f"seapgen_{pct}", gen_plan)
+        self.extra["plans"][f"seapgen_{pct}"] = _shape(gen_plan)
+        del gen
+        t = time.perf_counter()
+        wanda, wplan = methods.wanda_sp(
+            self.model, self.tok, generic, s, max_length=self.args.calib_tokens
+        )
+        plans["wanda_sp"] = wplan.real_sparsity
+        self.lap(f"plan wanda_sp_{pct}", t)
+        self.eval_all(f"wanda_sp_{pct}", wanda)
+        self.ppl(f"wanda_sp_{pct}", wanda)
+        self.speed(f"wanda_sp_{pct}", wplan)
+        del wanda
+        fplan = methods.make_plan(self.model, generic_stats, "flap", s)
+        plans["flap"] = fplan.real_sparsity
+        flap = prune.pruned_copy(self.model, fplan, generic_stats)
+        self.eval_all(f"flap_{pct}", flap)
+        self.ppl(f"flap_{pct}", flap)
+        self.speed(f"flap_{pct}", fplan, generic_stats)
+        plans["measured_params_removed_flap"] = 1 - prune.count_params(flap) / prune.count_params(
+            self.model
+        )
+        del flap
+        self.extra["plans"][f"real_sparsity_{pct}"] = plans
+
+    def routed(self, oracle: dict, experts: dict, routed: dict) -> dict:
+        """Scores with the router's expert per item: own-task items reuse the oracle score."""
+        out = {}
+        for name, task in self.tasks.items():
+            items = {k: list(v) for k, v in oracle[name]["items"].items()}
+            wrong: dict[str, list[int]] = {}
+            for i, r in enumerate(routed[name]):
+                if r != name:
+                    wrong.setdefault(r, []).append(i)
+            for expert, idx in wrong.items():
+                sub = [task.items[i] for i in idx]
+                scored = ev.per_item(sub, ev.score_items(experts[expert], self.tok, sub))
+                for key, values in scored.items():
+                    for i, v in zip(idx, values, strict=True):
+                        items[key][i] = v
+            res = ev.summarize(items)
+            res.update(
+                chance=100.0 * task.chance, items=items, misrouted=sum(map(len, wrong.values()))
+            )
+            out[name] = res
+        return out
+
+    # ---- output
+
+    def summary(self) -> dict[str, Any]:
+        dense = self.results["dense"]
+        signal = [t for t, r in dense.items() if r["acc"] >= r["chance"] + 5]
+        out: dict[str, Any] = {
+            "signal_tasks": signal,
+            "dense_avg": _avg(dense, signal, "acc"),
+            "dense_nll": _avg(dense, list(dense), "gold_nll"),
+            "dense_ppl": self.extra["ppl"]["dense"]["ppl"],
+        }
+        for s in self.args.sparsities:
+            pct = round(100 * s)
+            for m in METHODS:
+                row = self.results.get(f"{m}_{pct}")
+                if row is not None:
+                    out[f"{m}_avg_{pct}"] = _avg(row, signal, "acc")
+                    out[f"{m}_nll_{pct}"] = _avg(row, list(row), "gold_nll")
+            plans = self.extra["plans"].get(f"real_sparsity_{pct}")
+            if plans:
+                out[f"real_sparsity_{pct}"] = 100 * statistics.mean(
+                    v for k, v in plans.items() if not k.startswith("measured")
+                )
+            sp = self.extra["speed"]
+            if f"seapgen_{pct}" in sp:
+                out[f"speedup_decode_{pct}"] = (
+                    sp[f"seapgen_{pct}"]["tok_per_s"] / sp["dense"]["tok_per_s"]
+                )
+        if "router" in self.extra:
+            out["router_accuracy"] = self.extra["router"]["accuracy"]
+        out["minutes"] = (time.perf_counter() - self.start) / 60
+        return out
+
+    def save(self, complete: bool) -> None:
+        a = self.args
+        tables = {
+            row: {t: {k: v for k, v in r.items() if k != "items"} for t, r in res.items()}
+            for row, res in self.results.items()
+        }
+        details = {
+            "complete": complete,
+            "config": {
+                "n_per_task": a.n,
+                "subset": "seeded random sample (seed 0) of each eval split; indices hashed",
+                "tasks": a.tasks,
+                "sparsities": a.sparsities,
+                "calibration_texts": a.calib,
+                "calibration_max_tokens": a.calib_tokens,
+                "generic_calibration": "WikiText-2 validation paragraphs (>= 20 words)",
+                "ppl": f"WikiText-2 raw test, window {a.window}, first {a.ppl_windows} windows",
+                "dtype": a.dtype,
+                "threads": a.threads,
+                "decode": f"fp32, batch 1 greedy, {a.new_tokens} new tokens, median of 3",
+                "schedule": "logistic k=0.8 x0=0.3, 2+2 protected layers, mean over all layers",
+            },
+            "tables": tables,
+            "per_item": {
+                row: {t: r["items"] for t, r in res.items()} for row, res in self.results.items()
+            },
+            "load_average_end": load_average(),
+            "machine": machine_details(),
+            "code": self.code,
+            **self.extra,
+        }
+        path = write_result("seap", None, self.summary(), details)
+        print(f"wrote {path}", flush=True)
+        if complete:
+            plot(self.summary(), a.sparsities, RESULTS_DIR / "seap.png")
+
+
+def _shape(plan: Any) -> dict[str, Any]:
+    """Per-layer kept query heads, KV heads and FFN channels (the indices stay out: size)."""
+    return {
+        "q_heads": [len(lp.q_heads) for lp in plan.layers],
+        "kv_heads": [len(lp.kv_heads) for lp in plan.layers],
+        "channels": [len(lp.channels) for lp in plan.layers],
+        "ratios": plan.details.get("ratios"),
+    }
+
+
+def _avg(row: dict, tasks: list[str], key: str) -> float:
+    vals = [row[t][key] for t in tasks if t in row]
+    return statistics.mean(vals) if vals else float("nan")
+
+
+def plot(summary: dict[str, Any], sparsities: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    xs = [0] + [round(100 * s) for s in sparsities]
+    for m in METHODS:
+        accs = [summary["dense_avg"]] + [summary.get(f"{m}_avg_{x}") for x in xs[1:]]
+        nlls = [summary["dense_nll"]] + [summary.get(f"{m}_nll_{x}") for x in xs[1:]]
+        axes[0].plot(xs, accs, marker="o", label=m)
+        axes[1].plot(xs, nlls, marker="o", label=m)
+    axes[0].set(xlabel="real sparsity (% of attention+FFN params)", ylabel="signal-task acc (%)")
+    axes[1].set(xlabel="real sparsity (% of attention+FFN params)", ylabel="gold-answer NLL")
+    axes[0].set_title(
+        f"SmolLM2-135M, signal tasks: {', '.join(summary['signal_tasks'])}", fontsize=8
+    )
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--n", type=int, default=300, help="eval items per task (fixed seeded subset)")
+    p.add_argument("--tasks", default=",".join(ev.TASKS))
+    p.add_argument("--sparsities", default="0.2,0.5")
+    p.add_argument("--calib", type=int, default=200, help="calibration texts per task / generic")
+    p.add_argument("--calib-tokens", type=int, default=128)
+    p.add_argument("--router-train", type=int, default=300)
+    p.add_argument("--ppl-windows", type=int, default=8)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--new-tokens", type=int, default=48)
+    # 1 thread: on a shared, oversubscribed 2-core box 2 threads ran 5-9x slower (spin waits)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16")
+    args = p.parse_args(argv)
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    args.sparsities = [float(s) for s in args.sparsities.split(",")]
+    Bench(args).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Task experts in the engine (build, route, bounded loading, reopen) and ``memos prune``, on a
+tiny random Llama with two generic multiple-choice JSONL tasks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from memos_integrations import InvalidInput, ModelMismatch
+from memos_integrations.cli import main
+from memos_integrations.models.runtime import LocalModel
+from memos_integrations.models.seap.experts import ExpertSet
+
+pytest.importorskip("torch")
+
+FOX = ["the quick brown fox", "the lazy dog", "the brown dog jumps", "the fox jumps over"]
+NUM = ["one two three", "four five six", "seven eight nine", "one two three four five"]
+
+
+def _task(path: Path, prompts: list[str], choices: list[str]) -> Path:
+    rows = [
+        {"context": p, "choices": choices, "label": i % 2, "calibration": f"{p} {choices[i % 2]}"}
+        for i, p in enumerate(prompts * 3)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def tasks(tmp_path: Path) -> list[str]:
+    return [
+        str(_task(tmp_path / "fox.jsonl", FOX, ["jumps", "sleeps"])),
+        str(_task(tmp_path / "num.jsonl", NUM, ["ten", "eleven"])),
+    ]
+
+
+def test_chat_routes_to_a_bounded_set_of_experts(
+    tiny: LocalModel, tiny_dirs, tasks: list[str], open_mos, tmp_path: Path
+) -> None:
+    mos = open_mos(model=tiny)
+    mos.create_user("alice")
+    mos.create_cube("alice-personal", owner="alice")
+    mos.add(["the fox lives in the wood"], user="alice")
+    experts = mos.build_experts(
+        tasks, 0.2, path=tmp_path / "experts", max_loaded=1, calibration=8, first=0, last=0
+    )
+    assert sorted(experts.tasks) == ["fox", "num"]
+    assert experts.manifest["router_accuracy"]["accuracy"] == 100.0
+    for entry in experts.manifest["experts"].values():
+        assert abs(entry["real_sparsity"] - 0.2) < 0.01
+    reply = mos.chat("the quick brown fox", user="alice", max_new_tokens=4)
+    assert reply.expert == "fox" and experts.loaded == ["fox"]
+    assert reply.plan.tier in ("plaintext", "none")  # KV caches belong to the base model
+    reply = mos.chat("four five six", user="alice", max_new_tokens=4)
+    assert reply.expert == "num" and experts.loaded == ["num"]  # the fox expert was evicted
+    with pytest.raises(InvalidInput):
+        mos.chat("the fox", user="alice", memory="activation")
+    mos.use_experts(None)
+    assert mos.chat("the quick brown fox", user="alice", max_new_tokens=2).expert is None
+    again = mos.use_experts(tmp_path / "experts", max_loaded=2)
+    assert again.route("seven eight nine") == "num"
+    other = LocalModel.load(tiny_dirs[1])
+    with pytest.raises(ModelMismatch):
+        ExpertSet.open(tmp_path / "experts", other)
+    with pytest.raises(InvalidInput):
+        mos.build_experts(tasks[:1], 0.2, path=tmp_path / "one")
+
+
+def test_cli_prune_saves_a_reloadable_model(
+    tiny_dirs, tasks: list[str], tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "pruned"
+    argv = ["prune", "--model", str(tiny_dirs[0]), "--task", tasks[0], "--out", str(out)]
+    code = main(
+        [*argv, "--method", "flap", "--sparsity", "0.3", "--calibration", "6", "--eval", "4"]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert abs(report["real_sparsity"] - 0.3) < 0.01 and report["pruned"]["acc"] >= 0
+    assert report["attn_ffn_params"][1] < report["attn_ffn_params"][0]
+    assert LocalModel.load(out).generate("the quick", max_new_tokens=3) is not None
+    # SEAP's schedule protects 2 + 2 layers: the 2-layer tiny model has none left to prune
+    assert main([*argv, "--method", "seap"]) == 2
+    assert "none to prune" in capsys.readouterr().err
