@@ -35,6 +35,7 @@ from ..storage.search import And, Cond, Node, Or, combine, parse_filter
 from .access import AccessLog
 from .chat import Chat, ChatPlan, ChatReply
 from .config import Settings, memos_home
+from .consolidation import Consolidator
 from .cube import Artifact, MemCube
 from .errors import (
     BackendUnavailable,
@@ -77,12 +78,15 @@ from .lifecycle import (
     check_transition,
 )
 from .policies import MaintenanceReport
+from .refine import Refinement, Refiner
 from .scheduler import Clock, QueryPlan, Scheduler, WorkingEntry, WorkingMemory
 
 T = TypeVar("T")
 MemoryInput = str | Mapping[str, Any]
-# A fine-mode reader turns messages into memory drafts (dicts with at least "text").
+# A fine-mode reader turns messages into memory drafts (dicts with at least "text"), e.g. a
+# core.reader.MemReader over an LLM.
 Reader = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+ADD_MODES = ("fast", "fine", "async")
 
 MAX_K = 1000
 _PG_SCHEMES = ("postgres://", "postgresql://")
@@ -114,6 +118,18 @@ def _as_inputs(memories: object) -> builtins.list[Any]:
             "dict, or a list of those"
         )
     return builtins.list(memories)
+
+
+def _as_message(raw: object) -> Mapping[str, Any]:
+    """A fine/async-mode input as a chat message (the reader reads conversations)."""
+    if isinstance(raw, str):
+        return {"role": "user", "content": raw}
+    if isinstance(raw, Mapping) and "content" in raw and "text" not in raw:
+        return raw
+    raise InvalidInput(
+        "mode='fine' reads chat messages: pass strings or {'role', 'content', ...} dicts "
+        "(add memory dicts with 'text' in fast mode)"
+    )
 
 
 def _postgres(url: str, **options: Any) -> Store:
@@ -169,6 +185,10 @@ class MemOS:
         self._model_lock = threading.Lock()
         self._experts: Any = None  # an ExpertSet once build_experts/use_experts ran
         self._chat = Chat(self)
+        # how memories the reader extracts join the cube; set a Consolidator(judge=llm) to
+        # let an LLM judge near-duplicates and contradictions instead of the rules
+        self.consolidator = Consolidator()
+        self._refiner = Refiner(self)
         self._local = threading.local()  # per-thread call state (dry runs, denial auditing)
         self._closed = False
         recorded = store.get_meta("embedding_model")
@@ -254,6 +274,7 @@ class MemOS:
 
     def close(self) -> None:
         try:
+            self._refiner.close()  # background refinements finish before the store closes
             self._accesses.close()
         finally:
             self.store.close()
@@ -390,7 +411,12 @@ class MemOS:
         ``memories`` is a text, a chat message (``{"role", "content", "timestamp"?, "name"?,
         "id"?}``), a memory dict (``{"text", "kind"?, "tags"?, "metadata"?, "event_time"?,
         ...}``) or a list of those. Fast mode stores each message as a ``raw_turn`` memory
-        with its timestamp as event time; ``mode="fine"`` runs the configured reader first.
+        with its timestamp as event time. ``mode="fine"`` stores the raw turns, then has the
+        engine's reader extract memories from the new ones, consolidates them into the cube
+        and archives the raw turns it read (see :meth:`refine`); it returns the resulting
+        memories, plus the raw turns whose extraction failed (they stay live).
+        ``mode="async"`` returns the raw turns at once and refines them in a background
+        thread (:meth:`wait_refinements`).
         Re-adding the same content (same text and event time) into a cube is a no-op.
         A memory dict may carry ``"key"``, the caller's own id for it (unique per cube among
         live items): re-adding a key rewrites that memory as a new version when anything
@@ -400,17 +426,17 @@ class MemOS:
         target = self.gov.cube(_cube_id(cube) if cube is not None else self._default_cube(user))
         self.gov.require_write(actor, target)
         inputs = _as_inputs(memories)
-        if not inputs:
-            return []
-        if mode == "fine":
+        if mode not in ADD_MODES:
+            raise InvalidInput(f"mode must be 'fast', 'fine' or 'async', got {mode!r}")
+        if mode != "fast":
             if self.reader is None:
                 raise BackendUnavailable(
-                    "mode='fine' needs a reader: MemOS.open(..., reader=...) with a function "
-                    "that turns messages into memory drafts"
+                    f"mode={mode!r} needs a reader: MemOS.open(..., reader=MemReader(llm)), "
+                    "or a function that turns messages into memory drafts"
                 )
-            inputs = self._read_fine(inputs)
-        elif mode != "fast":
-            raise InvalidInput(f"mode must be 'fast' or 'fine', got {mode!r}")
+            inputs = [_as_message(x) for x in inputs]
+        if not inputs:
+            return []
         defaults = {
             "kind": check_kind(kind) if kind is not None else None,
             "tags": check_tags(tags),
@@ -434,7 +460,47 @@ class MemOS:
         results = self.store.add_items(
             items, vectors, AuditRecord(user, "add", None, target.id, {"mode": mode})
         )
-        return self.store.get_items([item_id for item_id, _ in results])
+        stored = self.store.get_items([item_id for item_id, _ in results])
+        if mode == "fast":
+            return stored
+        # unread raw turns only: a replayed conversation finds its turns archived already
+        unread = [it for it in stored if it.kind == "raw_turn" and it.state in SERVED_STATES]
+        if mode == "async":
+            if unread:
+                self._refiner.submit([it.id for it in unread], user)
+            return stored
+        report = self._refiner.run(unread, user)
+        kept = set(report.failed)
+        out = {it.id: it for it in report.memories}
+        out.update((it.id, it) for it in stored if it.id in kept)
+        return builtins.list(out.values())
+
+    def refine(
+        self,
+        *,
+        user: str,
+        cube: MemCube | str | None = None,
+        session: str | None = None,
+        limit: int = 10_000,
+    ) -> Refinement:
+        """Read the cube's live raw turns (oldest first, at most ``limit``; one ``session``
+        if given) with the engine's reader: the extracted memories are consolidated into the
+        cube, each linked to its source turns (``provenance.derived_from``), and the turns
+        read are archived. Turns whose extraction fails stay live for a later call.
+        """
+        actor = self.gov.user(check_id(user, "user"))
+        target = self.gov.cube(_cube_id(cube) if cube is not None else self._default_cube(user))
+        self.gov.require_write(actor, target)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput("limit must be a positive integer")
+        if self.reader is None:
+            raise BackendUnavailable("refine needs a reader: MemOS.open(..., reader=...)")
+        session = check_text(session, "session") if session is not None else None
+        return self._refiner.run(self._refiner.pending(target.id, session, limit), user)
+
+    def wait_refinements(self, timeout: float | None = None) -> builtins.list[Refinement]:
+        """Wait for the refinements ``mode="async"`` started; returns their reports."""
+        return self._refiner.wait(timeout)
 
     def _scrubbed(self, item: MemoryItem) -> MemoryItem:
         """The item with personal data redacted from its text, tags, metadata and speaker
@@ -523,15 +589,6 @@ class MemOS:
             else:
                 out.append(it)
         return out
-
-    def _read_fine(self, inputs: builtins.list[MemoryInput]) -> builtins.list[MemoryInput]:
-        messages = [x if isinstance(x, Mapping) else {"role": "user", "content": x} for x in inputs]
-        drafts = self.reader(builtins.list(map(dict, messages)))  # type: ignore[misc]
-        if not isinstance(drafts, builtins.list) or not all(
-            isinstance(d, Mapping) and "text" in d for d in drafts
-        ):
-            raise InvalidInput("the reader must return a list of dicts with a 'text' key")
-        return drafts
 
     def _draft(
         self,
@@ -1477,6 +1534,8 @@ class MemOS:
     arevoke = _threaded(revoke)
     agrants = _threaded(grants)
     aadd = _threaded(add)
+    arefine = _threaded(refine)
+    await_refinements = _threaded(wait_refinements)
     aingest = _threaded(ingest)
     asearch = _threaded(search)
     aget = _threaded(get)

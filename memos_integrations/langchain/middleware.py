@@ -49,8 +49,9 @@ class MemOSMemoryMiddleware(AgentMiddleware):
     ``k`` memories at most are injected, within ``max_tokens`` (counted with
     ``token_counter``, by default LangChain's approximate counter). Memories already in the
     model's context (turns of this thread that are still in the messages) are not injected
-    again. ``mode``: ``"fast"`` stores raw turns, ``"fine"`` also stores what the engine's
-    reader extracts, ``"auto"`` is fine when the engine has a reader.
+    again. ``mode``: ``"fast"`` stores raw turns; ``"fine"`` has the engine's reader
+    extract memories from them, which replace the raw turns in search (the raw turns are
+    archived, not lost); ``"auto"`` is fine when the engine has a reader.
     """
 
     def __init__(
@@ -214,10 +215,8 @@ class MemOSMemoryMiddleware(AgentMiddleware):
         if not new:
             return
         drafts = [{"role": _role(m), "content": m.text, "id": m.id, "key": key} for key, m in new]
-        self.mos.add(drafts, user=who.user, cube=cube, session=who.thread)
-        if self.mode == "fine":
-            plain = [{k: v for k, v in d.items() if k != "key"} for d in drafts]
-            self.mos.add(plain, user=who.user, cube=cube, session=who.thread, mode="fine")
+        # fine: the engine stores the raw turns, then reads them (see MemOS.add)
+        self.mos.add(drafts, user=who.user, cube=cube, session=who.thread, mode=self.mode)
 
 
 def _last_human_text(messages: Sequence[BaseMessage]) -> str | None:

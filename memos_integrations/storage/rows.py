@@ -60,6 +60,7 @@ REWRITTEN_COLUMNS: tuple[str, ...] = (
     "kind",
     "tags",
     "metadata",
+    "provenance",  # consolidation unites the sources of a superseded memory
     "context",
     "event_time",
     "event_ts",
