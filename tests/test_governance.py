@@ -39,6 +39,7 @@ REFUSED: dict[str, Callable[[MemOS, dict[str, Any]], Any]] = {
     "artifacts": lambda m, w: m.artifacts("alice-personal", user="bob"),
     "build_activation": lambda m, w: m.build_activation("alice-personal", user="bob"),
     "build_experts": lambda m, w: m.build_experts(["piqa"], by="bob"),
+    "refine": lambda m, w: m.refine(user="bob", cube="alice-personal"),
     "use_experts": lambda m, w: m.use_experts(None, by="bob"),
     "chat": lambda m, w: m.chat("PIN?", user="bob", cube="alice-personal"),
     "count": lambda m, w: m.count(user="bob", cube="alice-personal"),
@@ -90,6 +91,7 @@ EXEMPT = {
     "bulk_load": "a context for index upkeep; every write inside is checked itself",
     "close": "closes the caller's own handle",
     "stream_chat": "generates from a plan that plan_chat already checked",
+    "wait_refinements": "reports of this handle's own async adds, each checked when added",
 }
 
 

@@ -1584,6 +1584,8 @@ def _governed(method: Callable[..., T]) -> Callable[..., T]:
                 self.store.add_audit(
                     AuditRecord(actor, f"denied:{method.__name__}", detail={"error": str(exc)})
                 )
+            if isinstance(exc, Hidden):  # to the caller, hidden is exactly missing
+                raise NotFound(str(exc)) from None
             raise
         finally:
             self._local.in_call = False
