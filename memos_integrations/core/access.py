@@ -38,11 +38,12 @@ class AccessLog:
     def record(self, ids: Sequence[str], at: datetime, by: str | None, reason: str) -> None:
         if not ids:
             return
+        event = Served(tuple(ids), at, by, reason)
         if self._delay <= 0:  # synchronous bookkeeping, as configured
-            self._store.mark_served([Served(tuple(ids), at, by, reason)])
+            self._store.mark_served([event])
             return
         with self._lock:
-            self._queue.append(Served(tuple(ids), at, by, reason))
+            self._queue.append(event)
             full = len(self._queue) >= MAX_QUEUED
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -59,8 +60,7 @@ class AccessLog:
         self._write()
         with self._lock:
             error, self._error = self._error, None
-        if error is not None:
-            self._write()  # a retry: raises again if the store still refuses
+        if error is not None:  # the events it kept were written just above
             raise error
 
     def close(self) -> None:
