@@ -57,6 +57,12 @@ def test_chat_routes_to_a_bounded_set_of_experts(
     assert reply.expert == "num" and experts.loaded == ["num"]  # the fox expert was evicted
     with pytest.raises(InvalidInput):
         mos.chat("the fox", user="alice", memory="activation")
+    # the adapters' path (plan_chat + stream_chat) is answered by the same expert
+    plan = mos.plan_chat("the quick brown fox", user="alice")
+    assert plan.expert == "fox" and plan.activation is None
+    streamed = "".join(mos.stream_chat(plan, max_new_tokens=4))
+    assert experts.loaded == ["fox"]
+    assert streamed == mos.chat("the quick brown fox", user="alice", max_new_tokens=4).text
     mos.use_experts(None)
     assert mos.chat("the quick brown fox", user="alice", max_new_tokens=2).expert is None
     again = mos.use_experts(tmp_path / "experts", max_loaded=2)

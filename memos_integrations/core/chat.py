@@ -51,6 +51,11 @@ class ChatPlan:
     schedule: QueryPlan | None = None  # the scheduler's decision this plan executes
 
     @property
+    def expert(self) -> str | None:
+        """The SEAP task expert that answers this turn (None: the base model)."""
+        return self.schedule.expert.name if self.schedule is not None else None
+
+    @property
     def tier(self) -> str:
         """``activation+plaintext``, ``activation``, ``plaintext`` or ``none``."""
         used = [t for t, on in (("activation", self.cached), ("plaintext", self.in_prompt)) if on]
@@ -108,6 +113,10 @@ class Chat:
 
         if memory not in MEMORY_MODES:
             raise InvalidInput(f"memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
+        if self.mos._experts is not None:  # KV caches belong to the base model, not an expert
+            if memory == "activation":
+                raise InvalidInput("memory='activation' needs the base model; experts are on")
+            memory = "plaintext" if memory == "auto" else memory
         instructions = _instructions(instructions)
         model = self.mos.model
         decided = self.mos.scheduler.decide(
@@ -161,7 +170,8 @@ class Chat:
         return f"{MEMORY_HEADER}\n{memory_lines(items)}"
 
     def generate(self, plan: ChatPlan, **sampling: Any) -> Iterator[str]:
-        return self.mos.model.stream(plan.prompt, prefix=plan.activation, **sampling)
+        model = self.mos.model if plan.expert is None else self.mos._experts.model(plan.expert)
+        return model.stream(plan.prompt, prefix=plan.activation, **sampling)
 
     # ---- the activation tier ---------------------------------------------------------------
 

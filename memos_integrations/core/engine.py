@@ -1414,17 +1414,9 @@ class MemOS:
             "stop": stop,
             "seed": seed,
         }
-        if self._experts is not None:
-            if plan.get("memory", "auto") == "activation":
-                raise InvalidInput("memory='activation' needs the base model; experts are on")
-            plan["memory"] = "plaintext" if plan.get("memory", "auto") == "auto" else plan["memory"]
-            chosen = self.plan_chat(query, user=user, **plan)
-            task, expert = self._experts.expert_for(query)
-            text = "".join(expert.stream(chosen.prompt, **sampling))
-            return ChatReply(text, chosen, expert=task)
         chosen = self.plan_chat(query, user=user, **plan)
         pieces = self._chat.generate(chosen, **sampling)
-        return ChatReply("".join(pieces), chosen)
+        return ChatReply("".join(pieces), chosen, expert=chosen.expert)
 
     def build_experts(
         self,

@@ -132,7 +132,3 @@ class ExpertSet:
             while len(self._loaded) > self.max_loaded:
                 self._loaded.popitem(last=False)
             return expert
-
-    def expert_for(self, query: str) -> tuple[str, Any]:
-        task = self.route(query)
-        return task, self.model(task)
