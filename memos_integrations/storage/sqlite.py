@@ -792,7 +792,7 @@ class SQLiteStore:
         """A leg's n best admitted (item id, score), given its first ranking was checked in ``ok``.
 
         While the filter rejects too many, over-fetch 8x (twice), then rank exactly the rows the
-        filter admits, so n rows come back whenever they exist. Admitted rows join ``ok``.
+        filter admits, so n rows come back whenever they exist. Admitted ids join ``ok``.
         """
         want, ranked = n, leg.first
         for _ in range(3):
