@@ -38,6 +38,7 @@ PG_TABLES = (
     "item_versions",
     "transitions",
     "item_vectors",
+    "item_terms",
     "audit",
     "artifacts",
     "meta",

@@ -113,8 +113,11 @@ def store(request, tmp_path_factory, embedder):
     m.create_user("carol", role="admin")
     m.add(
         [
-            {"text": "Alice moved to Lisbon in March 2024", "tags": ["move"],
-             "metadata": {"city": "Lisbon"}},
+            {
+                "text": "Alice moved to Lisbon in March 2024",
+                "tags": ["move"],
+                "metadata": {"city": "Lisbon"},
+            },
             {"text": "Alice prefers green tea over coffee", "kind": "preference"},
         ],
         user="alice",
@@ -149,20 +152,26 @@ def test_bad_text_as_string(store: MemOS, text: str, match: str) -> None:
 
 @pytest.mark.parametrize(("text", "match"), TEXT_CASES)
 def test_bad_text_as_memory_dict(store: MemOS, text: str, match: str) -> None:
-    assert_refused(store, lambda: store.add({"text": text, "kind": "fact"}, user="alice"),
-                   InvalidInput, match)
+    assert_refused(
+        store, lambda: store.add({"text": text, "kind": "fact"}, user="alice"), InvalidInput, match
+    )
 
 
 @pytest.mark.parametrize(("text", "match"), TEXT_CASES)
 def test_bad_text_as_chat_message(store: MemOS, text: str, match: str) -> None:
-    assert_refused(store, lambda: store.add({"role": "user", "content": text}, user="alice"),
-                   InvalidInput, match)
+    assert_refused(
+        store,
+        lambda: store.add({"role": "user", "content": text}, user="alice"),
+        InvalidInput,
+        match,
+    )
 
 
 @pytest.mark.parametrize(("text", "match"), TEXT_CASES)
 def test_bad_text_in_update(store: MemOS, item_id: str, text: str, match: str) -> None:
-    assert_refused(store, lambda: store.update(item_id, user="alice", text=text),
-                   InvalidInput, match)
+    assert_refused(
+        store, lambda: store.update(item_id, user="alice", text=text), InvalidInput, match
+    )
 
 
 def test_text_at_the_limit_is_accepted(store: MemOS) -> None:
@@ -208,14 +217,22 @@ def test_non_string_text(store: MemOS, value: Any) -> None:
         pytest.param({"text": "ok", "event_time": True}, "event_time", id="bool-event-time"),
         pytest.param({"text": "ok", "event_time": NAN}, "finite", id="nan-event-time"),
         pytest.param({"text": "ok", "event_time": 1e20}, "event_time", id="huge-event-time"),
-        pytest.param({"role": "user", "content": "hi", "timestamp": "soon"}, "timestamp",
-                     id="bad-message-time"),
-        pytest.param({"role": "user", "content": "hi", "id": "m\ud800"}, "unicode",
-                     id="surrogate-message-id"),
-        pytest.param({"text": "ok", "provenance": "not a dict"}, "provenance",
-                     id="provenance-not-dict"),
-        pytest.param({"text": "ok", "provenance": {"session_id": object()}}, "provenance",
-                     id="provenance-non-json"),
+        pytest.param(
+            {"role": "user", "content": "hi", "timestamp": "soon"},
+            "timestamp",
+            id="bad-message-time",
+        ),
+        pytest.param(
+            {"role": "user", "content": "hi", "id": "m\ud800"}, "unicode", id="surrogate-message-id"
+        ),
+        pytest.param(
+            {"text": "ok", "provenance": "not a dict"}, "provenance", id="provenance-not-dict"
+        ),
+        pytest.param(
+            {"text": "ok", "provenance": {"session_id": object()}},
+            "provenance",
+            id="provenance-non-json",
+        ),
     ],
 )
 def test_bad_memory_dicts(store: MemOS, memory: dict[str, Any], match: str) -> None:
@@ -223,12 +240,13 @@ def test_bad_memory_dicts(store: MemOS, memory: dict[str, Any], match: str) -> N
 
 
 def test_bad_mode_and_session(store: MemOS) -> None:
-    assert_refused(store, lambda: store.add("ok", user="alice", mode="turbo"),
-                   InvalidInput, "mode")
-    assert_refused(store, lambda: store.add("ok", user="alice", session="  "),
-                   InvalidInput, "session")
-    assert_refused(store, lambda: store.add("ok", user="alice", session="s\ud800"),
-                   InvalidInput, "unicode")
+    assert_refused(store, lambda: store.add("ok", user="alice", mode="turbo"), InvalidInput, "mode")
+    assert_refused(
+        store, lambda: store.add("ok", user="alice", session="  "), InvalidInput, "session"
+    )
+    assert_refused(
+        store, lambda: store.add("ok", user="alice", session="s\ud800"), InvalidInput, "unicode"
+    )
     assert_refused(store, lambda: store.add("ok", user="alice", kind="BAD"), InvalidInput, "kind")
 
 
@@ -239,32 +257,51 @@ def test_bad_mode_and_session(store: MemOS) -> None:
     ("call", "match"),
     [
         pytest.param(lambda m, i: m.add("hello", user="nobody"), "nobody", id="add-user"),
-        pytest.param(lambda m, i: m.add("hello", user="alice", cube="no-such-cube"),
-                     "no-such-cube", id="add-cube"),
-        pytest.param(lambda m, i: m.add("hello", user="bob", cube="alice-personal"),
-                     "alice-personal", id="add-foreign-cube"),
+        pytest.param(
+            lambda m, i: m.add("hello", user="alice", cube="no-such-cube"),
+            "no-such-cube",
+            id="add-cube",
+        ),
+        pytest.param(
+            lambda m, i: m.add("hello", user="bob", cube="alice-personal"),
+            "alice-personal",
+            id="add-foreign-cube",
+        ),
         pytest.param(lambda m, i: m.search("tea", user="nobody"), "nobody", id="search-user"),
-        pytest.param(lambda m, i: m.search("tea", user="alice", cubes=["no-such-cube"]),
-                     "no-such-cube", id="search-cube"),
-        pytest.param(lambda m, i: m.search("tea", user="bob", cubes=["alice-personal"]),
-                     "alice-personal", id="search-foreign-cube"),
+        pytest.param(
+            lambda m, i: m.search("tea", user="alice", cubes=["no-such-cube"]),
+            "no-such-cube",
+            id="search-cube",
+        ),
+        pytest.param(
+            lambda m, i: m.search("tea", user="bob", cubes=["alice-personal"]),
+            "alice-personal",
+            id="search-foreign-cube",
+        ),
         pytest.param(lambda m, i: m.list(user="nobody"), "nobody", id="list-user"),
         pytest.param(lambda m, i: m.count(cube="no-such-cube"), "no-such-cube", id="count-cube"),
         pytest.param(lambda m, i: m.get("0" * 32), "0" * 32, id="get-missing-item"),
         pytest.param(lambda m, i: m.get(i, user="bob"), "memory", id="get-foreign-item"),
-        pytest.param(lambda m, i: m.update(i, user="bob", text="hijack"), "memory",
-                     id="update-foreign-item"),
+        pytest.param(
+            lambda m, i: m.update(i, user="bob", text="hijack"), "memory", id="update-foreign-item"
+        ),
         pytest.param(lambda m, i: m.delete(i, user="bob"), "memory", id="delete-foreign-item"),
         pytest.param(lambda m, i: m.update("0" * 32, text="x"), "0" * 32, id="update-missing"),
         pytest.param(lambda m, i: m.rollback(i, 99), "99", id="rollback-missing-version"),
-        pytest.param(lambda m, i: m.create_cube("orphan", owner="nobody"), "nobody",
-                     id="cube-owner"),
-        pytest.param(lambda m, i: m.grant("alice-personal", to="nobody"), "nobody",
-                     id="grant-user"),
-        pytest.param(lambda m, i: m.grant("no-such-cube", to="bob"), "no-such-cube",
-                     id="grant-cube"),
-        pytest.param(lambda m, i: m.export_cube("no-such-cube", "/nonexistent/never"),
-                     "no-such-cube", id="export-cube"),
+        pytest.param(
+            lambda m, i: m.create_cube("orphan", owner="nobody"), "nobody", id="cube-owner"
+        ),
+        pytest.param(
+            lambda m, i: m.grant("alice-personal", to="nobody"), "nobody", id="grant-user"
+        ),
+        pytest.param(
+            lambda m, i: m.grant("no-such-cube", to="bob"), "no-such-cube", id="grant-cube"
+        ),
+        pytest.param(
+            lambda m, i: m.export_cube("no-such-cube", "/nonexistent/never"),
+            "no-such-cube",
+            id="export-cube",
+        ),
     ],
 )
 def test_unknown_users_cubes_items(store: MemOS, item_id: str, call, match: str) -> None:
@@ -316,8 +353,11 @@ FILTER_CASES = [
     pytest.param(deep_and(400), "256", id="deep-and"),
     pytest.param({"$and": [{"kind": "fact"}] * 300}, "256", id="wide-and"),
     pytest.param(deep_dict(50), "unknown filter field", id="deep-garbage-dict"),
-    pytest.param({"$or": [{"$and": [{"$not": {"kind": {"$in": [None]}}}]}]}, "string",
-                 id="nested-garbage-value"),
+    pytest.param(
+        {"$or": [{"$and": [{"$not": {"kind": {"$in": [None]}}}]}]},
+        "string",
+        id="nested-garbage-value",
+    ),
     pytest.param("kind = 'fact'", "dict", id="str-filter"),
     pytest.param(["kind", "fact"], "dict", id="list-filter"),
     pytest.param(42, "dict", id="int-filter"),
@@ -349,16 +389,20 @@ def test_malformed_filters(store: MemOS, method: str, spec: Any, match: str) -> 
     ],
 )
 def test_bad_search_arguments(store: MemOS, kwargs: dict[str, Any], match: str) -> None:
-    assert_refused(store, lambda: store.search("tea", user="alice", **kwargs),
-                   InvalidInput, match)
+    assert_refused(store, lambda: store.search("tea", user="alice", **kwargs), InvalidInput, match)
 
 
 @pytest.mark.parametrize(
     "query",
-    [pytest.param("", id="empty"), pytest.param("   ", id="blank"),
-     pytest.param("q\ud800", id="surrogate"), pytest.param("q\x00", id="nul"),
-     pytest.param(None, id="None"), pytest.param(42, id="int"),
-     pytest.param("z" * (MAX_TEXT_CHARS + 1), id="too-long")],
+    [
+        pytest.param("", id="empty"),
+        pytest.param("   ", id="blank"),
+        pytest.param("q\ud800", id="surrogate"),
+        pytest.param("q\x00", id="nul"),
+        pytest.param(None, id="None"),
+        pytest.param(42, id="int"),
+        pytest.param("z" * (MAX_TEXT_CHARS + 1), id="too-long"),
+    ],
 )
 def test_bad_search_query(store: MemOS, query: Any) -> None:
     assert_refused(store, lambda: store.search(query, user="alice"), InvalidInput, "query")
@@ -374,9 +418,14 @@ def test_invalid_k(store: MemOS, k: Any) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"limit": 0}, "limit"), ({"limit": -5}, "limit"), ({"limit": "10"}, "limit"),
-     ({"offset": -1}, "offset"), ({"order": "random"}, "order"),
-     ({"order": "created; DROP TABLE items"}, "order")],
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": -5}, "limit"),
+        ({"limit": "10"}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"order": "random"}, "order"),
+        ({"order": "created; DROP TABLE items"}, "order"),
+    ],
 )
 def test_invalid_paging(store: MemOS, kwargs: dict[str, Any], match: str) -> None:
     assert_refused(store, lambda: store.list(user="alice", **kwargs), InvalidInput, match)
@@ -429,22 +478,32 @@ BAD_METADATA = [
 
 @pytest.mark.parametrize(("tags", "match"), BAD_TAGS)
 def test_bad_tags(store: MemOS, item_id: str, tags: Any, match: str) -> None:
-    assert_refused(store, lambda: store.add("tagged", user="alice", tags=tags), InvalidInput,
-                   match)
-    assert_refused(store, lambda: store.add({"text": "tagged", "tags": tags}, user="alice"),
-                   InvalidInput, match)
-    assert_refused(store, lambda: store.update(item_id, user="alice", tags=tags),
-                   InvalidInput, match)
+    assert_refused(store, lambda: store.add("tagged", user="alice", tags=tags), InvalidInput, match)
+    assert_refused(
+        store,
+        lambda: store.add({"text": "tagged", "tags": tags}, user="alice"),
+        InvalidInput,
+        match,
+    )
+    assert_refused(
+        store, lambda: store.update(item_id, user="alice", tags=tags), InvalidInput, match
+    )
 
 
 @pytest.mark.parametrize(("metadata", "match"), BAD_METADATA)
 def test_bad_metadata(store: MemOS, item_id: str, metadata: Any, match: str) -> None:
-    assert_refused(store, lambda: store.add("meta", user="alice", metadata=metadata),
-                   InvalidInput, match)
-    assert_refused(store, lambda: store.add({"text": "meta", "metadata": metadata},
-                                            user="alice"), InvalidInput, match)
-    assert_refused(store, lambda: store.update(item_id, user="alice", metadata=metadata),
-                   InvalidInput, match)
+    assert_refused(
+        store, lambda: store.add("meta", user="alice", metadata=metadata), InvalidInput, match
+    )
+    assert_refused(
+        store,
+        lambda: store.add({"text": "meta", "metadata": metadata}, user="alice"),
+        InvalidInput,
+        match,
+    )
+    assert_refused(
+        store, lambda: store.update(item_id, user="alice", metadata=metadata), InvalidInput, match
+    )
 
 
 @pytest.mark.parametrize(
@@ -453,8 +512,9 @@ def test_bad_metadata(store: MemOS, item_id: str, metadata: Any, match: str) -> 
     ids=["just-under-size", "deep-20", "extreme-numbers"],
 )
 def test_valid_metadata_edges_round_trip(store: MemOS, metadata: Any) -> None:
-    [item] = store.add({"text": f"edge metadata {len(str(metadata))}", "metadata": metadata},
-                       user="alice")
+    [item] = store.add(
+        {"text": f"edge metadata {len(str(metadata))}", "metadata": metadata}, user="alice"
+    )
     assert store.get(item.id).metadata == metadata
     store.delete(item.id)
 
@@ -493,29 +553,43 @@ BAD_OPTIONS = [
 
 @pytest.mark.parametrize(("option", "value", "match"), BAD_OPTIONS)
 def test_bad_options_on_add(store: MemOS, option: str, value: Any, match: str) -> None:
-    assert_refused(store, lambda: store.add("options", user="alice", **{option: value}),
-                   InvalidInput, match)
-    assert_refused(store, lambda: store.add({"text": "options", option: value}, user="alice"),
-                   InvalidInput, match)
+    assert_refused(
+        store, lambda: store.add("options", user="alice", **{option: value}), InvalidInput, match
+    )
+    assert_refused(
+        store,
+        lambda: store.add({"text": "options", option: value}, user="alice"),
+        InvalidInput,
+        match,
+    )
 
 
-@pytest.mark.parametrize(("option", "value", "match"),
-                         [p for p in BAD_OPTIONS if p.values[1] is not None])
-def test_bad_options_on_update(store: MemOS, item_id: str, option: str, value: Any,
-                               match: str) -> None:
-    assert_refused(store, lambda: store.update(item_id, user="alice", **{option: value}),
-                   InvalidInput, match)
+@pytest.mark.parametrize(
+    ("option", "value", "match"), [p for p in BAD_OPTIONS if p.values[1] is not None]
+)
+def test_bad_options_on_update(
+    store: MemOS, item_id: str, option: str, value: Any, match: str
+) -> None:
+    assert_refused(
+        store, lambda: store.update(item_id, user="alice", **{option: value}), InvalidInput, match
+    )
 
 
 def test_bad_state_changes(store: MemOS, item_id: str) -> None:
     assert_refused(store, lambda: store.set_state(item_id, "bogus"), InvalidInput, "state")
-    assert_refused(store, lambda: store.set_state(item_id, "generated"), InvalidTransition,
-                   "cannot move")
-    assert_refused(store, lambda: store.update(item_id, user="alice"), InvalidInput,
-                   "nothing to update")
+    assert_refused(
+        store, lambda: store.set_state(item_id, "generated"), InvalidTransition, "cannot move"
+    )
+    assert_refused(
+        store, lambda: store.update(item_id, user="alice"), InvalidInput, "nothing to update"
+    )
     assert_refused(store, lambda: store.create_user("dave", role="root"), InvalidInput, "role")
-    assert_refused(store, lambda: store.grant("alice-personal", to="bob", access="admin"),
-                   InvalidInput, "access")
+    assert_refused(
+        store,
+        lambda: store.grant("alice-personal", to="bob", access="admin"),
+        InvalidInput,
+        "access",
+    )
 
 
 # ---------------------------------------------------------------------------- ids
@@ -554,8 +628,10 @@ def test_invalid_ids(store: MemOS, item_id: str, bad: Any) -> None:
         (lambda: store.grant("alice-personal", to=bad), ((InvalidInput, NotFound), "user")),
     ]
     if bad is not None:  # cube=None means "the user's default cube"
-        calls += [(lambda: store.add("valid text", user="alice", cube=bad), invalid),
-                  (lambda: store.search("tea", user="alice", cubes=[bad]), invalid)]
+        calls += [
+            (lambda: store.add("valid text", user="alice", cube=bad), invalid),
+            (lambda: store.search("tea", user="alice", cubes=[bad]), invalid),
+        ]
     for call, (exc, match) in calls:
         assert_refused(store, call, exc, match)
 
@@ -595,8 +671,12 @@ def test_batch_with_one_bad_memory_stores_none(store: MemOS, bad: Any) -> None:
 
 def test_good_members_of_a_refused_batch_were_really_not_stored(store: MemOS) -> None:
     good = [f"refused batch survivor {n}" for n in range(5)]
-    assert_refused(store, lambda: store.add([*good[:2], {"text": "x", "ttl": -1}, *good[3:]],
-                                            user="alice"), InvalidInput, "ttl")
+    assert_refused(
+        store,
+        lambda: store.add([*good[:2], {"text": "x", "ttl": -1}, *good[3:]], user="alice"),
+        InvalidInput,
+        "ttl",
+    )
     # Adding the four good ones now creates four items (re-adding stored content would not).
     before = store.count()
     added = store.add([*good[:2], *good[3:]], user="alice")
@@ -608,8 +688,12 @@ def test_good_members_of_a_refused_batch_were_really_not_stored(store: MemOS) ->
 
 def test_batch_refused_in_ingest_stores_nothing(store: MemOS) -> None:
     good = [f"ingest member {n}" for n in range(5)]
-    assert_refused(store, lambda: store.ingest([*good[:2], "", *good[3:]], user="alice",
-                                               progress=False), InvalidInput, "empty")
+    assert_refused(
+        store,
+        lambda: store.ingest([*good[:2], "", *good[3:]], user="alice", progress=False),
+        InvalidInput,
+        "empty",
+    )
 
 
 # ---------------------------------------------------------------------------- SQL-looking strings
@@ -619,16 +703,23 @@ def test_batch_refused_in_ingest_stores_nothing(store: MemOS) -> None:
 def test_sql_looking_strings_are_plain_data(mos: MemOS, sql: str) -> None:
     plain = mos.add(
         [
-            {"text": "Alice keeps her bicycle in the hallway", "metadata": {"k": "normal"},
-             "tags": ["normal"]},
-            {"text": "Bob's favourite number is 7", "metadata": {"k": sql + " "},
-             "tags": [sql + "x"]},
+            {
+                "text": "Alice keeps her bicycle in the hallway",
+                "metadata": {"k": "normal"},
+                "tags": ["normal"],
+            },
+            {
+                "text": "Bob's favourite number is 7",
+                "metadata": {"k": sql + " "},
+                "tags": [sql + "x"],
+            },
             {"text": "A note with an empty value", "metadata": {"k": ""}},
         ],
         user="alice",
     )
-    [target] = mos.add({"text": sql, "tags": [sql], "metadata": {"k": sql, sql: sql}},
-                       user="alice", session=sql)
+    [target] = mos.add(
+        {"text": sql, "tags": [sql], "metadata": {"k": sql, sql: sql}}, user="alice", session=sql
+    )
     bob_item = mos.add({"text": "Bob's note", "metadata": {"k": sql}}, user="bob")[0]
 
     got = mos.get(target.id)
@@ -683,8 +774,7 @@ def test_sql_looking_strings_are_plain_data(mos: MemOS, sql: str) -> None:
 
     # The schema and every row survived.
     assert_intact(mos)
-    expected = set(PG_TABLES) if is_pg(mos) else {"items", "users", "cubes", "audit",
-                                                   "embeddings"}
+    expected = set(PG_TABLES) if is_pg(mos) else {"items", "users", "cubes", "audit", "embeddings"}
     assert expected <= table_names(mos)
     counts = table_counts(mos)
     assert (counts["items"], counts["users"], counts["cubes"]) == (6, 4, 3)
@@ -694,14 +784,30 @@ def test_sql_looking_strings_are_plain_data(mos: MemOS, sql: str) -> None:
     assert mos.stats()["versions"] == 6 + 2
 
 
-FTS_QUERIES = ['NEAR(alice bob)', '"unbalanced', "alice AND OR NOT", "*", "^text:alice",
-               "text: alice", "alice*", "{a b}", "a - b + c", "items_fts MATCH 'x'", "🙂🙂",
-               "' OR ''='", "%_%", "\\", "COLLATE NOCASE", "bicycle\"); --"]
+FTS_QUERIES = [
+    "NEAR(alice bob)",
+    '"unbalanced',
+    "alice AND OR NOT",
+    "*",
+    "^text:alice",
+    "text: alice",
+    "alice*",
+    "{a b}",
+    "a - b + c",
+    "items_fts MATCH 'x'",
+    "🙂🙂",
+    "' OR ''='",
+    "%_%",
+    "\\",
+    "COLLATE NOCASE",
+    'bicycle"); --',
+]
 
 
 def test_fts_syntax_in_queries_is_literal(mos: MemOS) -> None:
-    [bike, _] = mos.add(["Alice keeps her bicycle in the hallway", "Bob writes text messages"],
-                        user="alice")
+    [bike, _] = mos.add(
+        ["Alice keeps her bicycle in the hallway", "Bob writes text messages"], user="alice"
+    )
     for n, query in enumerate(FTS_QUERIES):  # the full-text leg is where syntax could leak
         for mode in ("text", "hybrid") if n % 4 == 0 else ("text",):
             hits = mos.search(query, user="alice", k=5, mode=mode)

@@ -124,8 +124,7 @@ def test_parallel_single_adds_lose_nothing_while_readers_run(open_mos, warm: Pre
     def searcher() -> None:
         start.wait()
         while writing.is_set():
-            hits = m.search("blue heron canal", user="alice", k=10,
-                            filter={"kind": "fact"})
+            hits = m.search("blue heron canal", user="alice", k=10, filter={"kind": "fact"})
             assert all(h.item.cube_id != "bob-personal" for h in hits)
             bob = m.search("bicycle colour", user="bob", k=5)
             assert [h.text for h in bob] == ["Bob's bicycle is red"]
@@ -143,10 +142,13 @@ def test_parallel_single_adds_lose_nothing_while_readers_run(open_mos, warm: Pre
             reads["list"] += 1
             time.sleep(0.01)
 
-    writers = [threading.Thread(target=_guard(errors, lambda w=w: writer(w)))
-               for w in range(WRITERS)]
-    readers = [threading.Thread(target=_guard(errors, searcher)),
-               threading.Thread(target=_guard(errors, lister))]
+    writers = [
+        threading.Thread(target=_guard(errors, lambda w=w: writer(w))) for w in range(WRITERS)
+    ]
+    readers = [
+        threading.Thread(target=_guard(errors, searcher)),
+        threading.Thread(target=_guard(errors, lister)),
+    ]
     for t in readers:
         t.start()
     _run(writers)
@@ -171,13 +173,15 @@ def test_parallel_single_adds_lose_nothing_while_readers_run(open_mos, warm: Pre
 
     # Nothing doubled, and every side table agrees.
     total = WRITERS * PER_WRITER + 1
-    assert rows(m, "SELECT count(*), count(DISTINCT content_hash), count(DISTINCT id) "
-                   "FROM items") == [(total, total, total)]
+    assert rows(
+        m, "SELECT count(*), count(DISTINCT content_hash), count(DISTINCT id) FROM items"
+    ) == [(total, total, total)]
     assert rows(m, f"SELECT count(*) FROM {vector_table(m)}") == [(total,)]
     assert rows(m, "SELECT count(*) FROM item_versions") == [(total,)]
     if not is_pg(m):  # every vector reached the log the in-memory index replays
         assert rows(m, "SELECT count(DISTINCT item_id) FROM index_log WHERE op = 'add'") == [
-            (total,)]
+            (total,)
+        ]
     assert rows(m, "SELECT count(*) FROM transitions WHERE from_state IS NULL") == [(total,)]
     assert m.stats()["versions"] == total
     assert len(m.audit(actor="alice", action="add", limit=10_000)) == WRITERS * PER_WRITER
@@ -191,8 +195,9 @@ def test_parallel_single_adds_lose_nothing_while_readers_run(open_mos, warm: Pre
 
 
 @pytest.mark.parametrize("engines", [1, 2], ids=["one-engine", "two-engines"])
-def test_racing_identical_adds_store_each_text_once(open_mos, warm: Prewarmed,
-                                                    engines: int) -> None:
+def test_racing_identical_adds_store_each_text_once(
+    open_mos, warm: Prewarmed, engines: int
+) -> None:
     first = open_mos(embedder=warm)
     _setup(first)
     handles = [first] + [open_mos(embedder=warm) for _ in range(engines - 1)]
@@ -209,8 +214,7 @@ def test_racing_identical_adds_store_each_text_once(open_mos, warm: Prewarmed,
             [item] = m.add(text, user="alice", cube="shared")
             got[w][text] = item.id
 
-    _run([threading.Thread(target=_guard(errors, lambda w=w: racer(w)))
-          for w in range(WRITERS)])
+    _run([threading.Thread(target=_guard(errors, lambda w=w: racer(w))) for w in range(WRITERS)])
     assert not errors, f"{len(errors)} thread errors, first: {errors[0]!r}"
     for text in RACED_TEXTS:  # every racer was handed the one stored item
         assert len({got[w][text] for w in range(WRITERS)}) == 1, text
@@ -227,28 +231,34 @@ def test_racing_identical_adds_store_each_text_once(open_mos, warm: Prewarmed,
 # ---------------------------------------------------------------------------- two engines
 
 
-def test_two_engines_on_one_store_see_each_others_writes(open_mos, embedder,
-                                                         warm: Prewarmed) -> None:
+def test_two_engines_on_one_store_see_each_others_writes(
+    open_mos, embedder, warm: Prewarmed
+) -> None:
     a = open_mos(embedder=embedder)
     b = open_mos(embedder=embedder)
     _setup(a)
-    [seed] = a.add("The lighthouse keeper paints the spiral stairs white", user="alice",
-                   cube="shared")
+    [seed] = a.add(
+        "The lighthouse keeper paints the spiral stairs white", user="alice", cube="shared"
+    )
     # b builds its index now; everything below reaches it only through index_log.
     assert [h.id for h in b.search("lighthouse stairs", user="alice", mode="dense")] == [seed.id]
 
-    [from_a] = a.add("Quantum annealing schedules for the shipping fleet", user="alice",
-                     cube="shared")
+    [from_a] = a.add(
+        "Quantum annealing schedules for the shipping fleet", user="alice", cube="shared"
+    )
     for mode in ("dense", "text", "hybrid"):
-        assert b.search("quantum annealing shipping", user="alice", k=1, mode=mode)[0].id \
-            == from_a.id, mode
+        assert (
+            b.search("quantum annealing shipping", user="alice", k=1, mode=mode)[0].id == from_a.id
+        ), mode
     [exact] = b.search(from_a.text, user="alice", k=1, mode="dense")
     assert exact.id == from_a.id and exact.dense_score > 0.99
-    [from_b] = b.add("Grandmother's recipe for plum dumplings with cinnamon", user="alice",
-                     cube="shared")
+    [from_b] = b.add(
+        "Grandmother's recipe for plum dumplings with cinnamon", user="alice", cube="shared"
+    )
     for mode in ("dense", "text", "hybrid"):
-        assert a.search("plum dumplings recipe", user="alice", k=1, mode=mode)[0].id \
-            == from_b.id, mode
+        assert a.search("plum dumplings recipe", user="alice", k=1, mode=mode)[0].id == from_b.id, (
+            mode
+        )
 
     # An update moves the vector in the other engine's index too.
     volcanic = "Volcanic soil makes the vineyard grapes taste smoky"
@@ -256,13 +266,17 @@ def test_two_engines_on_one_store_see_each_others_writes(open_mos, embedder,
     [hit] = b.search(volcanic, user="alice", k=1, mode="dense")
     assert hit.id == from_a.id and hit.text == volcanic
     assert hit.dense_score is not None and hit.dense_score > 0.99  # the new vector, not the old
-    assert not [h for h in b.search("quantum annealing shipping", user="alice", k=5,
-                                    mode="text") if h.id == from_a.id]
+    assert not [
+        h
+        for h in b.search("quantum annealing shipping", user="alice", k=5, mode="text")
+        if h.id == from_a.id
+    ]
     # A delete removes it there as well.
     b.delete(from_b.id)
     for mode in ("dense", "text", "hybrid"):
-        assert from_b.id not in {h.id for h in a.search("plum dumplings recipe", user="alice",
-                                                        k=10, mode=mode)}, mode
+        assert from_b.id not in {
+            h.id for h in a.search("plum dumplings recipe", user="alice", k=10, mode=mode)
+        }, mode
 
     # Concurrent: one engine writes while the other searches, then sees all of it.
     errors: list[BaseException] = []
@@ -283,8 +297,12 @@ def test_two_engines_on_one_store_see_each_others_writes(open_mos, embedder,
             searched[0] += 1
             time.sleep(0.01)
 
-    _run([threading.Thread(target=_guard(errors, write)),
-          threading.Thread(target=_guard(errors, read))])
+    _run(
+        [
+            threading.Thread(target=_guard(errors, write)),
+            threading.Thread(target=_guard(errors, read)),
+        ]
+    )
     assert not errors, f"{len(errors)} thread errors, first: {errors[0]!r}"
     assert searched[0] >= 1
     assert b.count() == a.count() == 3 + len(SYNC_TEXTS) - 1

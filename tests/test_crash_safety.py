@@ -83,8 +83,7 @@ def _reader(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-def test_sigkill_mid_ingest_loses_no_acknowledged_memory(tmp_path: Path, target,
-                                                         embedder) -> None:
+def test_sigkill_mid_ingest_loses_no_acknowledged_memory(tmp_path: Path, target, embedder) -> None:
     db = target
     with MemOS.open(db, embedder=embedder) as setup:
         setup.create_user("alice")
@@ -95,7 +94,10 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_memory(tmp_path: Path, target,
     with stderr_path.open("w") as stderr:
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(db), str(PREWARMED)],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            bufsize=1,
         )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(child.stdout, lines), daemon=True).start()
@@ -154,8 +156,7 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_memory(tmp_path: Path, target,
         hybrid = mos.search(crash_text(late_n), user="alice", k=5)
         assert hybrid[0].id == late_id
 
-        [fresh] = mos.add("After the crash the lighthouse still turns every night",
-                          user="alice")
+        [fresh] = mos.add("After the crash the lighthouse still turns every night", user="alice")
         assert mos.get(fresh.id).text == fresh.text
         assert mos.search("lighthouse turns at night", user="alice", k=1)[0].id == fresh.id
         assert mos.count() == n_items + 1

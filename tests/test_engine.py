@@ -289,21 +289,27 @@ def test_bulk_ingest_batches(mos: MemOS) -> None:
 
 def test_turns_keep_their_session_context_for_retrieval(mos: MemOS) -> None:
     first = mos.add(
-        [{"role": "assistant", "content": "What did you do last weekend?"},
-         {"role": "user", "content": "I went hiking with my brother."}],
-        user="alice", session="s9",
+        [
+            {"role": "assistant", "content": "What did you do last weekend?"},
+            {"role": "user", "content": "I went hiking with my brother."},
+        ],
+        user="alice",
+        session="s9",
     )
-    [later] = mos.add([{"role": "user", "content": "It was exhausting but fun."}],
-                      user="alice", session="s9")
+    [later] = mos.add(
+        [{"role": "user", "content": "It was exhausting but fun."}], user="alice", session="s9"
+    )
     assert first[0].context == ""
     assert first[1].context == "assistant: What did you do last weekend?"
     # the context reaches back into earlier add calls of the same session (2 turns)
-    assert later.context == ("assistant: What did you do last weekend? "
-                             "alice: I went hiking with my brother.")
+    assert later.context == (
+        "assistant: What did you do last weekend? alice: I went hiking with my brother."
+    )
     # context is retrieval-only: not part of the content hash or the text
     assert later.text == "alice: It was exhausting but fun."
-    [other_session] = mos.add([{"role": "user", "content": "New topic."}], user="alice",
-                              session="s10")
+    [other_session] = mos.add(
+        [{"role": "user", "content": "New topic."}], user="alice", session="s10"
+    )
     assert other_session.context == ""
     # a question worded like the preceding turn finds the reply through its context
     hits = mos.search("weekend", user="alice", k=3, mode="text")
@@ -315,11 +321,16 @@ def test_selective_filter_still_returns_every_match(mos: MemOS, mode: str) -> No
     # 3 of 300 similar notes carry the tag: over-fetching the best 50 candidates finds none of
     # them, so the search must widen and finally search exactly the admitted rows.
     mos.ingest(
-        [{"text": f"note number {i} about the garden", "tags": ["rare"] if i % 100 == 7 else []}
-         for i in range(300)],
-        user="alice", progress=False,
+        [
+            {"text": f"note number {i} about the garden", "tags": ["rare"] if i % 100 == 7 else []}
+            for i in range(300)
+        ],
+        user="alice",
+        progress=False,
     )
     hits = mos.search("note about the garden", user="alice", k=10, tags=["rare"], mode=mode)
     assert sorted(h.text for h in hits) == [
-        "note number 107 about the garden", "note number 207 about the garden",
-        "note number 7 about the garden"]
+        "note number 107 about the garden",
+        "note number 207 about the garden",
+        "note number 7 about the garden",
+    ]

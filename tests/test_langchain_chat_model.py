@@ -270,6 +270,7 @@ def test_options_are_checked(mos: MemOS) -> None:
 
 # ---- tool calls ----------------------------------------------------------------------------
 
+
 def test_invalid_calls_and_parallel_tool_calls(mos: MemOS, scripted: dict) -> None:
     """The parser is models.tool_calls' (tests/test_tool_calls.py); the message fields here."""
     llm = ChatMemOS(mos=mos, user_id="alice").bind_tools([get_weather, add])

@@ -66,8 +66,9 @@ def store_snapshot(m: MemOS) -> dict[str, Any]:
     }
 
 
-def fresh_store(target: Path | str, embedder: Any,
-                users: tuple[str, ...] = ("alice", "bob")) -> MemOS:
+def fresh_store(
+    target: Path | str, embedder: Any, users: tuple[str, ...] = ("alice", "bob")
+) -> MemOS:
     m = MemOS.open(target, embedder=embedder)
     for user in users:
         m.create_user(user)
@@ -122,8 +123,9 @@ def new_target(kind: str, tmp_path: Path, request: pytest.FixtureRequest):
     """Where a fresh destination store of the same backend lives."""
 
     def make(name: str) -> Path | str:
-        return tmp_path / f"{name}.db" if kind == "sqlite" else request.getfixturevalue(
-            "pg_schemas")()
+        return (
+            tmp_path / f"{name}.db" if kind == "sqlite" else request.getfixturevalue("pg_schemas")()
+        )
 
     return make
 
@@ -134,37 +136,77 @@ def source(kind: str, tmp_path_factory, embedder, request: pytest.FixtureRequest
     root = tmp_path_factory.mktemp("portable")
     target = root / "source.db" if kind == "sqlite" else request.getfixturevalue("pg_schemas")()
     m = fresh_store(target, embedder, users=("alice", "bob", "dave"))
-    m.create_cube("Alice's work notes", owner="alice", cube_id=CUBE,
-                  description="work memory — ünïcode", metadata={"team": "R&D", "n": [1, 2.5]})
+    m.create_cube(
+        "Alice's work notes",
+        owner="alice",
+        cube_id=CUBE,
+        description="work memory — ünïcode",
+        metadata={"team": "R&D", "n": [1, 2.5]},
+    )
     m.create_cube("alice-personal", owner="alice")
     m.grant(CUBE, to="bob", access="write", by="alice")
     m.grant(CUBE, to="dave", access="read", by="alice")
 
     ids: dict[str, str] = {}
     ids["fact"] = m.add(
-        {"text": "Alice moved to Lisbon in March 2024 — she loves pastéis de nata",
-         "kind": "event", "tags": ["move", "lisbon", "ünï"],
-         "metadata": {"city": "Lisbon", "nested": {"a": [1, None, True, 2.5]}, "emoji": "🙂"},
-         "event_time": "2024-03-01T10:00:00+02:00", "priority": 7, "confidence": 0.75},
-        user="alice", cube=CUBE, session="onboarding",
+        {
+            "text": "Alice moved to Lisbon in March 2024 — she loves pastéis de nata",
+            "kind": "event",
+            "tags": ["move", "lisbon", "ünï"],
+            "metadata": {"city": "Lisbon", "nested": {"a": [1, None, True, 2.5]}, "emoji": "🙂"},
+            "event_time": "2024-03-01T10:00:00+02:00",
+            "priority": 7,
+            "confidence": 0.75,
+        },
+        user="alice",
+        cube=CUBE,
+        session="onboarding",
     )[0].id
     ids["turn"] = m.add(
-        {"role": "user", "content": "I switched to decaf last week", "name": "Alice",
-         "timestamp": "2024-05-02T08:30:00Z", "id": "msg-42"},
-        user="alice", cube=CUBE, session="chat-7",
+        {
+            "role": "user",
+            "content": "I switched to decaf last week",
+            "name": "Alice",
+            "timestamp": "2024-05-02T08:30:00Z",
+            "id": "msg-42",
+        },
+        user="alice",
+        cube=CUBE,
+        session="chat-7",
     )[0].id
-    ids["private"] = m.add("Alice's door code is 4711", user="alice", cube=CUBE,
-                             visibility="private", ttl=7 * 86400, priority=-3)[0].id
+    ids["private"] = m.add(
+        "Alice's door code is 4711",
+        user="alice",
+        cube=CUBE,
+        visibility="private",
+        ttl=7 * 86400,
+        priority=-3,
+    )[0].id
     ids["prov"] = m.add(
-        {"text": "The team standup moved to 9:30", "provenance": {
-            "extractor": "fine", "message_ids": ["m1", "m2"], "speaker": "Bob",
-            "role": "assistant", "timestamps": ["2024-06-01T09:00:00+00:00"]}},
-        user="alice", cube=CUBE,
+        {
+            "text": "The team standup moved to 9:30",
+            "provenance": {
+                "extractor": "fine",
+                "message_ids": ["m1", "m2"],
+                "speaker": "Bob",
+                "role": "assistant",
+                "timestamps": ["2024-06-01T09:00:00+00:00"],
+            },
+        },
+        user="alice",
+        cube=CUBE,
     )[0].id
-    ids["edited"] = m.add({"text": "Project Falcon ships in Q3", "tags": ["falcon"]},
-                            user="alice", cube=CUBE)[0].id
-    m.update(ids["edited"], user="alice", text="Project Falcon ships in Q4",
-             tags=["falcon", "delay"], metadata={"reason": "vendor"}, note="slipped")
+    ids["edited"] = m.add(
+        {"text": "Project Falcon ships in Q3", "tags": ["falcon"]}, user="alice", cube=CUBE
+    )[0].id
+    m.update(
+        ids["edited"],
+        user="alice",
+        text="Project Falcon ships in Q4",
+        tags=["falcon", "delay"],
+        metadata={"reason": "vendor"},
+        note="slipped",
+    )
     m.update(ids["edited"], user="bob", priority=3, confidence=0.5)
     m.rollback(ids["edited"], 1, user="alice")
     ids["archived"] = m.add("The old office was on Rua Augusta", user="alice", cube=CUBE)[0].id
@@ -172,10 +214,11 @@ def source(kind: str, tmp_path_factory, embedder, request: pytest.FixtureRequest
     ids["deleted"] = m.add("A mistaken note that gets deleted", user="alice", cube=CUBE)[0].id
     m.delete(ids["deleted"], user="alice", reason="wrong")
     ids["bobs"] = m.add("Bob reviews the Falcon budget on Fridays", user="bob", cube=CUBE)[0].id
-    ids["served"] = m.add("Alice takes the 7:40 train to the office", user="alice",
-                            cube=CUBE)[0].id
-    assert m.search("which train does alice take", user="alice", cubes=[CUBE], k=1,
-                    mode="dense")[0].id == ids["served"]
+    ids["served"] = m.add("Alice takes the 7:40 train to the office", user="alice", cube=CUBE)[0].id
+    assert (
+        m.search("which train does alice take", user="alice", cubes=[CUBE], k=1, mode="dense")[0].id
+        == ids["served"]
+    )
     m.add("A personal memory in another cube", user="alice", cube="alice-personal")
 
     export = m.export_cube(CUBE, root / "pristine")
@@ -224,12 +267,12 @@ def test_round_trip_into_a_fresh_store_is_lossless(source, new_target, embedder)
         for mode in ("dense", "text", "hybrid"):
             hits = dst.search("Lisbon pastries", user="alice", k=1, mode=mode)
             assert hits[0].id == ids["fact"], mode
-        assert ids["deleted"] not in {h.id for h in dst.search("mistaken note deleted",
-                                                               user="alice", k=20)}
+        assert ids["deleted"] not in {
+            h.id for h in dst.search("mistaken note deleted", user="alice", k=20)
+        }
         bob_sees = {h.id for h in dst.search("door code", user="bob", k=20)}
         assert ids["private"] not in bob_sees and ids["bobs"] in bob_sees
-        assert dst.add("Project Falcon ships in Q3", user="alice",
-                       cube=CUBE)[0].id == ids["edited"]
+        assert dst.add("Project Falcon ships in Q3", user="alice", cube=CUBE)[0].id == ids["edited"]
         [new] = dst.add("Imported cubes accept new memories", user="bob", cube=CUBE)
         assert dst.get(new.id).cube_id == CUBE
         assert dst.audit(action="import", limit=5)[0].detail["items"] == 9
@@ -245,8 +288,9 @@ def test_import_under_a_new_cube_id_in_the_same_store(source) -> None:
     copy = cube_state(m, "alice-work-copy")
     assert cube_state(m, CUBE) == original  # the source cube is untouched
 
-    assert {k: v for k, v in copy["cube"].items() if k != "id"} == \
-        {k: v for k, v in original["cube"].items() if k != "id"}
+    assert {k: v for k, v in copy["cube"].items() if k != "id"} == {
+        k: v for k, v in original["cube"].items() if k != "id"
+    }
     assert not set(copy["items"]) & set(original["items"])  # fresh item ids
     by_hash = {it["content_hash"]: old_id for old_id, it in original["items"].items()}
     assert len(by_hash) == len(original["items"]) == len(copy["items"])
@@ -254,10 +298,12 @@ def test_import_under_a_new_cube_id_in_the_same_store(source) -> None:
         old_id = by_hash[item["content_hash"]]
         old = original["items"][old_id]
         assert {**item, "id": old_id, "cube_id": CUBE} == old
-        assert [{**v, "item_id": old_id} for v in copy["versions"][new_id]] == \
-            original["versions"][old_id]
-        assert [{**t, "item_id": old_id} for t in copy["transitions"][new_id]] == \
-            original["transitions"][old_id]
+        assert [{**v, "item_id": old_id} for v in copy["versions"][new_id]] == original["versions"][
+            old_id
+        ]
+        assert [{**t, "item_id": old_id} for t in copy["transitions"][new_id]] == original[
+            "transitions"
+        ][old_id]
         if old_id in original["vectors"]:
             assert copy["vectors"][new_id] == original["vectors"][old_id]
         else:
@@ -280,8 +326,10 @@ def test_import_with_another_embedder_re_embeds(source, new_target) -> None:
         assert set(got["items"]) == set(want["items"])
         for item_id, item in got["items"].items():
             assert item["embedding_model"] == "fake-16"
-            assert {**item, "embedding_model": None} == \
-                {**want["items"][item_id], "embedding_model": None}
+            assert {**item, "embedding_model": None} == {
+                **want["items"][item_id],
+                "embedding_model": None,
+            }
         assert got["versions"] == want["versions"]
         assert got["transitions"] == want["transitions"]
         assert set(got["vectors"]) == set(want["vectors"])
@@ -296,8 +344,9 @@ def test_import_with_another_embedder_re_embeds(source, new_target) -> None:
         fact = want["items"][source["ids"]["fact"]]["text"]
         assert dst.search(fact, user="alice", k=1, mode="dense")[0].id == source["ids"]["fact"]
         assert dst.search(fact, user="alice", k=1)[0].id == source["ids"]["fact"]
-        assert dst.search("Falcon budget", user="bob", k=1, mode="text")[0].id == \
-            source["ids"]["bobs"]
+        assert (
+            dst.search("Falcon budget", user="bob", k=1, mode="text")[0].id == source["ids"]["bobs"]
+        )
         [new] = dst.add("A memory embedded by the fake model", user="alice", cube=CUBE)
         assert dst.search(new.text, user="alice", k=1, mode="dense")[0].id == new.id
     finally:
@@ -307,8 +356,7 @@ def test_import_with_another_embedder_re_embeds(source, new_target) -> None:
 # ---------------------------------------------------------------------------- refusals
 
 
-def test_import_onto_an_existing_cube_id_writes_nothing(source, new_target,
-                                                        embedder) -> None:
+def test_import_onto_an_existing_cube_id_writes_nothing(source, new_target, embedder) -> None:
     m: MemOS = source["mos"]
     for kwargs in ({}, {"cube_id": "alice-personal"}, {"cube_id": CUBE}):
         before = store_snapshot(m)
@@ -342,16 +390,22 @@ def _flip_vectors(d: Path) -> None:
 
 
 def _extra_item(d: Path) -> None:
-    edit_jsonl(d, "items.jsonl", lambda rows: [*rows, {**rows[0], "id": "f" * 32,
-                                                       "text": "A smuggled memory"}])
+    edit_jsonl(
+        d,
+        "items.jsonl",
+        lambda rows: [*rows, {**rows[0], "id": "f" * 32, "text": "A smuggled memory"}],
+    )
 
 
 def _rename_item(d: Path, new_id: str) -> None:
     old = json.loads((d / "items.jsonl").read_text().splitlines()[0])["id"]
     for name in ("items.jsonl", "versions.jsonl", "transitions.jsonl"):
         key = "id" if name == "items.jsonl" else "item_id"
-        edit_jsonl(d, name, lambda rows, key=key: [
-            {**r, key: new_id} if r.get(key) == old else r for r in rows])
+        edit_jsonl(
+            d,
+            name,
+            lambda rows, key=key: [{**r, key: new_id} if r.get(key) == old else r for r in rows],
+        )
 
 
 def _set_item(**changes: Any) -> Callable[[Path], None]:
@@ -387,56 +441,114 @@ CORRUPTIONS = [
     pytest.param(_flip_items, "checksum", id="flipped-byte-items"),
     pytest.param(_flip_vectors, "checksum", id="flipped-byte-vectors"),
     pytest.param(_extra_item, "checksum", id="extra-record-unsealed"),
-    pytest.param(lambda d: (d / "versions.jsonl").write_text(""), "checksum",
-                 id="emptied-versions"),
+    pytest.param(
+        lambda d: (d / "versions.jsonl").write_text(""), "checksum", id="emptied-versions"
+    ),
     # missing pieces
     pytest.param(lambda d: (d / "versions.jsonl").unlink(), "missing", id="deleted-versions"),
-    pytest.param(lambda d: (d / "vectors.safetensors").unlink(), "missing",
-                 id="deleted-vectors"),
+    pytest.param(lambda d: (d / "vectors.safetensors").unlink(), "missing", id="deleted-vectors"),
     pytest.param(lambda d: (d / "manifest.json").unlink(), "manifest", id="deleted-manifest"),
-    pytest.param(lambda d: edit_manifest(d, lambda m: m["files"].pop("items.jsonl")),
-                 "items.jsonl", id="unlisted-items"),
-    pytest.param(lambda d: edit_manifest(d, lambda m: m.pop("files")), "files",
-                 id="no-file-list"),
-    pytest.param(lambda d: edit_manifest(d, lambda m: m["files"].update({"../x": "0" * 64})),
-                 "outside", id="path-outside"),
+    pytest.param(
+        lambda d: edit_manifest(d, lambda m: m["files"].pop("items.jsonl")),
+        "items.jsonl",
+        id="unlisted-items",
+    ),
+    pytest.param(lambda d: edit_manifest(d, lambda m: m.pop("files")), "files", id="no-file-list"),
+    pytest.param(
+        lambda d: edit_manifest(d, lambda m: m["files"].update({"../x": "0" * 64})),
+        "outside",
+        id="path-outside",
+    ),
     # foreign formats
-    pytest.param(lambda d: edit_manifest(d, lambda m: m.update(schema_version=99)), "99",
-                 id="schema-99"),
-    pytest.param(lambda d: edit_manifest(d, lambda m: m.update(format="other")), "memos-cube",
-                 id="format-other"),
-    pytest.param(lambda d: (d / "manifest.json").write_text("{not json"), "json",
-                 id="manifest-not-json"),
-    pytest.param(lambda d: (d / "manifest.json").write_text("[1, 2]"), "memos-cube",
-                 id="manifest-array"),
+    pytest.param(
+        lambda d: edit_manifest(d, lambda m: m.update(schema_version=99)), "99", id="schema-99"
+    ),
+    pytest.param(
+        lambda d: edit_manifest(d, lambda m: m.update(format="other")),
+        "memos-cube",
+        id="format-other",
+    ),
+    pytest.param(
+        lambda d: (d / "manifest.json").write_text("{not json"), "json", id="manifest-not-json"
+    ),
+    pytest.param(
+        lambda d: (d / "manifest.json").write_text("[1, 2]"), "memos-cube", id="manifest-array"
+    ),
     # consistent forgeries (checksums recomputed): caught by structure checks
     pytest.param(_resealed(_extra_item), "shape", id="extra-record-resealed"),
-    pytest.param(_resealed(lambda d: edit_vectors(d, lambda v: v[:-1])), "shape",
-                 id="truncated-vectors-resealed"),
-    pytest.param(_resealed(lambda d: edit_vectors(d, lambda v: v.reshape(-1))), "shape",
-                 id="flat-vectors-resealed"),
-    pytest.param(_resealed(lambda d: (d / "vectors.safetensors").write_bytes(
-        (d / "vectors.safetensors").read_bytes()[:200])), "vectors", id="cut-vectors-resealed"),
-    pytest.param(_resealed(lambda d: (d / "vectors.safetensors").write_bytes(
-        st_save({"other": np.zeros((9, 384), np.float32)}))), "vectors",
-        id="renamed-tensor-resealed"),
-    pytest.param(_resealed(lambda d: edit_jsonl(d, "items.jsonl", lambda r: [*r, *r[:1]]) or
-                           edit_vectors(d, lambda v: np.concatenate([v, v[:1]]))),
-                 "duplicate", id="duplicate-item-resealed"),
-    pytest.param(_resealed(lambda d: (d / "items.jsonl").write_text(
-        (d / "items.jsonl").read_text() + "{broken\n")), "json", id="bad-json-line"),
-    pytest.param(_resealed(lambda d: (d / "items.jsonl").write_text(
-        (d / "items.jsonl").read_text() + "[1, 2]\n")), "object", id="array-line"),
-    pytest.param(_resealed(lambda d: edit_jsonl(d, "versions.jsonl",
-                                                lambda r: [*r, {**r[0], "item_id": "0" * 32}])),
-                 "refer", id="orphan-version"),
-    pytest.param(_resealed(lambda d: edit_jsonl(d, "transitions.jsonl",
-                                                lambda r: [*r, {"item_id": "x"}])),
-                 "invalid", id="broken-transition"),
-    pytest.param(_resealed(lambda d: edit_jsonl(d, "items.jsonl",
-                                                lambda r: [{k: v for k, v in r[0].items()
-                                                            if k != "text"}, *r[1:]])),
-                 "text", id="item-without-text"),
+    pytest.param(
+        _resealed(lambda d: edit_vectors(d, lambda v: v[:-1])),
+        "shape",
+        id="truncated-vectors-resealed",
+    ),
+    pytest.param(
+        _resealed(lambda d: edit_vectors(d, lambda v: v.reshape(-1))),
+        "shape",
+        id="flat-vectors-resealed",
+    ),
+    pytest.param(
+        _resealed(
+            lambda d: (d / "vectors.safetensors").write_bytes(
+                (d / "vectors.safetensors").read_bytes()[:200]
+            )
+        ),
+        "vectors",
+        id="cut-vectors-resealed",
+    ),
+    pytest.param(
+        _resealed(
+            lambda d: (d / "vectors.safetensors").write_bytes(
+                st_save({"other": np.zeros((9, 384), np.float32)})
+            )
+        ),
+        "vectors",
+        id="renamed-tensor-resealed",
+    ),
+    pytest.param(
+        _resealed(
+            lambda d: (
+                edit_jsonl(d, "items.jsonl", lambda r: [*r, *r[:1]])
+                or edit_vectors(d, lambda v: np.concatenate([v, v[:1]]))
+            )
+        ),
+        "duplicate",
+        id="duplicate-item-resealed",
+    ),
+    pytest.param(
+        _resealed(
+            lambda d: (d / "items.jsonl").write_text((d / "items.jsonl").read_text() + "{broken\n")
+        ),
+        "json",
+        id="bad-json-line",
+    ),
+    pytest.param(
+        _resealed(
+            lambda d: (d / "items.jsonl").write_text((d / "items.jsonl").read_text() + "[1, 2]\n")
+        ),
+        "object",
+        id="array-line",
+    ),
+    pytest.param(
+        _resealed(
+            lambda d: edit_jsonl(d, "versions.jsonl", lambda r: [*r, {**r[0], "item_id": "0" * 32}])
+        ),
+        "refer",
+        id="orphan-version",
+    ),
+    pytest.param(
+        _resealed(lambda d: edit_jsonl(d, "transitions.jsonl", lambda r: [*r, {"item_id": "x"}])),
+        "invalid",
+        id="broken-transition",
+    ),
+    pytest.param(
+        _resealed(
+            lambda d: edit_jsonl(
+                d, "items.jsonl", lambda r: [{k: v for k, v in r[0].items() if k != "text"}, *r[1:]]
+            )
+        ),
+        "text",
+        id="item-without-text",
+    ),
     pytest.param(_set_item(cube_id="bob-personal"), "bob-personal", id="item-other-cube"),
     pytest.param(_set_item(state="bogus"), "state", id="item-bad-state"),
     pytest.param(_set_item(text=""), "empty", id="item-empty-text"),
@@ -451,16 +563,19 @@ CORRUPTIONS = [
     pytest.param(_set_item(confidence=7.5), "confidence", id="item-bad-confidence"),
     pytest.param(_resealed(lambda d: _rename_item(d, "a b")), "id", id="item-bad-id"),
     pytest.param(_recube, "id", id="cube-bad-id"),
-    pytest.param(_resealed(lambda d: edit_vectors(d, _nan_vector)), "vector",
-                 id="nan-vector-resealed"),
-    pytest.param(_resealed(lambda d: edit_vectors(d, lambda v: v[:, :16])), "dim",
-                 id="wrong-dim-resealed"),
+    pytest.param(
+        _resealed(lambda d: edit_vectors(d, _nan_vector)), "vector", id="nan-vector-resealed"
+    ),
+    pytest.param(
+        _resealed(lambda d: edit_vectors(d, lambda v: v[:, :16])), "dim", id="wrong-dim-resealed"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("corrupt", "match"), CORRUPTIONS)
-def test_corrupt_export_imports_nothing(source, tmp_path: Path, new_target, embedder, corrupt,
-                                        match: str) -> None:
+def test_corrupt_export_imports_nothing(
+    source, tmp_path: Path, new_target, embedder, corrupt, match: str
+) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(source["export"], broken)
     corrupt(broken)
@@ -481,13 +596,20 @@ def test_corrupt_export_imports_nothing(source, tmp_path: Path, new_target, embe
         dst.close()
 
 
-def test_forged_grant_cannot_reach_another_cube(source, tmp_path: Path, new_target,
-                                                embedder) -> None:
+def test_forged_grant_cannot_reach_another_cube(
+    source, tmp_path: Path, new_target, embedder
+) -> None:
     """A grant record naming a different cube must not be imported as a grant on that cube."""
     forged = tmp_path / "forged"
     shutil.copytree(source["export"], forged)
-    edit_jsonl(forged, "grants.jsonl", lambda rows: [
-        *rows, {**rows[0], "cube_id": "alice-personal", "user_id": "bob", "access": "write"}])
+    edit_jsonl(
+        forged,
+        "grants.jsonl",
+        lambda rows: [
+            *rows,
+            {**rows[0], "cube_id": "alice-personal", "user_id": "bob", "access": "write"},
+        ],
+    )
     reseal(forged)
 
     dst = fresh_store(new_target("victim"), embedder)

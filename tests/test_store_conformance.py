@@ -308,6 +308,104 @@ def test_selective_filter_returns_full_k_through_the_vector_index(
         store.close()
 
 
+# ---------------------------------------------------------------------------- text postings
+
+
+class Clock:
+    def __init__(self) -> None:
+        from datetime import UTC, datetime
+
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> Any:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def pg(pg_schemas, embedder, clock: Clock) -> Any:
+    """A PostgreSQL engine with alice's cube, on a clock the test moves."""
+    m = MemOS.open(pg_schemas(), embedder=embedder, clock=clock)
+    m.create_user("alice")
+    m.create_cube("notes", owner="alice")
+    yield m
+    m.close()
+
+
+def _postings(m: MemOS, item_id: str) -> set[str]:
+    return {
+        r[0]
+        for r in rows(
+            m, "SELECT t.lexeme FROM item_terms t JOIN items i ON i.seq = t.seq WHERE i.id = %s",
+            (item_id,),
+        )
+    }  # fmt: skip
+
+
+def test_postings_follow_a_memory_through_its_life(pg: MemOS) -> None:
+    """item_terms holds the words of live memories only, as they are now."""
+    heron, tea = (it.id for it in pg.add(["The heron fished by the reeds", "Tea with oat milk"],
+                                         user="alice", cube="notes"))  # fmt: skip
+    assert {"heron", "fish", "reed"} <= _postings(pg, heron)
+    pg.update(heron, text="The egret waded in the shallows", user="alice")
+    assert "egret" in _postings(pg, heron) and "heron" not in _postings(pg, heron)
+    assert pg.search("heron", user="alice", k=5, mode="text") == []
+    pg.set_state(heron, "activated", user="alice")  # still live: postings stay
+    assert "egret" in _postings(pg, heron)
+    pg.set_state(heron, "archived", user="alice")
+    assert _postings(pg, heron) == set()
+    pg.set_state(heron, "activated", user="alice")
+    assert [h.id for h in pg.search("egret", user="alice", k=5, mode="text")] == [heron]
+    pg.delete(tea, user="alice")
+    assert _postings(pg, tea) == set()
+    pg.forget_user("alice")
+    assert rows(pg, "SELECT count(*) FROM item_terms") == [(0,)]
+
+
+def test_postings_and_the_gin_index_rank_alike(pg: MemOS) -> None:
+    """Unfiltered text search ranks from the postings; a filter sends it through the GIN
+    index. Words occur once per memory here, where both count tf the same."""
+    pg.add(NOTES, user="alice", cube="notes", kind="fact")
+    for q in ("Alice Lisbon", "Carmen teaches chemistry", "water plants office", "novel"):
+        postings = pg.search(q, user="alice", k=5, mode="text")
+        gin = pg.search(q, user="alice", k=5, mode="text", kinds=["fact"])
+        assert [h.id for h in postings] == [h.id for h in gin], q
+        np.testing.assert_allclose([h.text_score for h in postings],
+                                   [h.text_score for h in gin], rtol=1e-4)  # fmt: skip
+
+
+def test_expired_postings_leave_the_text_leg_complete(pg: MemOS, clock: Clock) -> None:
+    """The best postings belong to memories past their TTL (not yet expired by maintain):
+    the join drops them, and the store ranks through the GIN index instead, so the live
+    matches still come back."""
+    pg.add([f"kiwi kiwi kiwi note {i}" for i in range(80)], user="alice", cube="notes", ttl=60)
+    live = {it.id for it in pg.add([f"kiwi plan {i}" for i in range(5)],
+                                   user="alice", cube="notes")}  # fmt: skip
+    clock.advance(120)
+    hits = pg.search("kiwi", user="alice", k=10, mode="text")
+    assert {h.id for h in hits} == live
+
+
+def test_a_rare_word_is_found_beyond_the_per_word_budget(pg: MemOS) -> None:
+    """Each word reads at most ``text_budget`` postings (and no fewer than the leg keeps),
+    best first: the common words here are cut short at 60, the rare one is read whole, so
+    its memory is found and ranked first."""
+    pg.store._text.budget = 5
+    pg.add([f"river walk number {i}" for i in range(150)], user="alice", cube="notes")
+    rare = pg.add("river walk with the otter", user="alice", cube="notes")[0]
+    hits = pg.search("otter river walk", user="alice", k=3, mode="text")
+    assert hits[0].id == rare.id
+
+
 # ---------------------------------------------------------------------------- bulk loads
 
 

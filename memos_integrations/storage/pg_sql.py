@@ -11,16 +11,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.lifecycle import SERVED_STATES
 from . import sqlfilter
 from .base import Scope, SearchRequest
 from .pg_text import TextPlan, tsquery
 from .rows import ITEM_COLUMNS
-from .search import CONTEXT_WEIGHT, RRF_K, Cond, Node
+from .search import CONTEXT_WEIGHT, RRF_K, And, Cond, Node, Or
 from .sqlfilter import SQL_OPS, TIME_COLUMNS, Compiled
 
 ITEM_SELECT = ", ".join(f"items.{c}" for c in ITEM_COLUMNS)
 BM25_K1, BM25_B = 1.2, 0.75  # as SQLite FTS5's bm25()
 TS_RANK_ONE = math.pi**2 / 6  # ts_rank gives 6/pi^2 for one occurrence of weight 1
+# rows the postings rank beyond the n kept: room for expired or others' private items
+POSTINGS_SLACK = 10
 
 
 # ---------------------------------------------------------------------------- filters
@@ -117,6 +120,7 @@ class SearchSQL:
     sql: str
     params: list[Any]
     dense: bool  # whether the statement has a dense leg (and a _dense_n column)
+    postings: bool = False  # whether its text leg ranks from item_terms (_terms_n, _sparse_n)
 
 
 _EMPTY_LEG = (
@@ -126,14 +130,22 @@ _EMPTY_LEG = (
 
 
 def search_sql(
-    req: SearchRequest, text: TextPlan | None, n: int, *, exact_dense: bool = False
+    req: SearchRequest,
+    text: TextPlan | None,
+    n: int,
+    *,
+    exact_dense: bool = False,
+    postings: bool = False,
+    per_word: int = 1000,
 ) -> SearchSQL:
     """Both legs, their reciprocal-rank fusion and the items, in one statement.
 
     Ranks and ties follow :func:`~.search.rrf_fuse`: dense leg first, then text leg.
     ``exact_dense`` orders the dense leg by an expression the HNSW index cannot serve, so
     PostgreSQL scans every admitted vector (the fallback when a selective filter defeats
-    the index scan).
+    the index scan). ``postings`` ranks the text leg from ``item_terms`` (live items only;
+    :func:`uses_postings` says when that holds), ``per_word`` postings per query lexeme at
+    most, rather than through the GIN index.
     """
     where, where_params = compile_scope(req.scope, req.where)
     params: list[Any] = []
@@ -160,7 +172,19 @@ def search_sql(
         )
     else:
         ctes.append(f"dense_r AS ({_EMPTY_LEG})")
-    if req.mode in ("hybrid", "text") and text is not None and text.lexemes:
+    text_leg = req.mode in ("hybrid", "text") and text is not None and bool(text.lexemes)
+    postings = postings and text_leg
+    if postings:
+        assert text is not None
+        more_ctes, more = _bm25_postings(text, req, where, where_params, n, per_word)
+        ctes += more_ctes
+        params += more
+        ctes.append(
+            "sparse_r AS (SELECT cube_id, id, score, "
+            "row_number() OVER (ORDER BY score DESC, seq) AS rank FROM sparse)"
+        )
+    elif text_leg:
+        assert text is not None
         sql, more = _bm25(text)
         ctes.append(
             f"sparse AS MATERIALIZED (SELECT items.cube_id, items.id, items.seq, {sql} "
@@ -184,14 +208,79 @@ def search_sql(
     params += [req.dense_weight, RRF_K, 1.0, RRF_K, req.k]
     # how many rows the dense leg found, for the completeness check (0 without one)
     dense_n = "(SELECT count(*) FROM dense)" if dense else "0"
+    # and how many the postings ranked and kept (whether the filter left the text leg short)
+    terms_n, sparse_n = (
+        ("(SELECT count(*) FROM terms)", "(SELECT count(*) FROM sparse)")
+        if postings
+        else ("0", "0")
+    )
     sql = (
         "WITH " + ", ".join(ctes) + " "
         f"SELECT f.score AS _score, f.dense_score AS _dense, f.text_score AS _text, "
-        f"{dense_n} AS _dense_n, {ITEM_SELECT} "
+        f"{dense_n} AS _dense_n, {terms_n} AS _terms_n, {sparse_n} AS _sparse_n, {ITEM_SELECT} "
         "FROM fused f JOIN items ON items.cube_id = f.cube_id AND items.id = f.id "
         "ORDER BY f.score DESC, f.drank NULLS LAST, f.srank"
     )
-    return SearchSQL(sql, params, dense)
+    return SearchSQL(sql, params, dense, postings)
+
+
+def uses_postings(req: SearchRequest) -> bool:
+    """Whether the text leg can rank from ``item_terms``: the filter is the engine's own
+    (live states, not expired) and nothing else, so the postings' rows are the admitted
+    ones but for an expired item or another user's private one, which the join drops."""
+    parts = req.where.parts if isinstance(req.where, And) else (req.where,)
+    for part in parts:
+        if isinstance(part, Cond) and part.field == "state" and part.op == "$in":
+            if not set(part.value) <= set(SERVED_STATES):
+                return False
+        elif not (isinstance(part, Or) and all(
+            isinstance(c, Cond) and c.field == "expires_at" for c in part.parts
+        )):  # fmt: skip
+            return False
+    return any(isinstance(p, Cond) and p.field == "state" for p in parts)
+
+
+def _bm25_postings(
+    text: TextPlan, req: SearchRequest, where: str, where_params: list[Any], n: int, per_word: int
+) -> tuple[list[str], list[Any]]:
+    """``terms`` (BM25 summed over each query lexeme's best ``per_word`` postings in
+    scope) and ``sparse`` (those rows of admitted items, top ``n``); BM25 as in
+    :func:`_bm25`, tf counted exactly (text 1, context CONTEXT_WEIGHT).
+
+    A word with more postings than ``per_word`` scores only the memories where it weighs
+    most (highest impact): a memory ranked by a rare word can miss a common word's small
+    share of its score. Rare words, and small scopes, are scored exactly.
+    """
+    scope, scope_params = "", []
+    if req.scope.cube_ids is not None:
+        scope, scope_params = " AND t.cube_id = ANY(%s)", [list(req.scope.cube_ids)]
+    if text.avg_len:
+        base, per_len = BM25_K1 * (1 - BM25_B), BM25_K1 * BM25_B / text.avg_len
+    else:
+        base, per_len = BM25_K1, 0.0
+    terms = (
+        "terms AS MATERIALIZED (SELECT t.seq, "
+        "sum(q.w * t.tf / (t.tf + %s::float8 + %s::float8 * t.dl)) AS score "
+        "FROM unnest(%s::text[], %s::float8[]) q(lexeme, w), LATERAL (SELECT seq, tf, dl "
+        f"FROM item_terms t WHERE t.lexeme = q.lexeme{scope} ORDER BY t.impact DESC LIMIT %s) t "
+        "GROUP BY t.seq ORDER BY score DESC, t.seq LIMIT %s)"
+    )
+    sparse = (
+        "sparse AS MATERIALIZED (SELECT items.cube_id, items.id, p.seq, p.score FROM terms p "
+        f"JOIN items ON items.seq = p.seq WHERE {where} ORDER BY p.score DESC, p.seq LIMIT %s)"
+    )
+    params = [
+        base,
+        per_len,
+        list(text.lexemes),
+        [idf * (BM25_K1 + 1) for idf in text.idf],
+        *scope_params,
+        per_word,
+        n + POSTINGS_SLACK,
+        *where_params,
+        n,
+    ]
+    return [terms, sparse], params
 
 
 def _bm25(text: TextPlan) -> Compiled:

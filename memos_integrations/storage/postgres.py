@@ -1,9 +1,10 @@
 """The PostgreSQL store: the same engine for many processes and many users at once.
 
 psycopg 3 with a connection pool; pgvector for the dense leg (HNSW over cosine distance,
-``hnsw.iterative_scan`` so a selective filter still yields k rows), a generated
-``tsvector`` with GIN for the full-text leg, both fused by reciprocal rank inside one SQL
-statement (:mod:`.pg_sql`). Writes are one transaction per call, batched (``executemany``
+``hnsw.iterative_scan`` so a selective filter still yields k rows), BM25 for the
+full-text leg from ``item_terms`` postings that triggers keep (a generated ``tsvector``
+with GIN when a filter asks for more than live items), both fused by reciprocal rank
+inside one SQL statement (:mod:`.pg_sql`). Writes are one transaction per call, batched (``executemany``
 runs in pipeline mode; side tables go by ``COPY``), ordered by their unique keys so
 concurrent writers cannot deadlock, and retried on the rare serialization failure.
 
@@ -44,9 +45,11 @@ from . import pg_items, pg_schema
 from .base import AuditQuery, CubeDump, Scope, SearchRequest, Served, add_audit_detail
 from .pg_sql import (
     ITEM_SELECT,
+    POSTINGS_SLACK,
     admitted_vectors_sql,
     compile_scope,
     search_sql,
+    uses_postings,
 )
 from .pg_text import TextIndex
 from .rows import (
@@ -92,7 +95,9 @@ class PostgresStore:
 
     ``url`` is a libpq URL or conninfo string. ``prepare_threshold`` is psycopg's: set it to
     ``None`` behind PgBouncer < 1.21 in transaction mode (no server-side prepared statements).
-    ``text_budget`` bounds the rows the full-text leg ranks (see :func:`.pg_text.plan_text`);
+    ``text_budget`` bounds the work of the full-text leg: the postings read per query word
+    (``item_terms``, best first; see :func:`.pg_sql.search_sql`), or, when a filter sends
+    the leg through the GIN index, the rows it ranks (see :func:`.pg_text.plan_text`);
     ``bulk_min`` is the load size from which :meth:`bulk_load` rebuilds the vector index at
     the end instead of maintaining it row by row.
     """
@@ -558,24 +563,42 @@ class PostgresStore:
             stats = self._text.statistics(c)  # also keeps planner statistics fresh
             wants_text = request.mode in ("hybrid", "text")
             text = self._text.plan(c, request.text, stats) if wants_text else None
-            q = search_sql(request, text, n)
+            postings = uses_postings(request)
+            per_word = max(self._text.budget, n + POSTINGS_SLACK)
+            q = search_sql(request, text, n, postings=postings, per_word=per_word)
             # BEGIN, SET, the query and COMMIT go in one round trip (the pipeline's sync)
             with c.pipeline(), c.transaction():
                 # iterative scans: an HNSW scan goes on until the filter admitted n rows
                 c.execute(
                     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                    "set_config('hnsw.ef_search', %s, true)",
+                    "set_config('hnsw.ef_search', %s, true), "
+                    # planning this statement costs more than running it (~3 ms against
+                    # ~2): once prepared (prepare_threshold), its generic plan serves
+                    "set_config('plan_cache_mode', 'force_generic_plan', true)",
                     (str(min(1000, max(40, n))),),
                 )
                 cur = c.execute(q.sql, q.params)
             rows = cur.fetchall()
+            exact_dense = postings_short = False
             if q.dense:
                 found = rows[0]["_dense_n"] if rows else 0
                 if found < n:  # the index scan gave up early, or ran out: are there more?
                     sql, params = admitted_vectors_sql(request, n)
-                    if c.execute(sql, params).fetchone()["count"] > found:
-                        exact = search_sql(request, text, n, exact_dense=True)
-                        rows = c.execute(exact.sql, exact.params).fetchall()
+                    exact_dense = c.execute(sql, params).fetchone()["count"] > found
+            if q.postings:  # the join dropped ranked rows and more were left unranked
+                postings_short = not rows or (
+                    rows[0]["_sparse_n"] < n and rows[0]["_terms_n"] >= n + POSTINGS_SLACK
+                )
+            if exact_dense or postings_short:
+                again = search_sql(
+                    request,
+                    text,
+                    n,
+                    exact_dense=exact_dense,
+                    postings=q.postings and not postings_short,
+                    per_word=per_word,
+                )
+                rows = c.execute(again.sql, again.params).fetchall()
             return rows
 
         rows = self._read(run)
