@@ -4,9 +4,10 @@ psycopg 3 with a connection pool; pgvector for the dense leg (HNSW over cosine d
 ``hnsw.iterative_scan`` so a selective filter still yields k rows), BM25 for the
 full-text leg from ``item_terms`` postings that triggers keep (a generated ``tsvector``
 with GIN when a filter asks for more than live items), both fused by reciprocal rank
-inside one SQL statement (:mod:`.pg_sql`). Writes are one transaction per call, batched (``executemany``
-runs in pipeline mode; side tables go by ``COPY``), ordered by their unique keys so
-concurrent writers cannot deadlock, and retried on the rare serialization failure.
+inside one SQL statement (:mod:`.pg_sql`). Writes are one transaction per call,
+batched (``executemany`` runs in pipeline mode; side tables go by ``COPY``), ordered by
+their unique keys so concurrent writers cannot deadlock, and retried on the rare
+serialization failure.
 
 Only transaction-scoped state is used (``SET LOCAL``, ``pg_advisory_xact_lock``), so
 the store also works behind PgBouncer in transaction mode (see ``docs/postgres.md``).
