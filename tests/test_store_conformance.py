@@ -426,9 +426,12 @@ def test_bulk_ingest_builds_the_vector_index_once(pg_schemas, embedder, before: 
         states: list[str] = []
         original = store.add_items
 
+        postings: list[int] = []
+
         def spy(*args: Any, **kwargs: Any) -> Any:
             result = original(*args, **kwargs)
             states.append(store.stats(Scope(None, None))["vector_index"])
+            postings.append(rows(m, "SELECT count(*) FROM item_terms")[0][0])
             return result
 
         store.add_items = spy  # type: ignore[method-assign]
@@ -438,7 +441,11 @@ def test_bulk_ingest_builds_the_vector_index_once(pg_schemas, embedder, before: 
         ]
         items = m.ingest(texts, user="alice", batch_size=100, progress=False)
         assert set(states) == {"none"} and len(states) == 3
+        assert set(postings) == {postings[0]}  # no postings upkeep during the load either
         assert m.stats()["vector_index"] == "hnsw"
+        # ... they come in one pass at the end: every live item has its postings
+        assert rows(m, "SELECT count(DISTINCT seq) FROM item_terms") == [(300 + before,)]
+        assert m.search("kite number 123", user="alice", k=1, mode="text")[0].id == items[123].id
         assert len(items) == 300 and m.count() == 300 + before
         # a large batch goes through a staging table: still idempotent, duplicates inside too
         again = m.add(
@@ -451,6 +458,22 @@ def test_bulk_ingest_builds_the_vector_index_once(pg_schemas, embedder, before: 
         assert_intact(m)
     finally:
         m.close()
+
+
+def test_postings_a_dead_bulk_load_left_out_are_filled(pg: MemOS) -> None:
+    """A bulk load's rows get their postings at its end; a process that died before then
+    leaves them out (text search still finds them through the GIN index, slower), and
+    ensure_vector_index fills them."""
+    store = pg.store
+    store._bulk_loads += 1  # as inside bulk_load, whose end never comes
+    try:
+        orphan = pg.add("The heron nests by the old mill", user="alice", cube="notes")[0]
+    finally:
+        store._bulk_loads -= 1
+    assert _postings(pg, orphan.id) == set()
+    store.ensure_vector_index()
+    assert {"heron", "mill"} <= _postings(pg, orphan.id)
+    assert [h.id for h in pg.search("heron mill", user="alice", k=3, mode="text")] == [orphan.id]
 
 
 # ---------------------------------------------------------------------------- migrations

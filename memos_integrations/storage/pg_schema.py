@@ -27,6 +27,20 @@ VECTOR_INDEX_LOCK = 0x6D656D6F735F7631  # "memos_v1"
 HNSW_MAX_DIM = 2000
 VECTOR_INDEX = "item_vectors_hnsw"
 
+# The postings' indexes, built after a backfill (the migration, a bulk load's end).
+TERMS_INDEXES = (
+    "CREATE INDEX item_terms_lexeme ON item_terms (lexeme, impact DESC) "
+    "INCLUDE (cube_id, seq, tf, dl)",
+    "CREATE INDEX item_terms_seq ON item_terms (seq)",
+)
+# The postings of live items from seq %s on that have none yet (a bulk load's rows).
+BACKFILL_TERMS = (
+    "INSERT INTO item_terms SELECT p.* FROM items i, "
+    "LATERAL memos_postings(i.cube_id, i.seq, i.tsv) p "
+    "WHERE i.seq > %s AND i.state IN ('generated', 'activated') "
+    "AND NOT EXISTS (SELECT 1 FROM item_terms t WHERE t.seq = i.seq)"
+)
+
 # (description, script). Append only: a released migration is never edited.
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
@@ -160,8 +174,13 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             FROM unnest(p_tsv) u, LATERAL (SELECT
                 (cardinality(array_positions(u.weights, 'A'))
                  + 0.5 * cardinality(array_positions(u.weights, 'B')))::real AS tf) f $$;
+        -- a bulk load sets memos.bulk_load in its transactions and fills the postings of
+        -- its rows in one pass at the end (PostgresStore.bulk_load)
         CREATE FUNCTION memos_terms_insert() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
+            IF current_setting('memos.bulk_load', true) = 'on' THEN
+                RETURN NULL;
+            END IF;
             INSERT INTO item_terms SELECT p.* FROM new_rows n,
                 LATERAL memos_postings(n.cube_id, n.seq, n.tsv) p
                 WHERE n.state IN ('generated', 'activated');
@@ -198,9 +217,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             LATERAL memos_postings(i.cube_id, i.seq, i.tsv) p
             WHERE i.state IN ('generated', 'activated');
         -- indexes after the backfill: one sort each rather than row-by-row upkeep
-        CREATE INDEX item_terms_lexeme ON item_terms (lexeme, impact DESC)
-            INCLUDE (cube_id, seq, tf, dl);
-        CREATE INDEX item_terms_seq ON item_terms (seq);
+        """
+        + ";\n".join(TERMS_INDEXES)
+        + """;
         -- postings name their item by seq: an integer groups faster than the text ids
         -- (one server; a distributed deployment adds the item id and joins on the key)
         CREATE UNIQUE INDEX items_seq ON items (seq);

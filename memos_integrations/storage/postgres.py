@@ -363,8 +363,9 @@ class PostgresStore:
         """Drop the HNSW index for a load at least as large as what is indexed, and build
         it once at the end: maintaining the graph row by row is the cost of a bulk load
         (~500 rows/s into an indexed table vs one build at ~3,000 rows/s). Searches stay
-        exact meanwhile. A process that dies mid-load leaves the index out; the next bulk
-        load or :meth:`ensure_vector_index` builds it."""
+        exact meanwhile. The load's memories join the text leg's postings at its end, in
+        one pass. A process that dies mid-load leaves the index and those postings out;
+        the next bulk load or :meth:`ensure_vector_index` builds and fills them."""
         if expected < self._bulk_min:
             yield
             return
@@ -379,6 +380,7 @@ class PostgresStore:
                 return
             if pg_schema.vector_index_state(c) == "hnsw":
                 c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {pg_schema.VECTOR_INDEX}")
+            since = c.execute("SELECT coalesce(max(seq), 0) AS s FROM items").fetchone()["s"]
         with self._lock:
             self._bulk_loads += 1  # a first write meanwhile types the column, no index yet
         try:
@@ -386,12 +388,33 @@ class PostgresStore:
         finally:
             with self._lock:
                 self._bulk_loads -= 1
-            self.ensure_vector_index()
+            self._fill_postings(since, rebuild=True)
+            self._build_vector_index()
+
+    def _fill_postings(self, since: int, *, rebuild: bool) -> None:
+        """The postings of live items after ``since`` that have none: a bulk load's rows
+        (its writes skip the trigger's row-by-row upkeep), with the postings' indexes
+        rebuilt around them (``rebuild``: one sort each), or those a dead load left."""
+        with self._conn() as c, c.transaction():
+            if rebuild:
+                c.execute("DROP INDEX item_terms_lexeme, item_terms_seq")
+            c.execute(pg_schema.BACKFILL_TERMS, (since,))
+            if rebuild:
+                for ddl in pg_schema.TERMS_INDEXES:
+                    c.execute(ddl)
+        if rebuild:
+            with self._conn() as c:  # index-only scans need the visibility map
+                c.execute("VACUUM (ANALYZE) item_terms")
 
     def ensure_vector_index(self) -> str:
         """Build the HNSW index if it is missing or a build was interrupted (concurrently:
-        writers are not blocked; a build running elsewhere is left alone); returns its
-        state. Also refreshes planner statistics after a bulk load."""
+        writers are not blocked; a build running elsewhere is left alone) and fill the
+        postings a bulk load that died left out; returns the index state. Also refreshes
+        planner statistics after a bulk load."""
+        self._fill_postings(0, rebuild=False)
+        return self._build_vector_index()
+
+    def _build_vector_index(self) -> str:
         with self._conn() as c:
             dim = pg_schema.vector_dim(c)
             if dim is not None and dim <= pg_schema.HNSW_MAX_DIM:
@@ -421,6 +444,8 @@ class PostgresStore:
             self._ensure_dim(int(np.asarray(vectors).shape[1]))
 
         def tx(c: Conn) -> list[tuple[str, bool]]:
+            if self._bulk_loads:  # postings come in one pass at the end (see bulk_load)
+                c.execute("SELECT set_config('memos.bulk_load', 'on', true)")
             out, created, updated = pg_items.add(c, items, vectors)
             self._audit(c, add_audit_detail(audit, len(out), created, updated))
             return out
