@@ -190,6 +190,7 @@ class MemOS:
         self.consolidator = Consolidator()
         self._refiner = Refiner(self)
         self._local = threading.local()  # per-thread call state (dry runs, denial auditing)
+        self._pinned_dim: str | None = None  # the store's vector dimension, once checked
         self._closed = False
         recorded = store.get_meta("embedding_model")
         if recorded is not None and recorded != self.embedder.model_id:
@@ -460,7 +461,7 @@ class MemOS:
         results = self.store.add_items(
             items, vectors, AuditRecord(user, "add", None, target.id, {"mode": mode})
         )
-        stored = self.store.get_items([item_id for item_id, _ in results])
+        stored = self._as_stored(items, results)
         if mode == "fast":
             return stored
         # unread raw turns only: a replayed conversation finds its turns archived already
@@ -683,9 +684,21 @@ class MemOS:
             ),
         )
 
+    def _as_stored(
+        self, drafts: builtins.list[MemoryItem], results: builtins.list[tuple[str, bool]]
+    ) -> builtins.list[MemoryItem]:
+        """The items an add call stored, in input order: a draft the store created is the
+        row as written; one that met a live item (same content or key) is read back."""
+        by_id = {it.id: it for it in drafts}
+        met = [item_id for item_id, created in results if not created or item_id not in by_id]
+        found = {it.id: it for it in self.store.get_items(met)} if met else {}
+        return [found[i] if i in found else by_id[i] for i, _ in results]
+
     def _record_embedder(self, vectors: np.ndarray) -> None:
         """Pin the store to this embedder on first write; refuse another dimension later."""
         dim = str(vectors.shape[1])
+        if dim == self._pinned_dim:  # a store's dimension never changes once recorded
+            return
         recorded = self.store.get_meta("embedding_dim")
         if recorded is None:
             self.store.set_meta("embedding_model", self.embedder.model_id)
@@ -694,6 +707,7 @@ class MemOS:
             raise EmbedderMismatch(
                 f"the store holds {recorded}-dimensional vectors; the embedder gave {dim}"
             )
+        self._pinned_dim = dim
 
     def ingest(
         self,
