@@ -4,7 +4,9 @@ A chat retrieves the user's relevant plaintext memories. The user's *hot set* (t
 memories, bounded by ``Settings.activation_items`` and ``activation_tokens``) is served from the
 activation tier: a KV cache of a system message holding those memories, built once, stored as a
 cube artifact and injected. Retrieved memories outside the hot set go into the prompt as text.
-``ChatPlan`` records that split so callers can inspect it before or after generating.
+When the user has a fresh LoRA adapter (the parametric tier, :mod:`.parametric`), it is applied
+too; ``memory="parametric-only"`` answers from the adapter alone. ``ChatPlan`` records the
+split so callers can inspect it before or after generating.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from .errors import InvalidInput
 from .items import AuditRecord, MemoryItem, SearchHit, utcnow
 from .lifecycle import SERVED_STATES
+from .parametric import ParametricTier
 
 if TYPE_CHECKING:
     from ..models.activation import KVPrefix
+    from ..models.parametric import LoRAAdapter
     from ..models.runtime import LocalModel
     from .cube import Artifact
     from .engine import MemOS
 
-MemoryMode = Literal["auto", "activation", "plaintext", "none"]
-MEMORY_MODES: tuple[str, ...] = ("auto", "activation", "plaintext", "none")
+MemoryMode = Literal["auto", "activation", "plaintext", "none", "parametric-only"]
+MEMORY_MODES: tuple[str, ...] = ("auto", "activation", "plaintext", "none", "parametric-only")
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant. Answer briefly. Use the notes from memory when they are "
     "relevant to the question."
@@ -45,11 +49,22 @@ class ChatPlan:
     cached: tuple[MemoryItem, ...]  # memories served by the KV cache
     in_prompt: tuple[MemoryItem, ...]  # memories put into the prompt as text
     hits: tuple[SearchHit, ...]  # what retrieval found
+    adapter: LoRAAdapter | None = None  # the user's LoRA adapter applied to every token
+    promoted: tuple[MemoryItem, ...] = ()  # memories the adapter was trained on
+    stale_adapter: str | None = None  # a demoted adapter left out (its sources changed)
 
     @property
     def tier(self) -> str:
-        """``activation+plaintext``, ``activation``, ``plaintext`` or ``none``."""
-        used = [t for t, on in (("activation", self.cached), ("plaintext", self.in_prompt)) if on]
+        """The tiers used, joined by ``+`` (``parametric+activation+plaintext``), or ``none``."""
+        used = [
+            t
+            for t, on in (
+                ("parametric", self.adapter is not None),
+                ("activation", self.cached),
+                ("plaintext", self.in_prompt),
+            )
+            if on
+        ]
         return "+".join(used) or "none"
 
     def describe(self) -> dict[str, Any]:
@@ -60,6 +75,9 @@ class ChatPlan:
             "in_prompt": [it.id for it in self.in_prompt],
             "prefix_tokens": self.activation.n_tokens if self.activation else 0,
             "retrieved": [h.item.id for h in self.hits],
+            "adapter": self.adapter.id if self.adapter is not None else None,
+            "promoted": [it.id for it in self.promoted],
+            "stale_adapter": self.stale_adapter,
         }
 
 
@@ -76,6 +94,7 @@ class Chat:
         self.mos = mos
         self._loaded: OrderedDict[str, KVPrefix] = OrderedDict()  # artifact id -> prefix
         self._lock = threading.Lock()
+        self.parametric = ParametricTier(mos)
 
     # ---- planning --------------------------------------------------------------------------
 
@@ -97,11 +116,25 @@ class Chat:
             raise InvalidInput(f"memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
         instructions = _instructions(instructions)
         model = self.mos.model
-        hits = () if memory == "none" else tuple(self.mos.search(query, user=user, k=k))
+        adapter, promoted, stale = None, (), None
+        if memory in ("auto", "parametric-only") and cube is not None:
+            adapter, promoted, stale = self.parametric.serve(cube, user=user)
+        if memory == "parametric-only":
+            if adapter is None and stale is None:
+                raise InvalidInput(
+                    f"{user!r} has no adapter"
+                    + (f" in cube {cube!r}" if cube else ": pass the cube= that holds it")
+                    + ": promote memories first, mos.promote(cube=..., to='parametric')"
+                )
+            if adapter is None:
+                memory = "plaintext"  # demoted: the current plaintext wins until re-promotion
+        hits = () if memory in ("none", "parametric-only") else self._search(query, user, k)
         prefix: KVPrefix | None = None
         cached: tuple[MemoryItem, ...] = ()
         if memory in ("auto", "activation") and cube is not None:
-            prefix, cached = self.activation(cube, user=user, instructions=instructions)
+            prefix, cached = self.activation(
+                cube, user=user, instructions=instructions, adapter=adapter
+            )
         if prefix is None and memory == "activation":
             raise InvalidInput(
                 f"nothing to cache for {user!r}: pass the cube= that holds their memories"
@@ -119,7 +152,20 @@ class Chat:
             _, prompt = activation.split_chat(model, head, turns)
         else:
             prompt = model.apply_chat_template([*head, *turns], add_generation_prompt=True)
-        return ChatPlan(query, prompt, prefix, cached, in_prompt, hits)
+        return ChatPlan(
+            query,
+            prompt,
+            prefix,
+            cached,
+            in_prompt,
+            hits,
+            adapter,
+            promoted,
+            stale.id if stale is not None else None,
+        )
+
+    def _search(self, query: str, user: str, k: int) -> tuple[SearchHit, ...]:
+        return tuple(self.mos.search(query, user=user, k=k))
 
     @staticmethod
     def _notes(items: Sequence[MemoryItem]) -> str:
@@ -128,24 +174,39 @@ class Chat:
         return f"{MEMORY_HEADER}\n{memory_lines(items)}"
 
     def generate(self, plan: ChatPlan, **sampling: Any) -> Iterator[str]:
-        return self.mos.model.stream(plan.prompt, prefix=plan.activation, **sampling)
+        adapter = None
+        if plan.adapter is not None:
+            self.parametric.ensure_installed(plan.adapter)
+            adapter = plan.adapter.id
+        return self.mos.model.stream(
+            plan.prompt, prefix=plan.activation, adapter=adapter, **sampling
+        )
 
     # ---- the activation tier ---------------------------------------------------------------
 
     def activation(
-        self, cube: str, *, user: str, instructions: str
+        self, cube: str, *, user: str, instructions: str, adapter: LoRAAdapter | None = None
     ) -> tuple[KVPrefix | None, tuple[MemoryItem, ...]]:
-        """The user's current hot-set cache for ``cube``: loaded, or rebuilt when stale."""
+        """The user's current hot-set cache for ``cube``: loaded, or rebuilt when stale.
+
+        With an ``adapter`` the cache is built through it (keys and values depend on the
+        weights), under its own name; it replaces the user's caches for other adapters.
+        """
         from ..models import activation
 
         model = self.mos.model
-        name = _artifact_name(user, model)
+        base_name = _artifact_name(user, model)
+        name = base_name if adapter is None else f"{base_name}/{adapter.id}"
         digest = _digest(instructions)
         caches = self._artifacts(cube)
-        stored = [a for a in caches if a.name == name]
+        stored = [a for a in caches if a.name == base_name or a.name.startswith(base_name + "/")]
         for art in stored:
             items = self._sources(art)
-            if items is not None and art.metadata.get("instructions") == digest:
+            if (
+                art.name == name
+                and items is not None
+                and art.metadata.get("instructions") == digest
+            ):
                 self.mos.store.touch_artifact(art.id, utcnow())
                 return self._load(art, model), items
         hot = self.hot_set(cube, user=user, model=model)
@@ -154,10 +215,13 @@ class Chat:
         text = model.apply_chat_template(
             [activation.system_message(hot, instructions)], add_generation_prompt=False
         )
-        prefix = activation.build(model, text, {it.id: it.version for it in hot})
+        from ..models.parametric import applied
+
+        with applied(adapter.id if adapter is not None else None):
+            prefix = activation.build(model, text, {it.id: it.version for it in hot})
         art = activation.to_artifact(prefix, cube, name)
         art = _with_metadata(art, instructions=digest, used_at=utcnow().isoformat())
-        evicted = self._evictions(art, [a for a in caches if a.name != name])
+        evicted = self._evictions(art, [a for a in caches if a not in stored])
         self.mos.store.put_artifact(
             art,
             AuditRecord(user, "build:activation", art.id, cube, {"tokens": prefix.n_tokens}),

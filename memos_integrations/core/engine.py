@@ -25,12 +25,15 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ..models.activation import KVPrefix
+    from ..models.parametric import PromotionPolicy
+    from ..models.parametric_data import Paraphraser
+    from ..models.parametric_train import TrainConfig
     from ..models.runtime import LocalModel
 
 from ..embeddings import Embedder, as_embedder
 from ..storage.base import Scope, SearchMode, SearchRequest, Store
 from ..storage.search import And, Cond, Node, Or, combine, parse_filter
-from .chat import Chat, ChatPlan, ChatReply
+from .chat import Chat, ChatPlan, ChatReply, _digest, _instructions
 from .config import Settings, memos_home
 from .cube import Artifact, MemCube
 from .errors import (
@@ -73,6 +76,7 @@ from .lifecycle import (
     check_state,
     check_transition,
 )
+from .parametric import PromotionReport
 
 T = TypeVar("T")
 MemoryInput = str | Mapping[str, Any]
@@ -946,7 +950,9 @@ class MemOS:
         self.gov.user(user_id)
         if not (self.gov.is_super(actor) or by == user_id):
             raise _denied(user_id)
-        return self.store.purge_user(user_id, AuditRecord(by, "forget_user", user_id))
+        counts = self.store.purge_user(user_id, AuditRecord(by, "forget_user", user_id))
+        self._chat.parametric.forget(user_id)  # their adapters leave the loaded model too
+        return counts
 
     def audit(
         self,
@@ -1110,8 +1116,10 @@ class MemOS:
         """Decide what a chat turn uses, without generating: see :class:`ChatPlan`.
 
         ``memory``: ``auto`` (the user's hot set from the KV cache, other retrieved memories
-        as prompt text), ``activation`` (require the cache), ``plaintext`` (all as text) or
-        ``none``. The hot set lives in ``cube`` (default: the user's only cube). ``after``
+        as prompt text, and their LoRA adapter if a fresh one exists), ``activation``
+        (require the cache), ``plaintext`` (all as text), ``none``, or ``parametric-only``
+        (the adapter alone, no memory in the prompt; a stale adapter falls back to
+        ``plaintext``). The hot set lives in ``cube`` (default: the user's only cube). ``after``
         are turns that follow the query in this exchange (the assistant's tool calls and
         their results): the query stays what is searched, the model sees them after it.
         """
@@ -1164,6 +1172,59 @@ class MemOS:
         """
         actor, _ = self._chat_scope(user, cube)
         return self._chat.warm(_cube_id(cube), user=actor, instructions=instructions)
+
+    def promote(
+        self,
+        cube: MemCube | str,
+        *,
+        to: str = "parametric",
+        user: str | None = None,
+        items: Sequence[str] | None = None,
+        policy: PromotionPolicy | None = None,
+        config: TrainConfig | None = None,
+        paraphrase: Paraphraser | None = None,
+        replay: Sequence[str] | None = None,
+        instructions: str | None = None,
+        progress: bool = True,
+    ) -> PromotionReport:
+        """Promote the cube's stable memories into a LoRA adapter for the cube's owner.
+
+        ``items`` names the memories explicitly; otherwise ``policy`` (default
+        :class:`~memos_integrations.models.parametric.PromotionPolicy`: unchanged for a day,
+        served twice, confident) chooses them. ``config`` bounds training (steps, seconds);
+        ``paraphrase(statement, n)`` adds LLM rewordings; ``replay`` texts anchor the base
+        model's behaviour (default: its own answers to unrelated questions). Owner or admin
+        only; the new adapter replaces the owner's previous one for this model.
+        """
+        if to != "parametric":
+            raise InvalidInput(
+                f"promote(to=...) supports 'parametric' (got {to!r}); the activation tier is "
+                "built by build_activation()"
+            )
+        found = self.gov.cube(_cube_id(cube))
+        self.gov.require_owner(self.gov.user(user), found)
+        text = _instructions(instructions)
+        if items is not None:
+            items = [check_id(i, "item") for i in _as_inputs(items)]
+        return self._chat.parametric.promote(
+            found,
+            actor=user,
+            items=items,
+            policy=policy,
+            instructions=text,
+            digest=_digest(text),
+            config=config,
+            paraphrase=paraphrase,
+            replay=replay,
+            progress=progress,
+        )
+
+    def unload_adapters(self, *, user: str | None = None) -> int:
+        """Uninstall loaded LoRA adapters from the local model (``user``'s only, or all);
+        they load again on the next chat that needs them. Returns how many were loaded."""
+        if user is None:
+            return self._chat.parametric.unload()
+        return self._chat.parametric.forget(check_id(user, "user"))
 
     def _chat_scope(self, user: str, cube: MemCube | str | None) -> tuple[str, str | None]:
         """The acting user and the cube holding their hot set, checked for reading."""
@@ -1219,6 +1280,8 @@ class MemOS:
     achat = _threaded(chat)
     abuild_activation = _threaded(build_activation)
     aartifacts = _threaded(artifacts)
+    apromote = _threaded(promote)
+    aunload_adapters = _threaded(unload_adapters)
 
 
 def _denied(subject: str) -> PermissionDenied:
