@@ -260,6 +260,10 @@ def test_promote_serve_demote_and_repromote(pmos: MemOS) -> None:
     assert auto.tier.startswith("parametric+activation")
     caches = pmos.artifacts("alice-personal", kind="activation")
     assert [c.name.rsplit("/", 1)[-1] for c in caches] == [art.id]
+    pmos.build_activation("alice-personal", user="alice")  # reuses the adapter's cache
+    assert [c.id for c in pmos.artifacts("alice-personal", kind="activation")] == [
+        c.id for c in caches
+    ]
     # bob has no adapter: his chats never use alice's
     pmos.add(["bob keeps bees"], user="bob")
     assert pmos.plan_chat("bees", user="bob").adapter is None

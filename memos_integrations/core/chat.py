@@ -234,7 +234,10 @@ class Chat:
 
     def warm(self, cube: str, *, user: str, instructions: str | None) -> KVPrefix:
         """Build (or reuse) the user's hot-set cache now, without a chat turn or a search."""
-        prefix, _ = self.activation(cube, user=user, instructions=_instructions(instructions))
+        adapter, _, _ = self.parametric.serve(cube, user=user)  # as an auto chat would use it
+        prefix, _ = self.activation(
+            cube, user=user, instructions=_instructions(instructions), adapter=adapter
+        )
         if prefix is None:
             raise InvalidInput(f"cube {cube!r} has no memories for {user!r} to cache yet")
         return prefix
