@@ -81,9 +81,11 @@ FACTS = [
 ]
 
 
-def recall(mos: MemOS, memory: str, max_new_tokens: int) -> tuple[float, list[dict[str, Any]], Any]:
+def recall(
+    mos: MemOS, facts: list[tuple[str, str, str]], memory: str, max_new_tokens: int
+) -> tuple[float, list[dict[str, Any]], Any]:
     rows, plan = [], None
-    for _, question, gold in FACTS:
+    for _, question, gold in facts:
         reply = mos.chat(question, user="alice", memory=memory, max_new_tokens=max_new_tokens)
         plan = reply.plan
         rows.append(
@@ -130,6 +132,7 @@ def main() -> None:
     p.add_argument("--ppl-windows", type=int, default=40)
     p.add_argument("--task-n", type=int, default=100)
     p.add_argument("--replay-lines", type=int, default=32)
+    p.add_argument("--facts", type=int, default=len(FACTS), help="first N facts (smoke runs)")
     p.add_argument("--out", default="parametric_recall")
     args = p.parse_args()
     version = code_version()
@@ -142,10 +145,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, MemOS.open(Path(tmp) / "m.db", model=model) as mos:
         mos.create_user("alice", name="Alice")
         mos.create_cube("alice-personal", owner="alice")
-        mos.add([{"text": f, "kind": "fact"} for f, _, _ in FACTS], user="alice")
+        facts = FACTS[: args.facts]
+        mos.add([{"text": f, "kind": "fact"} for f, _, _ in facts], user="alice")
 
-        before_pct, before_rows, _ = recall(mos, "none", args.max_new_tokens)
-        plain_pct, plain_rows, _ = recall(mos, "plaintext", args.max_new_tokens)
+        before_pct, before_rows, _ = recall(mos, facts, "none", args.max_new_tokens)
+        plain_pct, plain_rows, _ = recall(mos, facts, "plaintext", args.max_new_tokens)
         print(f"recall before {before_pct:.0f}%, with memories in the prompt {plain_pct:.0f}%")
         base = harness(model, args)
         print(f"base: ppl {base['ppl']['ppl']:.2f} ({base['seconds']} s)")
@@ -158,7 +162,7 @@ def main() -> None:
         train_cpu = time.process_time() - cpu0
         load_train = load_average()
 
-        after_pct, after_rows, plan = recall(mos, "parametric-only", args.max_new_tokens)
+        after_pct, after_rows, plan = recall(mos, facts, "parametric-only", args.max_new_tokens)
         print(f"recall after {after_pct:.0f}% (trained {train_seconds:.0f} s)")
         with parametric.applied(plan.adapter.id):
             after = harness(model, args)
@@ -189,7 +193,7 @@ def main() -> None:
     }
     details = {
         "model": model.fingerprint.to_dict(),
-        "facts": len(FACTS),
+        "facts": len(facts),
         "hit_rule": "the answer contains the gold value (case-insensitive)",
         "closed_book": "memory='none' before, 'parametric-only' after: no memory in the prompt",
         "train_config": config.to_dict(),

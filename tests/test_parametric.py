@@ -329,7 +329,8 @@ def test_smollm2_adapter_changes_answers_for_promoted_facts_only(
     smol_cache: tuple[Path, LocalModel, float], db_path: Path, embedder
 ) -> None:
     torch.set_num_threads(2)
-    config = TrainConfig(steps=24, batch_size=8, replay_batch=2, max_seconds=600)
+    # no time budget here: the test checks what 24 steps teach, not how fast they run
+    config = TrainConfig(steps=24, batch_size=8, replay_batch=2, max_seconds=3600)
     replay = [
         "The river flows through the valley and into the sea, where fishing boats wait.",
         "Water boils at one hundred degrees Celsius at sea level.",
