@@ -26,6 +26,9 @@ class Settings:
 
     db_path: Path
     track_access: bool = True  # count search hits and activate served items
+    # Searches queue that bookkeeping and a writer thread stores it this many seconds later,
+    # in one transaction per batch (see core/access.py); 0 writes it inside each search.
+    access_write_delay: float = 0.05
     ivf_min_rows: int = 20_000  # cube size from which dense search uses the IVF index
     # Raw turns keep the preceding turns of their session as retrieval context (indexed as a
     # second, lower-weighted full-text column): a reply like "I went hiking" is then found by

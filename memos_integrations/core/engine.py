@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 from ..embeddings import Embedder, as_embedder
 from ..storage.base import Scope, SearchMode, SearchRequest, Store
 from ..storage.search import And, Cond, Node, Or, combine, parse_filter
+from .access import AccessLog
 from .chat import Chat, ChatPlan, ChatReply, _digest, _instructions
 from .config import Settings, memos_home
 from .cube import Artifact, MemCube
@@ -153,6 +154,7 @@ class MemOS:
         self.reader = reader
         self.settings = settings or Settings.from_env()
         self.gov = Governance(store)
+        self._accesses = AccessLog(store, self.settings.access_write_delay)
         self._model = model  # a LocalModel, a model path, or None for the default (lazy)
         self._model_lock = threading.Lock()
         self._chat = Chat(self)
@@ -237,7 +239,10 @@ class MemOS:
             raise
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self._accesses.close()
+        finally:
+            self.store.close()
         self._closed = True
 
     @property
@@ -693,7 +698,7 @@ class MemOS:
         if not items:
             return
         if self.settings.track_access:
-            self.store.mark_served([it.id for it in items], utcnow(), user, f"served by {op}")
+            self._accesses.record([it.id for it in items], utcnow(), user, f"served by {op}")
         self._audit_foreign_reads(items, user, op)
 
     def _audit_foreign_reads(self, items: Iterable[MemoryItem], user: str | None, op: str) -> None:
@@ -718,6 +723,7 @@ class MemOS:
         return item
 
     def _visible_item(self, item_id: str, user: str | None) -> MemoryItem:
+        self._accesses.flush()
         found = self.store.get_items([check_id(item_id, "item")])
         if not found or not self.gov.visible(self.gov.user(user), found[0]):
             raise NotFound(f"no memory {item_id!r} visible to {user or 'root'!r}")
@@ -753,6 +759,7 @@ class MemOS:
             states or LISTED_STATES,
             live_only=False,
         )
+        self._accesses.flush()
         return self.store.count_items(scope, where)
 
     # ------------------------------------------------------------------ changing memories
@@ -974,6 +981,7 @@ class MemOS:
 
     def stats(self, *, user: str | None = None) -> dict[str, Any]:
         scope = self.gov.readable(self.gov.user(user))
+        self._accesses.flush()
         out = self.store.stats(scope)
         out["embedding_model"] = self.store.get_meta("embedding_model")
         out["cubes"] = len(self.list_cubes(user=user))
@@ -989,6 +997,7 @@ class MemOS:
         from .portable import write_export
 
         found = self.get_cube(cube, user=user)
+        self._accesses.flush()
         dump = self.store.dump_cube(found.id)
         visible = self.gov.user(user)
         keep = [n for n, it in enumerate(dump.items) if self.gov.visible(visible, it)]
@@ -1085,6 +1094,7 @@ class MemOS:
             states or LISTED_STATES,
             live_only=False,
         )
+        self._accesses.flush()
         items = self.store.list_items(scope, where, limit=limit, offset=offset, order=order)
         self._audit_foreign_reads(items, user, "list")
         return items

@@ -55,6 +55,16 @@ class SearchRequest:
     dense_weight: float = 1.0  # RRF weight of the dense leg; the text leg weighs 1.0
 
 
+@dataclass(frozen=True)
+class Served:
+    """Items handed to a caller once: each counts one access, ``generated`` ones activate."""
+
+    ids: tuple[str, ...]
+    at: datetime
+    by: str | None
+    reason: str
+
+
 @dataclass
 class CubeDump:
     """Everything a cube holds, in memory, for export and import (never pickled)."""
@@ -174,8 +184,9 @@ class Store(Protocol):
         reason: str | None,
         audit: AuditRecord | None,
     ) -> list[str]: ...
-    def mark_served(self, ids: Sequence[str], at: datetime, by: str | None, reason: str) -> None:
-        """Count an access on each item and activate the ``generated`` ones (recorded)."""
+    def mark_served(self, served: Sequence[Served]) -> None:
+        """Count the accesses and activate the ``generated`` items (recorded), in order, in
+        one transaction."""
         ...
 
     def get_items(self, ids: Sequence[str]) -> list[MemoryItem]: ...

@@ -40,7 +40,7 @@ from ..core.items import (
     User,
 )
 from . import pg_items, pg_schema
-from .base import CubeDump, Scope, SearchRequest, add_audit_detail
+from .base import CubeDump, Scope, SearchRequest, Served, add_audit_detail
 from .pg_sql import (
     ITEM_SELECT,
     admitted_vectors_sql,
@@ -465,10 +465,15 @@ class PostgresStore:
 
         return self._write(tx)
 
-    def mark_served(self, ids: Sequence[str], at: datetime, by: str | None, reason: str) -> None:
-        """Count an access on each item and activate the ``generated`` ones (recorded)."""
-        if ids:  # one statement: atomic on its own, one round trip
-            self._write(lambda c: pg_items.mark_served(c, ids, at, by, reason), pipeline=True)
+    def mark_served(self, served: Sequence[Served]) -> None:
+        """Count the accesses and activate the ``generated`` items: one transaction."""
+
+        def tx(c: Conn) -> None:
+            for event in served:  # one statement each, pipelined
+                pg_items.mark_served(c, event.ids, event.at, event.by, event.reason)
+
+        if served:
+            self._write(tx, pipeline=True)
 
     # ------------------------------------------------------------------ items: reads
 

@@ -89,18 +89,31 @@ class _Postings:
     freqs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     new_rows: list[int] = field(default_factory=list)
     new_freqs: list[float] = field(default_factory=list)
+    # BM25's term-frequency part per row, for the rows and average length it was computed at:
+    # the same until a write changes either, so read-heavy use computes it once per term.
+    tf: np.ndarray | None = None
+    tf_avgdl: float = 0.0
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self.new_rows:
             self.rows = np.concatenate([self.rows, np.asarray(self.new_rows, np.int32)])
             self.freqs = np.concatenate([self.freqs, np.asarray(self.new_freqs, np.float32)])
             self.new_rows, self.new_freqs = [], []
+            self.tf = None
         return self.rows, self.freqs
+
+    def tf_part(self, length: np.ndarray, avgdl: float) -> tuple[np.ndarray, np.ndarray]:
+        """The rows and ``f (k1 + 1) / (f + k1 (1 - b + b |d| / avgdl))`` for each."""
+        rows, f = self.arrays()
+        if self.tf is None or self.tf_avgdl != avgdl:
+            norm = K1 * (1 - B + B * length[rows] / avgdl)
+            self.tf, self.tf_avgdl = f * (K1 + 1) / (f + norm), avgdl
+        return rows, self.tf
 
     def keep(self, alive: np.ndarray) -> None:
         rows, freqs = self.arrays()
         live = alive[rows]
-        self.rows, self.freqs = rows[live], freqs[live]
+        self.rows, self.freqs, self.tf = rows[live], freqs[live], None
 
 
 class TextIndex:
@@ -185,23 +198,30 @@ class TextIndex:
                 return []
             avgdl = max(self._live_length / n_live, 1e-9)
             length = self._length.view
-            scores = np.zeros(len(self._ids), np.float64)
-            hit = np.zeros(len(self._ids), np.bool_)
+            parts: list[np.ndarray] = []
+            weights: list[np.ndarray] = []
             for term in terms:
                 p = self._postings.get(term)
                 df = self._df.get(term, 0)
                 if p is None or df <= 0:
                     continue
                 idf = max(math.log((n_live - df + 0.5) / (df + 0.5)), 1e-6)
-                rows, f = p.arrays()
-                norm = K1 * (1 - B + B * length[rows] / avgdl)
-                scores[rows] += idf * f * (K1 + 1) / (f + norm)  # a term's rows are distinct
-                hit[rows] = True
-            rows = np.flatnonzero(hit)
+                rows, tf = p.tf_part(length, avgdl)
+                parts.append(rows)
+                weights.append(idf * tf)
+            if not parts:
+                return []
+            # a term's rows are distinct, so summing per row is BM25's sum over terms
+            matched = np.concatenate(parts)
+            scores = np.bincount(matched, np.concatenate(weights), minlength=len(self._ids))
+            hit = np.zeros(len(self._ids), np.bool_)
+            hit[matched] = True
+            rows = np.flatnonzero(hit)  # 6x faster on booleans than on the float scores
             rows = rows[self._alive.view[rows]]
             if cube_ids is not None:
-                codes = [self._cube_codes[c] for c in cube_ids if c in self._cube_codes]
-                rows = rows[np.isin(self._cube.view[rows], codes)]
+                codes = {self._cube_codes[c] for c in cube_ids if c in self._cube_codes}
+                if len(codes) < len(self._cube_codes):  # all cubes: nothing to filter
+                    rows = rows[np.isin(self._cube.view[rows], list(codes))]
             if only is not None:
                 allowed = np.zeros(len(self._ids), np.bool_)
                 allowed[[self._row[i] for i in only if i in self._row]] = True

@@ -21,6 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+# IVF shape: 4 sqrt(n) lists, 72 probed. At 100k MiniLM vectors this scans 6% of the rows for
+# recall@10 0.93 against exact search, where sqrt(n) lists with 32 probed scanned 10% for 0.93
+# (the scan is memory-bound: 1.1 vs 1.5 ms). Measured with benchmarks/search_latency.py.
+LISTS_PER_SQRT_N = 4
+NPROBE = 72
+
 
 @functools.cache
 def _blas() -> ThreadpoolController:
@@ -88,7 +94,7 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 class VectorIndex:
     """Cosine top-k over unit vectors, partitioned by cube, safe to share between threads."""
 
-    def __init__(self, dim: int, *, ivf_min_rows: int = 20_000, nprobe: int = 32) -> None:
+    def __init__(self, dim: int, *, ivf_min_rows: int = 20_000, nprobe: int = NPROBE) -> None:
         self.dim = dim
         self.ivf_min_rows = ivf_min_rows
         self.nprobe = nprobe
@@ -197,7 +203,8 @@ class VectorIndex:
         n = part.size
         ivf = part.ivf
         if ivf is None or n > 4 * ivf.trained_at:
-            centroids = _spherical_kmeans(part.vectors[:n][part.alive[:n]], int(np.sqrt(n)))
+            live = part.vectors[:n][part.alive[:n]]
+            centroids = _spherical_kmeans(live, int(LISTS_PER_SQRT_N * np.sqrt(n)))
             ivf = part.ivf = _layout(part, centroids, trained_at=n)
         elif n - ivf.covered > max(2_000, ivf.covered // 10):
             ivf = part.ivf = _layout(part, ivf.centroids, trained_at=ivf.trained_at)
@@ -223,12 +230,16 @@ def _assign(vectors: np.ndarray, centroids: np.ndarray, chunk: int = 16_384) -> 
 def _spherical_kmeans(vectors: np.ndarray, nlist: int, iters: int = 8) -> np.ndarray:
     """Cosine k-means on a sample; deterministic (fixed seed) so layouts are reproducible."""
     rng = np.random.default_rng(0)
-    sample = vectors[rng.choice(len(vectors), min(len(vectors), 64 * nlist), replace=False)]
+    sample = vectors[rng.choice(len(vectors), min(len(vectors), 32 * nlist), replace=False)]
     centroids = sample[rng.choice(len(sample), nlist, replace=False)].copy()
     for _ in range(iters):
         assign = _assign(sample, centroids)
+        # per-list sums by sorting once (np.add.at is unbuffered: seconds at 100k rows)
+        counts = np.bincount(assign, minlength=nlist)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         sums = np.zeros_like(centroids)
-        np.add.at(sums, assign, sample)
+        filled = counts > 0
+        sums[filled] = np.add.reduceat(sample[np.argsort(assign, kind="stable")], starts[filled])
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         empty = norms[:, 0] == 0
         sums[empty] = sample[rng.choice(len(sample), int(empty.sum()), replace=False)]
