@@ -110,6 +110,9 @@ def test_per_call_options_and_memory_modes(mos: MemOS) -> None:
         "in_prompt": [],
         "prefix_tokens": 0,
         "retrieved": [],
+        "adapter": None,
+        "promoted": [],
+        "stale_adapter": None,
     }
     assert "Paris is the capital" in llm.plan(QUERY).prompt  # plaintext: memories as text
     assert "Paris is the capital" not in llm.plan(QUERY, memory="none").prompt
