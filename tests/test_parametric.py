@@ -331,11 +331,6 @@ def test_smollm2_adapter_changes_answers_for_promoted_facts_only(
     torch.set_num_threads(2)
     # no time budget here: the test checks what 24 steps teach, not how fast they run
     config = TrainConfig(steps=24, batch_size=8, replay_batch=2, max_seconds=3600)
-    replay = [
-        "The river flows through the valley and into the sea, where fishing boats wait.",
-        "Water boils at one hundred degrees Celsius at sea level.",
-        "The committee met on Tuesday to discuss the budget for the coming year.",
-    ]
     with MemOS.open(db_path, embedder=embedder, model=smol_cache[1]) as mos:
         mos.create_user("alice", name="Alice")
         mos.create_cube("alice-personal", owner="alice")
@@ -345,8 +340,7 @@ def test_smollm2_adapter_changes_answers_for_promoted_facts_only(
             "alice-personal",
             items=[it.id for it in promoted],
             config=config,
-            replay=replay,
-            progress=False,
+            progress=False,  # default replay: the base model's own answers to other questions
         )
         assert report.metrics["steps"] == config.steps
         assert report.metrics["loss_last"] < report.metrics["loss_first"]
