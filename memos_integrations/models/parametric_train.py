@@ -1,0 +1,277 @@
+"""Training a LoRA adapter with ``peft`` on the CPU, within a step and time budget.
+
+The serving model is never touched: training runs on a copy (``copy.deepcopy``; 0.5 GB for
+SmolLM2-135M), wrapped by peft, and only the low-rank matrices come back. Loss is the
+cross-entropy of the answer tokens (the prompt is context, not target). The forgetting guard
+is a KL term to the base model on replay text (general text, or the base model's own answers
+to unrelated questions): the adapter may change what the model says about the user, and is
+pulled back towards the base distribution everywhere else.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import InvalidInput
+from .parametric_data import Example
+
+if TYPE_CHECKING:
+    import torch
+
+    from .runtime import LocalModel
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """LoRA shape and the training budget (defaults fit SmolLM2-135M on two cores)."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+    layers: float = 0.5  # share of the decoder layers (the top ones) that get adapters
+    steps: int = 60
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    max_seconds: float = 170.0  # the budget ends training early, never late
+    max_tokens: int = 96  # per example
+    kl_weight: float = 1.0  # forgetting guard; 0 turns it off
+    replay_batch: int = 4
+    replay_tokens: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "rank": self.rank >= 1,
+            "alpha": self.alpha > 0,
+            "layers": 0 < self.layers <= 1,
+            "steps": self.steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": 0 < self.learning_rate < 1,
+            "max_seconds": self.max_seconds > 0,
+            "max_tokens": self.max_tokens >= 8,
+            "kl_weight": self.kl_weight >= 0,
+            "replay_batch": self.replay_batch >= 1,
+            "replay_tokens": self.replay_tokens >= 8,
+            "targets": bool(self.targets) and all(isinstance(t, str) for t in self.targets),
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise InvalidInput(f"invalid TrainConfig field(s): {', '.join(bad)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["targets"] = list(self.targets)
+        return out
+
+
+@dataclass
+class TrainResult:
+    weights: dict[str, tuple[Any, Any]]  # module name -> (A [r, in], B [out, r])
+    scale: float
+    metrics: dict[str, Any]
+
+
+def encode(model: LocalModel, ex: Example, max_tokens: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels (``IGNORE`` on the prompt) of one example."""
+    if ex.messages:
+        *question, answer = ex.messages
+        prompt = model.apply_chat_template(list(question), add_generation_prompt=True)
+        full = model.apply_chat_template(list(ex.messages), add_generation_prompt=False)
+        if not full.startswith(prompt):
+            raise InvalidInput("this model's chat template cannot separate an answer to train on")
+        head, tail = model.encode(prompt), model.encode(full[len(prompt) :])
+        if not tail:
+            raise InvalidInput(f"empty answer in a training example: {answer!r}")
+    else:
+        bos = getattr(model.tokenizer, "bos_token_id", None)
+        head, tail = ([bos] if bos is not None else []), model.encode(ex.text)
+    if len(head) + min(len(tail), 4) > max_tokens:
+        raise InvalidInput(
+            f"a training example's prompt is {len(head)} tokens, too long for "
+            f"TrainConfig.max_tokens={max_tokens} (shorter instructions, or raise max_tokens)"
+        )
+    ids = (head + tail)[:max_tokens]
+    labels = ([IGNORE] * len(head) + tail)[:max_tokens]
+    return ids, labels
+
+
+def _pad(rows: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[Any, Any, Any]:
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for n, (i, lab) in enumerate(rows):
+        ids[n, : len(i)] = torch.tensor(i)
+        labels[n, : len(lab)] = torch.tensor(lab)
+        mask[n, : len(i)] = 1
+    return ids, labels, mask
+
+
+def _logits_at(net: Any, ids: Any, mask: Any, where: Any) -> torch.Tensor:
+    """Logits at the positions ``where`` marks: the LM head runs on those rows only."""
+    decoder = getattr(net, "get_decoder", lambda: None)()
+    head = net.get_output_embeddings()
+    if decoder is None or head is None:
+        return net(input_ids=ids, attention_mask=mask).logits[where]
+    hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    return head(hidden[where])
+
+
+def _base_log_probs(net: Any, replay: Any) -> torch.Tensor | None:
+    import torch
+
+    if replay is None:
+        return None
+    ids, _, mask = replay
+    with torch.no_grad():
+        return torch.log_softmax(_logits_at(net, ids, mask, mask.bool()).float(), dim=-1)
+
+
+def train(
+    model: LocalModel,
+    examples: Sequence[Example],
+    replay: Sequence[str],
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a LoRA adapter on ``examples``; ``replay`` texts anchor the base behaviour."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tqdm.auto import tqdm
+
+    if not examples:
+        raise InvalidInput("no training examples")
+    start = time.perf_counter()
+    pad = getattr(model.tokenizer, "pad_token_id", None) or 0
+    rows = [encode(model, ex, config.max_tokens) for ex in examples]
+    replay_rows = [(ids, ids) for t in replay if len(ids := model.encode(t)) >= 8]
+    replay_rows = [(i[: config.replay_tokens], i[: config.replay_tokens]) for i, _ in replay_rows]
+    use_kl = config.kl_weight > 0 and bool(replay_rows)
+
+    net = copy.deepcopy(model.model)  # the serving model keeps answering meanwhile
+    net.requires_grad_(False)
+    net.eval()  # no dropout: the adapter's effect is deterministic
+    base_lp = [_base_log_probs(net, _pad([r], pad)) for r in replay_rows] if use_kl else []
+    n_layers = int(getattr(net.config, "num_hidden_layers", 0) or 0)
+    if n_layers < 1:
+        raise InvalidInput("the model config does not say how many decoder layers it has")
+    first = n_layers - max(1, round(n_layers * config.layers))
+    present = {name.rsplit(".", 1)[-1] for name, _ in net.named_modules()}
+    targets = [t for t in config.targets if t in present]
+    if not targets:
+        raise InvalidInput(f"none of the LoRA targets {list(config.targets)} are in this model")
+    lora = LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        target_modules=targets,
+        layers_to_transform=list(range(first, n_layers)),
+        lora_dropout=0.0,
+        bias="none",
+    )
+    peft_model = get_peft_model(net, lora)
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    warmup = max(1, config.steps // 10)
+
+    def lr_at(step: int) -> float:  # linear warm-up, cosine decay to a tenth
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, config.steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    gen = torch.Generator().manual_seed(config.seed)
+    order: list[int] = []
+    losses: list[float] = []
+    kls: list[float] = []
+    step = 0
+    inner = peft_model.base_model.model
+    with tqdm(total=config.steps, desc="training adapter", disable=not progress) as bar:
+        while step < config.steps and time.perf_counter() - start < config.max_seconds:
+            if len(order) < config.batch_size:
+                order += torch.randperm(len(rows), generator=gen).tolist()
+            batch, order = order[: config.batch_size], order[config.batch_size :]
+            ids, labels, mask = _pad([rows[i] for i in batch], pad)
+            where = labels[:, 1:] != IGNORE
+            logits = _logits_at(inner, ids[:, :-1], mask[:, :-1], where)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][where])
+            losses.append(loss.item())
+            if use_kl:
+                picks = torch.randint(len(replay_rows), (config.replay_batch,), generator=gen)
+                kl = torch.stack([_kl(inner, replay_rows[i], base_lp[i], pad) for i in picks])
+                kls.append(kl.mean().item())
+                loss = loss + config.kl_weight * kl.mean()
+            if not torch.isfinite(loss):
+                raise InvalidInput(
+                    f"adapter training diverged at step {step} (loss {loss.item()}); "
+                    "lower TrainConfig.learning_rate"
+                )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    weights, scale = _extract(peft_model)
+    tail = max(1, min(5, len(losses)))
+    metrics = {
+        "steps": step,
+        "stopped_by": "steps" if step >= config.steps else "time",
+        "seconds": round(time.perf_counter() - start, 2),
+        "examples": len(rows),
+        "loss_first": round(losses[0], 4),
+        "loss_last": round(sum(losses[-tail:]) / tail, 4),
+        "kl_last": round(sum(kls[-tail:]) / tail, 5) if kls else None,
+        "replay_texts": len(replay_rows),
+        "trainable_params": sum(p.numel() for p in trainable),
+        "layers": [first, n_layers],
+        "targets": targets,
+    }
+    return TrainResult(weights, scale, metrics)
+
+
+def _kl(net: Any, row: tuple[list[int], list[int]], base: Any, pad: int) -> torch.Tensor:
+    """KL(base || adapted) per token on one replay text."""
+    import torch
+
+    ids, _, mask = _pad([row], pad)
+    logp = torch.log_softmax(_logits_at(net, ids, mask, mask.bool()).float(), dim=-1)
+    return (base.exp() * (base - logp)).sum(-1).mean()
+
+
+def _extract(peft_model: Any) -> tuple[dict[str, tuple[Any, Any]], float]:
+    """The trained low-rank matrices by the *base* model's module names, and their scale."""
+    weights: dict[str, tuple[Any, Any]] = {}
+    scales = set()
+    prefix = "base_model.model."
+    for name, module in peft_model.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if lora_a is None or "default" not in lora_a:
+            continue
+        a = lora_a["default"].weight.detach().clone().contiguous()
+        b = module.lora_B["default"].weight.detach().clone().contiguous()
+        weights[name.removeprefix(prefix)] = (a, b)
+        scales.add(float(module.scaling["default"]))
+    if len(scales) != 1:
+        raise InvalidInput(f"expected one LoRA scale, found {sorted(scales)}")
+    return weights, scales.pop()
