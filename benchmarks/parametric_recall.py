@@ -10,8 +10,9 @@ same question with the memories as prompt text (``memory="plaintext"``).
 
 Forgetting: WikiText-2 test perplexity (``--ppl-windows`` windows of ``--window`` tokens) and
 the SEAP evaluation harness (``models/evaluation.py``: gold-answer NLL over its task set,
-accuracy on the signal tasks) with and without the adapter. The replay text of the forgetting
-guard is WikiText-2 *validation*, never the test split.
+accuracy on the signal tasks) with and without the adapter. The forgetting guard replays the
+default self-distilled chats (the base model's answers to unrelated questions) plus WikiText-2
+*validation* lines, never the test split.
 
     python benchmarks/parametric_recall.py
     python benchmarks/parametric_recall.py --task-n 30 --ppl-windows 8 --out parametric_quick
@@ -41,6 +42,7 @@ from _common import (
 )
 
 from memos_integrations import MemOS
+from memos_integrations.core.chat import DEFAULT_INSTRUCTIONS
 from memos_integrations.core.config import data_dir
 from memos_integrations.models import evaluation as ev
 from memos_integrations.models import parametric
@@ -129,9 +131,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--window", type=int, default=512)
-    p.add_argument("--ppl-windows", type=int, default=40)
+    p.add_argument("--ppl-windows", type=int, default=16)
     p.add_argument("--task-n", type=int, default=100)
-    p.add_argument("--replay-lines", type=int, default=32)
+    p.add_argument("--replay-lines", type=int, default=16)
     p.add_argument("--facts", type=int, default=len(FACTS), help="first N facts (smoke runs)")
     p.add_argument("--out", default="parametric_recall")
     args = p.parse_args()
@@ -139,7 +141,7 @@ def main() -> None:
     load_start = load_average()
     model = LocalModel.load(os.environ.get("MEMOS_MODEL"), threads=args.threads)
     validation = (data_dir() / "tasks" / "wikitext2.validation.v1-unk.txt").read_text()
-    replay = [ln.strip() for ln in validation.splitlines() if len(ln) > 300][: args.replay_lines]
+    lines = [ln.strip() for ln in validation.splitlines() if len(ln) > 300][: args.replay_lines]
     config = TrainConfig(steps=args.steps, learning_rate=args.lr, max_seconds=args.max_seconds)
 
     with tempfile.TemporaryDirectory() as tmp, MemOS.open(Path(tmp) / "m.db", model=model) as mos:
@@ -155,6 +157,8 @@ def main() -> None:
         print(f"base: ppl {base['ppl']['ppl']:.2f} ({base['seconds']} s)")
 
         cpu0, wall0 = time.process_time(), time.perf_counter()
+        # the timed promotion includes generating the self-distilled replay
+        replay = [*parametric.default_replay(model, DEFAULT_INSTRUCTIONS), *lines]
         report = mos.promote(
             "alice-personal", policy=PromotionPolicy.everything(), config=config, replay=replay
         )
@@ -199,7 +203,10 @@ def main() -> None:
         "train_config": config.to_dict(),
         "train_metrics": report.metrics,
         "adapter": report.describe(),
-        "replay": f"first {len(replay)} WikiText-2 validation lines over 300 chars",
+        "replay": (
+            f"{len(replay) - len(lines)} self-distilled chats (default_replay) + first "
+            f"{len(lines)} WikiText-2 validation lines over 300 chars"
+        ),
         "perplexity_window": args.window,
         "perplexity": {"before": base["ppl"], "after": after["ppl"]},
         "signal_tasks": signal,

@@ -1528,18 +1528,22 @@ class MemOS:
         policy: PromotionPolicy | None = None,
         config: TrainConfig | None = None,
         paraphrase: Paraphraser | None = None,
-        replay: Sequence[str] | None = None,
+        replay: Sequence[Any] | None = None,
         instructions: str | None = None,
         progress: bool = True,
     ) -> PromotionReport:
         """Promote the cube's stable memories into a LoRA adapter for the cube's owner.
 
-        ``items`` names the memories explicitly; otherwise ``policy`` (default
-        :class:`~memos_integrations.models.parametric.PromotionPolicy`: unchanged for a day,
-        served twice, confident) chooses them. ``config`` bounds training (steps, seconds);
-        ``paraphrase(statement, n)`` adds LLM rewordings; ``replay`` texts anchor the base
-        model's behaviour (default: its own answers to unrelated questions). Owner or admin
-        only; the new adapter replaces the owner's previous one for this model.
+        ``items`` names the memories explicitly; otherwise ``policy`` chooses them (default: a
+        :class:`~memos_integrations.models.parametric.PromotionPolicy` with the settings'
+        ``stable_min_age`` and ``stable_min_accesses``, the rule ``maintain()`` reports
+        ``promote_parametric`` candidates by, and confidence >= 0.9). ``config`` bounds
+        training (steps, seconds); ``paraphrase(statement, n)`` adds LLM rewordings;
+        ``replay`` (texts and/or chat examples) anchors the base model's behaviour (default:
+        its own answers to unrelated questions under ``instructions``). Owner or admin only;
+        the new adapter replaces the owner's previous one for this model. From then on the
+        scheduler's adapter slot picks it for the owner's ``auto`` and ``parametric-only``
+        chats (see :meth:`explain`).
         """
         if to != "parametric":
             raise InvalidInput(

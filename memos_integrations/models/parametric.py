@@ -34,13 +34,16 @@ from .activation import open_artifact
 from .runtime import ModelFingerprint
 
 if TYPE_CHECKING:
+    from .parametric_data import Example
     from .runtime import LocalModel
 
 KIND = "parametric"
 FORMAT = "memos-lora/1"
 
-# Unrelated questions whose base-model answers are the default replay text: the adapter is
-# pulled back to the base model's behaviour on them (no dataset needed).
+# Unrelated questions whose base-model answers (under the chat's system message) are the
+# default replay: the adapter is pulled back to the base model's behaviour on them, in the
+# context it is served in, with no dataset needed. General knowledge, how-to and open
+# requests; no questions about the user (those would fight the facts being promoted).
 REPLAY_PROMPTS = (
     "Explain how rain forms.",
     "Give me a tip for learning a new language.",
@@ -50,6 +53,30 @@ REPLAY_PROMPTS = (
     "Write one sentence about the ocean.",
     "How does a bicycle work?",
     "Name three fruits and their colours.",
+    "Who wrote Romeo and Juliet?",
+    "What is the boiling point of water?",
+    "How many legs does a spider have?",
+    "Which planet is closest to the sun?",
+    "What does a thermometer measure?",
+    "What is photosynthesis?",
+    "How do I make a cup of tea?",
+    "What is the largest ocean on Earth?",
+    "Suggest a name for a bakery.",
+    "What is 12 times 12?",
+    "Translate 'thank you' into Spanish.",
+    "Why is the sky blue?",
+    "What language is spoken in Brazil?",
+    "Give me a synonym for 'happy'.",
+    "How long does it take the Earth to orbit the sun?",
+    "What is the tallest mountain in the world?",
+    "Who painted the Mona Lisa?",
+    "What do bees make?",
+    "How can I sleep better?",
+    "What is the chemical symbol for gold?",
+    "Write a short greeting for a birthday card.",
+    "What is a noun?",
+    "Which animal is known as the king of the jungle?",
+    "How do vaccines work?",
 )
 
 
@@ -275,18 +302,25 @@ def applied(adapter_id: str | None) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 
 
-def default_replay(model: LocalModel, max_new_tokens: int = 48) -> list[str]:
-    """The base model's own answers to unrelated questions, as rendered chats."""
-    out = []
-    for prompt in REPLAY_PROMPTS:
-        messages = [{"role": "user", "content": prompt}]
-        answer = model.generate(messages, max_new_tokens=max_new_tokens)
-        out.append(
-            model.apply_chat_template(
-                [*messages, {"role": "assistant", "content": answer}], add_generation_prompt=False
-            )
-        )
-    return out
+def default_replay(
+    model: LocalModel, system: str, *, max_new_tokens: int = 32, prompts: Sequence[str] = ()
+) -> list[Example]:
+    """Self-distillation replay: the base model's own greedy answers to unrelated questions
+    (``prompts``, default :data:`REPLAY_PROMPTS`), as chats under the ``system`` message the
+    chats use. Generated in one batch before any adapter exists."""
+    from .parametric_data import chat_example
+    from .parametric_train import self_answers
+
+    questions = list(prompts) or list(REPLAY_PROMPTS)
+    rendered = [
+        model.apply_chat_template(chat_example("", system, q, "x").messages[:-1]) for q in questions
+    ]
+    answers = self_answers(model, rendered, max_new_tokens)
+    return [
+        chat_example("", system, q, a, kind="replay")
+        for q, a in zip(questions, answers, strict=True)
+        if a
+    ]
 
 
 def train_adapter(
@@ -297,11 +331,15 @@ def train_adapter(
     instructions: str,
     config: Any = None,
     paraphrase: Any = None,
-    replay: Sequence[str] | None = None,
+    replay: Sequence[str | Example] | None = None,
     progress: bool = True,
 ) -> LoRAAdapter:
-    """Train an adapter that knows ``items`` (memories of the user called ``name``)."""
-    from .parametric_data import build_examples
+    """Train an adapter that knows ``items`` (memories of the user called ``name``).
+
+    ``replay``: what the forgetting guard keeps close to the base model: plain texts and/or
+    :class:`~.parametric_data.Example` chats; default :func:`default_replay` under
+    ``instructions`` (pass ``[*default_replay(model, instructions), *texts]`` for both)."""
+    from .parametric_data import Example, build_examples
     from .parametric_train import TrainConfig, train
 
     if not items:
@@ -310,8 +348,11 @@ def train_adapter(
     if not isinstance(config, TrainConfig):
         raise InvalidInput(f"config must be a TrainConfig, got {type(config).__name__}")
     examples = build_examples(items, name=name, system=instructions, paraphrase=paraphrase)
-    texts = list(replay) if replay is not None else default_replay(model)
-    result = train(model, examples.examples, texts, config, progress=progress)
+    if replay is None:
+        guard = default_replay(model, instructions)
+    else:
+        guard = [r if isinstance(r, Example) else _replay_text(r) for r in replay]
+    result = train(model, examples.examples, guard, config, progress=progress)
     metadata = {
         "config": config.to_dict(),
         "metrics": {
@@ -331,3 +372,11 @@ def train_adapter(
         {it.id: it.version for it in items},
         metadata,
     )
+
+
+def _replay_text(text: object) -> Example:
+    from .parametric_data import Example
+
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("replay items must be non-empty strings or parametric_data.Example")
+    return Example("", text=text, kind="replay")

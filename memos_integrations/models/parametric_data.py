@@ -60,7 +60,7 @@ class Example:
     item_id: str
     messages: tuple[dict[str, str], ...] = ()
     text: str = ""
-    kind: str = "qa"  # qa | statement | cloze | paraphrase
+    kind: str = "qa"  # qa | statement | cloze | paraphrase | replay
 
 
 @dataclass
@@ -173,7 +173,10 @@ def questions(fact: Fact, name: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _chat(item_id: str, system: str, question: str, answer: str, kind: str) -> Example:
+def chat_example(
+    item_id: str, system: str, question: str, answer: str, kind: str = "qa"
+) -> Example:
+    """A question answered under ``system`` (left out when empty)."""
     messages = (
         {"role": "system", "content": system},
         {"role": "user", "content": question},
@@ -189,13 +192,13 @@ def examples_for(item: MemoryItem, name: str, system: str, fact: Fact) -> list[E
     if fact.subject and fact.subject.lower() != name.lower():
         # "about Alice" would have one answer per memory: only specific subjects get one
         ask = f"What do you know about {fact.subject}?"
-        out.append(_chat(item.id, system, ask, answer, "statement"))
-    out += [_chat(item.id, system, q, answer, "qa") for q in questions(fact, name)]
+        out.append(chat_example(item.id, system, ask, answer, "statement"))
+    out += [chat_example(item.id, system, q, answer, "qa") for q in questions(fact, name)]
     words = fact.statement.split()
     if len(words) >= 3:
         cut = " ".join(words[: max(2, len(words) * 2 // 3)])
         prompt = f"Complete this note from memory: '{cut} ...'"
-        out.append(_chat(item.id, system, prompt, answer, "cloze"))
+        out.append(chat_example(item.id, system, prompt, answer, "cloze"))
     return out
 
 

@@ -3,9 +3,10 @@
 The serving model is never touched: training runs on a copy (``copy.deepcopy``; 0.5 GB for
 SmolLM2-135M), wrapped by peft, and only the low-rank matrices come back. Loss is the
 cross-entropy of the answer tokens (the prompt is context, not target). The forgetting guard
-is a KL term to the base model on replay text (general text, or the base model's own answers
-to unrelated questions): the adapter may change what the model says about the user, and is
-pulled back towards the base distribution everywhere else.
+is a KL term to the base model on replay examples: by default the base model's own answers to
+unrelated questions, rendered with the chat's system message (self-distillation), and/or
+general text. The adapter may change what the model says about the user, and is pulled back
+towards the base distribution everywhere else, in the context it is served in.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class TrainConfig:
     max_seconds: float = 170.0  # the budget ends training early, never late
     max_tokens: int = 96  # per example
     kl_weight: float = 1.0  # forgetting guard; 0 turns it off
-    replay_batch: int = 4
-    replay_tokens: int = 64
+    replay_batch: int = 4  # replay examples per step
+    replay_tokens: int = 128  # per replay example (a chat replay holds the system message)
+    replay_top: int = 256  # base-model tokens kept per replay position for the KL
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -67,6 +69,7 @@ class TrainConfig:
             "kl_weight": self.kl_weight >= 0,
             "replay_batch": self.replay_batch >= 1,
             "replay_tokens": self.replay_tokens >= 8,
+            "replay_top": self.replay_top >= 1,
             "targets": bool(self.targets) and all(isinstance(t, str) for t in self.targets),
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -134,25 +137,64 @@ def _logits_at(net: Any, ids: Any, mask: Any, where: Any) -> torch.Tensor:
     return head(hidden[where])
 
 
-def _base_log_probs(net: Any, replay: Any) -> torch.Tensor | None:
+def _base_targets(
+    net: Any, rows: Sequence[tuple[list[int], list[int]]], pad: int, top: int
+) -> list[tuple[Any, Any]]:
+    """Per replay row: the base model's ``top`` most likely next tokens (ids, renormalised
+    log-probabilities) at each answer position. Top-k keeps the targets small (the full
+    distribution is 49k floats per position) and holds nearly all of the probability mass."""
     import torch
 
-    if replay is None:
-        return None
-    ids, _, mask = replay
+    out = []
     with torch.no_grad():
-        return torch.log_softmax(_logits_at(net, ids, mask, mask.bool()).float(), dim=-1)
+        for start in range(0, len(rows), 8):
+            group = rows[start : start + 8]
+            ids, labels, mask = _pad(group, pad)
+            where = labels[:, 1:] != IGNORE
+            logp = torch.log_softmax(_logits_at(net, ids[:, :-1], mask[:, :-1], where).float(), -1)
+            values, index = logp.topk(min(top, logp.shape[-1]), dim=-1)
+            values = torch.log_softmax(values, dim=-1)
+            counts = where.sum(1).tolist()
+            for v, i in zip(values.split(counts), index.split(counts), strict=True):
+                out.append((i, v))
+    return out
+
+
+def self_answers(model: LocalModel, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    """The model's greedy answers to rendered chat ``prompts``, in one padded batch."""
+    import torch
+
+    tokenizer = model.tokenizer
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad = pad if pad is not None else tokenizer.eos_token_id
+    encoded = [model.encode(p) for p in prompts]
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for n, e in enumerate(encoded):  # left padding: every answer starts at the same column
+        ids[n, width - len(e) :] = torch.tensor(e)
+        mask[n, width - len(e) :] = 1
+    with torch.inference_mode():
+        out = model.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out.tolist()]
 
 
 def train(
     model: LocalModel,
     examples: Sequence[Example],
-    replay: Sequence[str],
+    replay: Sequence[Example],
     config: TrainConfig,
     *,
     progress: bool = True,
 ) -> TrainResult:
-    """Train a LoRA adapter on ``examples``; ``replay`` texts anchor the base behaviour."""
+    """Train a LoRA adapter on ``examples``; ``replay`` examples anchor the base behaviour
+    (the KL runs on their answer positions: all of a plain text, the answer of a chat)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
@@ -162,14 +204,14 @@ def train(
     start = time.perf_counter()
     pad = getattr(model.tokenizer, "pad_token_id", None) or 0
     rows = [encode(model, ex, config.max_tokens) for ex in examples]
-    replay_rows = [(ids, ids) for t in replay if len(ids := model.encode(t)) >= 8]
-    replay_rows = [(i[: config.replay_tokens], i[: config.replay_tokens]) for i, _ in replay_rows]
+    replay_rows = [encode(model, ex, config.replay_tokens) for ex in replay]
+    replay_rows = [r for r in replay_rows if sum(lab != IGNORE for lab in r[1][1:]) >= 1]
     use_kl = config.kl_weight > 0 and bool(replay_rows)
 
     net = copy.deepcopy(model.model)  # the serving model keeps answering meanwhile
     net.requires_grad_(False)
     net.eval()  # no dropout: the adapter's effect is deterministic
-    base_lp = [_base_log_probs(net, _pad([r], pad)) for r in replay_rows] if use_kl else []
+    base = _base_targets(net, replay_rows, pad, config.replay_top) if use_kl else []
     n_layers = int(getattr(net.config, "num_hidden_layers", 0) or 0)
     if n_layers < 1:
         raise InvalidInput("the model config does not say how many decoder layers it has")
@@ -200,6 +242,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     gen = torch.Generator().manual_seed(config.seed)
     order: list[int] = []
+    replay_order: list[int] = []
     losses: list[float] = []
     kls: list[float] = []
     step = 0
@@ -215,10 +258,13 @@ def train(
             loss = torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][where])
             losses.append(loss.item())
             if use_kl:
-                picks = torch.randint(len(replay_rows), (config.replay_batch,), generator=gen)
-                kl = torch.stack([_kl(inner, replay_rows[i], base_lp[i], pad) for i in picks])
-                kls.append(kl.mean().item())
-                loss = loss + config.kl_weight * kl.mean()
+                if len(replay_order) < config.replay_batch:
+                    replay_order += torch.randperm(len(replay_rows), generator=gen).tolist()
+                picks = replay_order[: config.replay_batch]
+                replay_order = replay_order[config.replay_batch :]
+                kl = _kl(inner, [replay_rows[i] for i in picks], [base[i] for i in picks], pad)
+                kls.append(kl.item())
+                loss = loss + config.kl_weight * kl
             if not torch.isfinite(loss):
                 raise InvalidInput(
                     f"adapter training diverged at step {step} (loss {loss.item()}); "
@@ -242,7 +288,7 @@ def train(
         "loss_first": round(losses[0], 4),
         "loss_last": round(sum(losses[-tail:]) / tail, 4),
         "kl_last": round(sum(kls[-tail:]) / tail, 5) if kls else None,
-        "replay_texts": len(replay_rows),
+        "replay_examples": len(replay_rows),
         "trainable_params": sum(p.numel() for p in trainable),
         "layers": [first, n_layers],
         "targets": targets,
@@ -250,13 +296,18 @@ def train(
     return TrainResult(weights, scale, metrics)
 
 
-def _kl(net: Any, row: tuple[list[int], list[int]], base: Any, pad: int) -> torch.Tensor:
-    """KL(base || adapted) per token on one replay text."""
+def _kl(
+    net: Any, rows: Sequence[tuple[list[int], list[int]]], base: Sequence[tuple[Any, Any]], pad: int
+) -> torch.Tensor:
+    """KL(base top-k || adapted) per answer token over a batch of replay rows (one forward)."""
     import torch
 
-    ids, _, mask = _pad([row], pad)
-    logp = torch.log_softmax(_logits_at(net, ids, mask, mask.bool()).float(), dim=-1)
-    return (base.exp() * (base - logp)).sum(-1).mean()
+    ids, labels, mask = _pad(rows, pad)
+    where = labels[:, 1:] != IGNORE
+    logp = torch.log_softmax(_logits_at(net, ids[:, :-1], mask[:, :-1], where).float(), dim=-1)
+    index = torch.cat([i for i, _ in base])
+    target = torch.cat([v for _, v in base])
+    return (target.exp() * (target - logp.gather(-1, index))).sum(-1).mean()
 
 
 def _extract(peft_model: Any) -> tuple[dict[str, tuple[Any, Any]], float]:
