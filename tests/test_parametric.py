@@ -164,6 +164,42 @@ def test_hooked_adapter_equals_merged_weights_and_unloads_exactly(tiny: LocalMod
     assert torch.equal(_logits(tiny, "one two three four", adapter.id), base)
 
 
+def test_split_training_equals_the_full_forward(
+    tiny: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the top half trains from cached hidden states of the frozen bottom half: same adapter
+    from memos_integrations.models import parametric_train
+
+    half = dataclasses.replace(FAST, layers=0.5, learning_rate=0.01)
+    items = [_item("the fox is called one two", id="m0")]
+
+    def run() -> parametric.LoRAAdapter:
+        return parametric.train_adapter(
+            tiny, items, name="alice", instructions="", config=half, replay=REPLAY, progress=False
+        )
+
+    split = run()
+    monkeypatch.setattr(parametric_train._Runner, "try_split", lambda self, rows: False)
+    full = run()
+    assert split.metadata["metrics"]["split"] and not full.metadata["metrics"]["split"]
+    assert split.weights.keys() == full.weights.keys()
+    for name, (a, b) in split.weights.items():
+        assert torch.allclose(a, full.weights[name][0], atol=1e-4)
+        assert torch.allclose(b, full.weights[name][1], atol=1e-4)
+    assert any(b.abs().sum() > 0 for _, b in split.weights.values())  # it did train
+
+
+def test_default_replay_is_the_base_models_own_answers(tiny: LocalModel) -> None:
+    prompts = ["the quick brown", "one two three four five six", "Paris"]
+    replay = parametric.default_replay(tiny, "Be brief.", max_new_tokens=6, prompts=prompts)
+    assert [ex.messages[1]["content"] for ex in replay] == prompts  # (none answered empty)
+    for ex in replay:  # under the chat's system message, answered as a chat would answer
+        system, question, answer = ex.messages
+        assert system == {"role": "system", "content": "Be brief."} and ex.kind == "replay"
+        rendered = tiny.apply_chat_template([dict(system), dict(question)])
+        assert answer["content"] == tiny.generate(rendered, max_new_tokens=6).strip()
+
+
 def test_two_adapters_switch_per_call_and_per_thread(tiny: LocalModel) -> None:
     first = _train(tiny, ["the fox is called one two"], seed=1)
     second = _train(tiny, ["Paris is the capital of Germany"], seed=2)

@@ -313,7 +313,8 @@ def default_replay(
 
     questions = list(prompts) or list(REPLAY_PROMPTS)
     rendered = [
-        model.apply_chat_template(chat_example("", system, q, "x").messages[:-1]) for q in questions
+        model.apply_chat_template(list(chat_example("", system, q, "x").messages[:-1]))
+        for q in questions
     ]
     answers = self_answers(model, rendered, max_new_tokens)
     return [
