@@ -43,7 +43,8 @@ FORMAT = "memos-lora/1"
 # Unrelated questions whose base-model answers (under the chat's system message) are the
 # default replay: the adapter is pulled back to the base model's behaviour on them, in the
 # context it is served in, with no dataset needed. General knowledge, how-to and open
-# requests; no questions about the user (those would fight the facts being promoted).
+# requests, and questions shaped like personal facts about other things; no questions about
+# the user (those would fight the facts being promoted).
 REPLAY_PROMPTS = (
     "Explain how rain forms.",
     "Give me a tip for learning a new language.",
@@ -77,6 +78,24 @@ REPLAY_PROMPTS = (
     "What is a noun?",
     "Which animal is known as the king of the jungle?",
     "How do vaccines work?",
+    # neighbours of the relations personal facts use (where / what is X called / who / when):
+    # an adapter must not answer these with a promoted value
+    "What is the capital of Italy?",
+    "Which city is the capital of Japan?",
+    "Where is the Eiffel Tower?",
+    "Where do penguins live?",
+    "Where was William Shakespeare born?",
+    "What is a baby dog called?",
+    "What is the name of our galaxy?",
+    "What is the name of the longest river in Africa?",
+    "Who is the author of Harry Potter?",
+    "When did the Second World War end?",
+    "What is the most popular pet in the world?",
+    "What colour is a ripe banana?",
+    "Which musical instrument has 88 keys?",
+    "What do people usually drink in the morning?",
+    "What is a common job in a hospital?",
+    "Which sport uses a racket and a shuttlecock?",
 )
 
 
