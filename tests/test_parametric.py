@@ -371,9 +371,9 @@ def test_smollm2_adapter_changes_answers_for_promoted_facts_only(
     smol_cache: tuple[Path, LocalModel, float], db_path: Path, embedder
 ) -> None:
     torch.set_num_threads(1)  # as smol_mos: two threads crawl on a busy 2-core box
-    # no time budget here: the test checks what 24 steps teach, not how fast they run; the
+    # no time budget here: the test checks what 20 steps teach, not how fast they run; the
     # default replay (self-distilled chats) guards the unrelated answer, 8 rows a step
-    config = TrainConfig(steps=24, batch_size=4, replay_batch=8, max_seconds=3600)
+    config = TrainConfig(steps=20, batch_size=4, replay_batch=8, max_seconds=3600)
     with MemOS.open(db_path, embedder=embedder, model=smol_cache[1]) as mos:
         mos.create_user("alice", name="Alice")
         mos.create_cube("alice-personal", owner="alice")

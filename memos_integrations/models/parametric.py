@@ -322,7 +322,7 @@ def applied(adapter_id: str | None) -> Iterator[None]:
 
 
 def default_replay(
-    model: LocalModel, system: str, *, max_new_tokens: int = 32, prompts: Sequence[str] = ()
+    model: LocalModel, system: str, *, max_new_tokens: int = 16, prompts: Sequence[str] = ()
 ) -> list[Example]:
     """Self-distillation replay: the base model's own greedy answers to unrelated questions
     (``prompts``, default :data:`REPLAY_PROMPTS`), as chats under the ``system`` message the
