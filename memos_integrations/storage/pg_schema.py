@@ -28,9 +28,12 @@ HNSW_MAX_DIM = 2000
 VECTOR_INDEX = "item_vectors_hnsw"
 
 # The postings' indexes, built after a backfill (the migration, a bulk load's end).
+# By word, best first (a search over every cube reads the top of the range), and by word
+# and cube (a user's search reads just the postings of their cubes).
 TERMS_INDEXES = (
     "CREATE INDEX item_terms_lexeme ON item_terms (lexeme, impact DESC) "
     "INCLUDE (cube_id, seq, tf, dl)",
+    "CREATE INDEX item_terms_scope ON item_terms (lexeme, cube_id) INCLUDE (seq, tf, dl, impact)",
     "CREATE INDEX item_terms_seq ON item_terms (seq)",
 )
 # The postings of live items from seq %s on that have none yet (a bulk load's rows).
