@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .core.chat import MEMORY_MODES
 from .core.engine import MemOS
 from .core.errors import InvalidInput, MemOSError
 from .core.items import MemoryItem
@@ -102,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--user", required=True)
     s.add_argument("--cube", help="where the user's hot set lives (default: their only cube)")
     s.add_argument("-k", type=int, default=5)
-    s.add_argument("--memory", default="auto", choices=["auto", "activation", "plaintext", "none"])
+    s.add_argument("--memory", default="auto", choices=list(MEMORY_MODES))
     s.add_argument("--max-new-tokens", type=int, default=256)
     s.add_argument("--explain", action="store_true", help="also print which tier served what")
 
@@ -111,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--user", required=True)
     s.add_argument("--cube", help="where the user's hot set lives (default: their only cube)")
     s.add_argument("-k", type=int, default=5)
-    s.add_argument("--memory", default="auto", choices=["auto", "activation", "plaintext", "none"])
+    s.add_argument("--memory", default="auto", choices=list(MEMORY_MODES))
 
     s = sub.add_parser("list", help="list memories")
     s.add_argument("--user")

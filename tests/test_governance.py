@@ -63,6 +63,7 @@ REFUSED: dict[str, Callable[[MemOS, dict[str, Any]], Any]] = {
     "list": lambda m, w: m.list(user="bob", cube="alice-personal"),
     "maintain": lambda m, w: m.maintain(user="bob", cubes=["alice-personal"]),
     "plan_chat": lambda m, w: m.plan_chat("PIN?", user="bob", cube="alice-personal"),
+    "promote": lambda m, w: m.promote("alice-personal", user="bob", progress=False),
     "revoke": lambda m, w: m.revoke("alice-personal", user="bob", by="bob"),
     "rollback": lambda m, w: m.rollback(w["item"].id, 1, user="bob"),
     "search": lambda m, w: m.search("PIN", user="bob", cubes=["alice-personal"]),
@@ -91,6 +92,7 @@ EXEMPT = {
     "bulk_load": "a context for index upkeep; every write inside is checked itself",
     "close": "closes the caller's own handle",
     "stream_chat": "generates from a plan that plan_chat already checked",
+    "unload_adapters": "uninstalls adapters from this process's model; no stored data changes",
     "wait_refinements": "reports of this handle's own async adds, each checked when added",
 }
 

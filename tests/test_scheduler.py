@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from memos_integrations import BackendUnavailable, InvalidInput, MemOS
+from memos_integrations import CorruptExport, InvalidInput, MemOS
 from memos_integrations.core.cube import Artifact
 from memos_integrations.core.items import AuditRecord, MemoryItem, SearchHit, content_hash
 from memos_integrations.core.scheduler import SlotChoice, WorkingMemory, WorkingWeights
@@ -83,7 +83,7 @@ def test_chat_executes_the_plan_and_reports_coverage(chat_mos: MemOS) -> None:
 def _parametric(m: MemOS, item: MemoryItem) -> Artifact:
     art = Artifact("lora-1", "alice-personal", "parametric", "lora/alice", b"\x00", sources={
         item.id: item.version
-    })  # fmt: skip
+    }, fingerprint=m.model.fingerprint.to_dict())  # fmt: skip
     m.store.put_artifact(art, AuditRecord(None, "build:parametric", art.id, art.cube_id))
     return art
 
@@ -93,8 +93,9 @@ def test_adapter_and_expert_slots_are_extension_points(chat_mos: MemOS) -> None:
     [item] = m.add(["Alice studies astronomy"], user="alice")
     art = _parametric(m, item)
     plan = m.explain("astronomy", user="alice")
+    # the engine's selector (the parametric tier) takes only the user's adapter for this model
     assert plan.adapter.name is None and plan.adapter.candidates == (art.id,)
-    assert "no selector is registered" in plan.adapter.reason
+    assert "alice's adapter for this model" in plan.adapter.reason
     assert plan.expert.name is None and plan.expert.candidates == ()
     seen: list[tuple[str, str]] = []
 
@@ -105,7 +106,8 @@ def test_adapter_and_expert_slots_are_extension_points(chat_mos: MemOS) -> None:
     m.scheduler.adapter_selector = pick
     assert m.explain("astronomy", user="alice").adapter.name == art.id
     assert seen == [("astronomy", "alice")]
-    with pytest.raises(BackendUnavailable, match="cannot apply"):  # no silent base model
+    assert m.explain("astronomy", user="alice", memory="plaintext").adapter.name is None
+    with pytest.raises(CorruptExport):  # chosen, so applied: a broken one fails, never skipped
         m.plan_chat("astronomy", user="alice")
     m.scheduler.adapter_selector = lambda q, **kw: SlotChoice("adapter", "made-up", "?")
     with pytest.raises(InvalidInput, match="not among"):
@@ -114,6 +116,9 @@ def test_adapter_and_expert_slots_are_extension_points(chat_mos: MemOS) -> None:
     m.update(item.id, user="alice", text="Alice studies geology")  # the adapter goes stale
     stale = m.explain("geology", user="alice")
     assert stale.adapter.name is None and stale.adapter.candidates == ()
+    assert stale.adapter.stale == art.id and "is stale" in stale.adapter.reason
+    m.grant("alice-personal", to="bob", by="alice")  # a reader of the cube: not alice's adapter
+    assert m.explain("geology", user="bob", cube="alice-personal").adapter.stale is None
 
 
 # ---------------------------------------------------------------------------- working memory

@@ -72,6 +72,26 @@ def test_chat_routes_to_a_bounded_set_of_experts(
         ExpertSet.open(tmp_path / "experts", other)
     with pytest.raises(InvalidInput):
         mos.build_experts(tasks[:1], 0.2, path=tmp_path / "one")
+    # a LoRA adapter belongs to the base model: while experts answer, the plan leaves it out
+    pytest.importorskip("peft")
+    from memos_integrations.models.parametric import PromotionPolicy
+    from memos_integrations.models.parametric_train import TrainConfig
+
+    report = mos.promote(
+        "alice-personal",
+        policy=PromotionPolicy.everything(),
+        config=TrainConfig(steps=2, batch_size=2, max_tokens=200, replay_batch=1),
+        replay=["the quick brown fox jumps over the lazy dog"],
+        progress=False,
+    )
+    plan = mos.plan_chat("the quick brown fox", user="alice")
+    assert plan.expert == "fox" and plan.adapter is None and plan.tier == "plaintext"
+    assert "experts are on" in plan.schedule.adapter.reason
+    with pytest.raises(InvalidInput, match="experts are on"):
+        mos.explain("the fox", user="alice", memory="parametric-only")
+    mos.use_experts(None)
+    plan = mos.plan_chat("the quick brown fox", user="alice")
+    assert plan.adapter is not None and plan.adapter.id == report.artifact.id
 
 
 def test_cli_prune_saves_a_reloadable_model(

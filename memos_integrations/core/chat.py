@@ -4,10 +4,13 @@ A chat retrieves the user's relevant plaintext memories. The user's *hot set* (t
 memories, bounded by ``Settings.activation_items`` and ``activation_tokens``) is served from the
 activation tier: a KV cache of a system message holding those memories, built once, stored as a
 cube artifact and injected. Retrieved memories outside the hot set go into the prompt as text.
-``ChatPlan`` records that split so callers can inspect it before or after generating.
+When the user has a fresh LoRA adapter (the parametric tier, :mod:`.parametric`), it is applied
+to every token, the KV cache included; ``memory="parametric-only"`` answers from the adapter
+alone. ``ChatPlan`` records that split so callers can inspect it before or after generating.
 
 What serves a turn is decided by the scheduler (:mod:`.scheduler`, a :class:`QueryPlan`);
-this module executes the decision: it loads or builds the KV cache and renders the prompt.
+this module executes the decision: it loads the adapter, loads or builds the KV cache and
+renders the prompt.
 """
 
 from __future__ import annotations
@@ -19,18 +22,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import BackendUnavailable, InvalidInput
+from .errors import InvalidInput
 from .items import AuditRecord, MemoryItem, SearchHit
+from .parametric import ParametricTier
 from .scheduler import ActivationChoice, QueryPlan
 
 if TYPE_CHECKING:
     from ..models.activation import KVPrefix
+    from ..models.parametric import LoRAAdapter
     from ..models.runtime import LocalModel
     from .cube import Artifact
     from .engine import MemOS
 
-MemoryMode = Literal["auto", "activation", "plaintext", "none"]
-MEMORY_MODES: tuple[str, ...] = ("auto", "activation", "plaintext", "none")
+MemoryMode = Literal["auto", "activation", "plaintext", "none", "parametric-only"]
+MEMORY_MODES: tuple[str, ...] = ("auto", "activation", "plaintext", "none", "parametric-only")
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful assistant. Answer briefly. Use the notes from memory when they are "
     "relevant to the question."
@@ -49,6 +54,8 @@ class ChatPlan:
     in_prompt: tuple[MemoryItem, ...]  # memories put into the prompt as text
     hits: tuple[SearchHit, ...]  # what retrieval found
     schedule: QueryPlan | None = None  # the scheduler's decision this plan executes
+    adapter: LoRAAdapter | None = None  # the user's LoRA adapter applied to every token
+    promoted: tuple[MemoryItem, ...] = ()  # memories the adapter was trained on
 
     @property
     def expert(self) -> str | None:
@@ -56,9 +63,22 @@ class ChatPlan:
         return self.schedule.expert.name if self.schedule is not None else None
 
     @property
+    def stale_adapter(self) -> str | None:
+        """The user's demoted adapter left out of this turn (its sources changed)."""
+        return self.schedule.adapter.stale if self.schedule is not None else None
+
+    @property
     def tier(self) -> str:
-        """``activation+plaintext``, ``activation``, ``plaintext`` or ``none``."""
-        used = [t for t, on in (("activation", self.cached), ("plaintext", self.in_prompt)) if on]
+        """The tiers used, joined by ``+`` (``parametric+activation+plaintext``), or ``none``."""
+        used = [
+            t
+            for t, on in (
+                ("parametric", self.adapter is not None),
+                ("activation", self.cached),
+                ("plaintext", self.in_prompt),
+            )
+            if on
+        ]
         return "+".join(used) or "none"
 
     def describe(self) -> dict[str, Any]:
@@ -69,6 +89,7 @@ class ChatPlan:
             "in_prompt": [it.id for it in self.in_prompt],
             "prefix_tokens": self.activation.n_tokens if self.activation else 0,
             "retrieved": [h.item.id for h in self.hits],
+            "promoted": [it.id for it in self.promoted],
         }
         if self.schedule is not None:
             s = self.schedule
@@ -93,6 +114,7 @@ class Chat:
         self.mos = mos
         self._loaded: OrderedDict[str, KVPrefix] = OrderedDict()  # artifact id -> prefix
         self._lock = threading.Lock()
+        self.parametric = ParametricTier(mos)
 
     # ---- planning --------------------------------------------------------------------------
 
@@ -113,10 +135,6 @@ class Chat:
 
         if memory not in MEMORY_MODES:
             raise InvalidInput(f"memory must be one of {', '.join(MEMORY_MODES)}, got {memory!r}")
-        if self.mos._experts is not None:  # KV caches belong to the base model, not an expert
-            if memory == "activation":
-                raise InvalidInput("memory='activation' needs the base model; experts are on")
-            memory = "plaintext" if memory == "auto" else memory
         instructions = _instructions(instructions)
         model = self.mos.model
         decided = self.mos.scheduler.decide(
@@ -130,19 +148,21 @@ class Chat:
             model=model,
             serve=True,
         )
-        slots = [decided.adapter]
-        if self.mos._experts is None:  # with SEAP experts on, MemOS.chat runs the chosen one
-            slots.append(decided.expert)
-        for slot in slots:
-            if slot.name is not None:  # never pretend: the runtime cannot apply one yet
-                raise BackendUnavailable(
-                    f"the scheduler chose {slot.slot} {slot.name!r}, but the local runtime "
-                    f"cannot apply a {slot.slot} yet"
-                )
+        adapter: LoRAAdapter | None = None
+        promoted: tuple[MemoryItem, ...] = ()
+        if decided.adapter.name is not None and cube is not None:
+            adapter, promoted = self.parametric.load(cube, decided.adapter.name, user=user)
+        elif memory == "parametric-only" and decided.adapter.stale is None:
+            raise InvalidInput(
+                f"{user!r} has no adapter"
+                + (f" in cube {cube!r}" if cube else ": pass the cube= that holds it")
+                + f" ({decided.adapter.reason}): promote memories first, "
+                "mos.promote(cube=..., to='parametric')"
+            )
         prefix: KVPrefix | None = None
         cached: tuple[MemoryItem, ...] = ()
         if cube is not None and decided.activation.action in ("reuse", "build"):
-            prefix, cached = self.execute(decided.activation, cube, user, instructions)
+            prefix, cached = self.execute(decided.activation, cube, user, instructions, adapter)
             self.mos._audit_foreign_reads(cached, user, "chat")
         if prefix is None and memory == "activation":
             raise InvalidInput(
@@ -161,7 +181,9 @@ class Chat:
             _, prompt = activation.split_chat(model, head, turns)
         else:
             prompt = model.apply_chat_template([*head, *turns], add_generation_prompt=True)
-        return ChatPlan(query, prompt, prefix, cached, in_prompt, decided.hits, decided)
+        return ChatPlan(
+            query, prompt, prefix, cached, in_prompt, decided.hits, decided, adapter, promoted
+        )
 
     @staticmethod
     def _notes(items: Sequence[MemoryItem]) -> str:
@@ -170,27 +192,35 @@ class Chat:
         return f"{MEMORY_HEADER}\n{memory_lines(items)}"
 
     def generate(self, plan: ChatPlan, **sampling: Any) -> Iterator[str]:
-        model = self.mos.model if plan.expert is None else self.mos._experts.model(plan.expert)
-        return model.stream(plan.prompt, prefix=plan.activation, **sampling)
+        if plan.expert is not None:  # the scheduler never pairs an expert with an adapter
+            model = self.mos._experts.model(plan.expert)
+            return model.stream(plan.prompt, prefix=plan.activation, **sampling)
+        adapter = None
+        if plan.adapter is not None:
+            self.parametric.ensure_installed(plan.adapter)
+            adapter = plan.adapter.id
+        return self.mos.model.stream(
+            plan.prompt, prefix=plan.activation, adapter=adapter, **sampling
+        )
 
     # ---- the activation tier ---------------------------------------------------------------
 
-    def activation(
-        self, cube: str, *, user: str, instructions: str
-    ) -> tuple[KVPrefix | None, tuple[MemoryItem, ...]]:
-        """The user's current hot-set cache for ``cube``: loaded, or rebuilt when stale."""
-        choice = self.mos.scheduler.activation(
-            cube, user=user, model=self.mos.model, instructions=instructions
-        )
-        if choice.action not in ("reuse", "build"):
-            return None, ()
-        return self.execute(choice, cube, user, instructions)
-
     def execute(
-        self, choice: ActivationChoice, cube: str, user: str, instructions: str
+        self,
+        choice: ActivationChoice,
+        cube: str,
+        user: str,
+        instructions: str,
+        adapter: LoRAAdapter | None = None,
     ) -> tuple[KVPrefix | None, tuple[MemoryItem, ...]]:
-        """Carry out the scheduler's activation decision: load the cache or build it."""
+        """Carry out the scheduler's activation decision: load the cache or build it.
+
+        With an ``adapter`` the cache is built through it (keys and values depend on the
+        weights) under its own name; it replaces the user's caches built through other
+        adapters (a re-promotion leaves them behind), not the plain one.
+        """
         from ..models import activation
+        from ..models.parametric import applied
 
         model = self.mos.model
         caches = self._artifacts(cube)
@@ -204,17 +234,29 @@ class Chat:
         hot = self.mos.scheduler.hot_set(cube, user=user, model=model)
         if not hot:
             return None, ()
-        name = artifact_name(user, model)
-        stored = [a for a in caches if a.name == name]
+        adapter_id = adapter.id if adapter is not None else None
+        name = artifact_name(user, model, adapter_id)
+
+        def replaced(a: Artifact) -> bool:  # this cache, or one through a previous adapter
+            owner = cache_owner(a.name, model)
+            return a.name == name or (
+                adapter_id is not None
+                and owner is not None
+                and owner[0] == user
+                and owner[1] not in (None, adapter_id)
+            )
+
+        stored = [a for a in caches if replaced(a)]
         text = model.apply_chat_template(
             [activation.system_message(hot, instructions)], add_generation_prompt=False
         )
-        prefix = activation.build(model, text, {it.id: it.version for it in hot})
+        with applied(adapter_id):
+            prefix = activation.build(model, text, {it.id: it.version for it in hot})
         art = activation.to_artifact(prefix, cube, name)
         art = _with_metadata(
             art, instructions=digest(instructions), used_at=self.mos.clock().isoformat()
         )
-        evicted = self._evictions(art, [a for a in caches if a.name != name])
+        evicted = self._evictions(art, [a for a in caches if a not in stored])
         self.mos.store.put_artifact(
             art,
             AuditRecord(user, "build:activation", art.id, cube, {"tokens": prefix.n_tokens}),
@@ -226,8 +268,20 @@ class Chat:
         return prefix, tuple(hot)
 
     def warm(self, cube: str, *, user: str, instructions: str | None) -> KVPrefix:
-        """Build (or reuse) the user's hot-set cache now, without a chat turn or a search."""
-        prefix, _ = self.activation(cube, user=user, instructions=_instructions(instructions))
+        """Build (or reuse) the user's hot-set cache now, without a chat turn or a search:
+        through the adapter an ``auto`` chat would use."""
+        instructions = _instructions(instructions)
+        model = self.mos.model
+        slot = self.mos.scheduler.adapter("", user=user, cube=cube, memory="auto")
+        adapter = None
+        if slot.name is not None:
+            adapter, _ = self.parametric.load(cube, slot.name, user=user)
+        choice = self.mos.scheduler.activation(
+            cube, user=user, model=model, instructions=instructions, adapter=slot.name
+        )
+        prefix = None
+        if choice.action in ("reuse", "build"):
+            prefix, _ = self.execute(choice, cube, user, instructions, adapter)
         if prefix is None:
             raise InvalidInput(f"cube {cube!r} has no memories for {user!r} to cache yet")
         return prefix
@@ -282,9 +336,22 @@ class Chat:
         return evicted
 
 
-def artifact_name(user: str, model: LocalModel) -> str:
-    # per reader: a shared cube's hot set depends on what this user may see
-    return f"hot/{user}/{model.fingerprint.id}"
+def artifact_name(user: str, model: LocalModel, adapter: str | None = None) -> str:
+    # per reader: a shared cube's hot set depends on what this user may see; per adapter:
+    # keys and values computed through an adapter differ from the base model's
+    name = f"hot/{user}/{model.fingerprint.id}"
+    return name if adapter is None else f"{name}/{adapter}"
+
+
+def cache_owner(name: str, model: LocalModel | None) -> tuple[str, str | None] | None:
+    """``(user, adapter id or None)`` of a KV cache named by :func:`artifact_name` for
+    ``model`` (any model when None); None for another model's cache or another name."""
+    parts = name.split("/")
+    if len(parts) not in (3, 4) or parts[0] != "hot":
+        return None
+    if model is not None and parts[2] != model.fingerprint.id:
+        return None
+    return parts[1], (parts[3] if len(parts) == 4 else None)
 
 
 def _instructions(given: str | None) -> str:

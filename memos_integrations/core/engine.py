@@ -27,13 +27,16 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ..models.activation import KVPrefix
+    from ..models.parametric import PromotionPolicy
+    from ..models.parametric_data import Paraphraser
+    from ..models.parametric_train import TrainConfig
     from ..models.runtime import LocalModel
 
 from ..embeddings import Embedder, as_embedder
 from ..storage.base import AuditQuery, Scope, SearchMode, SearchRequest, Store
 from ..storage.search import And, Cond, Node, Or, combine, parse_filter
 from .access import AccessLog
-from .chat import Chat, ChatPlan, ChatReply
+from .chat import Chat, ChatPlan, ChatReply, _instructions, digest
 from .config import Settings, memos_home
 from .consolidation import Consolidator
 from .cube import Artifact, MemCube
@@ -77,6 +80,7 @@ from .lifecycle import (
     check_state,
     check_transition,
 )
+from .parametric import PromotionReport
 from .policies import MaintenanceReport
 from .refine import Refinement, Refiner
 from .scheduler import Clock, QueryPlan, Scheduler, WorkingEntry, WorkingMemory
@@ -185,6 +189,8 @@ class MemOS:
         self._model_lock = threading.Lock()
         self._experts: Any = None  # an ExpertSet once build_experts/use_experts ran
         self._chat = Chat(self)
+        # the scheduler's adapter slot: the querying user's own fresh LoRA adapter
+        self.scheduler.adapter_selector = self._chat.parametric.select
         # how memories the reader extracts join the cube; set a Consolidator(judge=llm) to
         # let an LLM judge near-duplicates and contradictions instead of the rules
         self.consolidator = Consolidator()
@@ -1201,6 +1207,7 @@ class MemOS:
         counts = self.store.purge_user(user_id, AuditRecord(by, "forget_user", user_id))
         self.scheduler.working.clear(user=user_id)
         self._chat.forget_loaded()
+        self._chat.parametric.forget(user_id)  # their adapters leave the loaded model too
         return counts
 
     def audit(
@@ -1384,8 +1391,10 @@ class MemOS:
         """Decide what a chat turn uses, without generating: see :class:`ChatPlan`.
 
         ``memory``: ``auto`` (the user's hot set from the KV cache, other retrieved memories
-        as prompt text), ``activation`` (require the cache), ``plaintext`` (all as text) or
-        ``none``. The hot set lives in ``cube`` (default: the user's only cube). ``after``
+        as prompt text, and their LoRA adapter if a fresh one exists), ``activation``
+        (require the cache), ``plaintext`` (all as text), ``none``, or ``parametric-only``
+        (the adapter alone, no memory in the prompt; a stale adapter falls back to
+        ``plaintext``). The hot set lives in ``cube`` (default: the user's only cube). ``after``
         are turns that follow the query in this exchange (the assistant's tool calls and
         their results): the query stays what is searched, the model sees them after it.
         With ``session``, the turn's hits join that session's working memory, and its best
@@ -1420,7 +1429,8 @@ class MemOS:
         """Answer ``query`` with the local model from ``user``'s memory (see :meth:`plan_chat`).
 
         With task experts (:meth:`build_experts`), the router picks the expert that answers;
-        memories then ride in the prompt as text (KV caches belong to the base model).
+        memories then ride in the prompt as text (KV caches and LoRA adapters belong to the base
+        model: the plan's ``adapter`` slot says so and none is applied).
         """
         sampling = {
             "max_new_tokens": max_new_tokens,
@@ -1508,6 +1518,64 @@ class MemOS:
         actor, _ = self._chat_scope(user, cube)
         return self._chat.warm(_cube_id(cube), user=actor, instructions=instructions)
 
+    def promote(
+        self,
+        cube: MemCube | str,
+        *,
+        to: str = "parametric",
+        user: str | None = None,
+        items: Sequence[str] | None = None,
+        policy: PromotionPolicy | None = None,
+        config: TrainConfig | None = None,
+        paraphrase: Paraphraser | None = None,
+        replay: Sequence[Any] | None = None,
+        instructions: str | None = None,
+        progress: bool = True,
+    ) -> PromotionReport:
+        """Promote the cube's stable memories into a LoRA adapter for the cube's owner.
+
+        ``items`` names the memories explicitly; otherwise ``policy`` chooses them (default: a
+        :class:`~memos_integrations.models.parametric.PromotionPolicy` with the settings'
+        ``stable_min_age`` and ``stable_min_accesses``, the rule ``maintain()`` reports
+        ``promote_parametric`` candidates by, and confidence >= 0.9). ``config`` bounds
+        training (steps, seconds); ``paraphrase(statement, n)`` adds LLM rewordings;
+        ``replay`` (texts and/or chat examples) anchors the base model's behaviour (default:
+        its own answers to unrelated questions under ``instructions``). Owner or admin only;
+        the new adapter replaces the owner's previous one for this model. From then on the
+        scheduler's adapter slot picks it for the owner's ``auto`` and ``parametric-only``
+        chats (see :meth:`explain`).
+        """
+        if to != "parametric":
+            raise InvalidInput(
+                f"promote(to=...) supports 'parametric' (got {to!r}); the activation tier is "
+                "built by build_activation()"
+            )
+        found = self.gov.cube(_cube_id(cube))
+        self.gov.require_owner(self.gov.user(user), found)
+        text = _instructions(instructions)
+        if items is not None:
+            items = [check_id(i, "item") for i in _as_inputs(items)]
+        return self._chat.parametric.promote(
+            found,
+            actor=user,
+            items=items,
+            policy=policy,
+            instructions=text,
+            digest=digest(text),
+            config=config,
+            paraphrase=paraphrase,
+            replay=replay,
+            progress=progress,
+        )
+
+    def unload_adapters(self, *, owner: str | None = None) -> int:
+        """Uninstall LoRA adapters from this process's local model (``owner``'s only, or all)
+        to free memory; they load again on the next chat that needs them. Nothing stored
+        changes. Returns how many were installed."""
+        if owner is None:
+            return self._chat.parametric.unload()
+        return self._chat.parametric.forget(check_id(owner, "user"))
+
     def _chat_scope(self, user: str, cube: MemCube | str | None) -> tuple[str, str | None]:
         """The acting user and the cube holding their hot set, checked for reading."""
         actor = self.gov.user(check_id(user, "user"))
@@ -1572,6 +1640,8 @@ class MemOS:
     abuild_experts = _threaded(build_experts)
     ause_experts = _threaded(use_experts)
     aartifacts = _threaded(artifacts)
+    apromote = _threaded(promote)
+    aunload_adapters = _threaded(unload_adapters)
 
 
 def _governed(method: Callable[..., T]) -> Callable[..., T]:

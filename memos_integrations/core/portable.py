@@ -277,7 +277,25 @@ def rebase(dump: CubeDump, *, cube_id: str | None, owner: str | None) -> CubeDum
         if g.user_id != new_cube.owner
     ]
     artifacts = [
-        a.__class__(**{**asdict(a), "cube_id": new_cube.id, "id": new_id() if renew else a.id})
+        a.__class__(
+            **{
+                **asdict(a),
+                "cube_id": new_cube.id,
+                "id": new_id() if renew else a.id,
+                # derived memories stay fresh in the copy: same sources under their new ids,
+                # and a cache or adapter of the old owner becomes the new owner's
+                "sources": {ids.get(i, i): v for i, v in a.sources.items()},
+                "name": _rename_owner(a.name, old_owner, new_cube.owner),
+            }
+        )
         for a in dump.artifacts
     ]
     return CubeDump(new_cube, grants, items, dump.vectors, versions, transitions, artifacts)
+
+
+def _rename_owner(name: str, old: str, new: str) -> str:
+    """``hot/<old>/<model>`` -> ``hot/<new>/<model>`` (artifact names carry their reader)."""
+    parts = name.split("/")
+    if len(parts) >= 2 and parts[1] == old:
+        parts[1] = new
+    return "/".join(parts)

@@ -5,10 +5,14 @@ query (plus the session's working memory), whether the user's stored KV cache (t
 tier) covers their current hot set, and which LoRA adapter and task expert apply. The chat
 (:mod:`.chat`) executes a plan; :meth:`MemOS.explain` returns one without side effects.
 
-The adapter and expert slots are extension points: a :data:`SlotSelector` registered on
-``mos.scheduler.adapter_selector`` / ``expert_router`` picks among the cube's ``parametric`` /
-``expert`` artifacts. Until one is registered the plan says so and names none; the chat
-refuses a plan that names one it cannot apply rather than silently ignoring it.
+The adapter and expert slots are filled by a :data:`SlotSelector` on
+``mos.scheduler.adapter_selector`` / ``expert_router`` choosing among the cube's fresh
+``parametric`` / ``expert`` artifacts. The engine registers the parametric tier's selector
+(:meth:`.parametric.ParametricTier.select`: the querying user's own adapter for the loaded
+base model); an application may replace it. The adapter slot is only filled in the ``auto``
+and ``parametric-only`` memory modes and never while SEAP task experts answer (an adapter
+belongs to the base model). ``parametric-only`` with a demoted (stale) adapter falls back to
+the plaintext tier: the current memories win until a re-promotion.
 
 :class:`WorkingMemory` is the per-session short-term set, ranked by relevance, recency,
 access count and priority, evicted by that rank (never first-in-first-out).
@@ -49,10 +53,16 @@ class SlotChoice:
     slot: SlotName
     name: str | None
     reason: str
-    candidates: tuple[str, ...] = ()  # ids of the cube's artifacts of that kind
+    candidates: tuple[str, ...] = ()  # ids of the cube's fresh artifacts of that kind
+    stale: str | None = None  # the user's demoted artifact left out (its sources changed)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "reason": self.reason, "candidates": list(self.candidates)}
+        return {
+            "name": self.name,
+            "reason": self.reason,
+            "candidates": list(self.candidates),
+            "stale": self.stale,
+        }
 
 
 class SlotSelector(Protocol):
@@ -295,9 +305,22 @@ class Scheduler:
     ) -> QueryPlan:
         """Plan one query. ``serve`` False is a dry run (``explain``): nothing is counted as
         an access and the session's working memory is not updated."""
+        from .errors import InvalidInput
+
         notes: list[str] = []
+        experts = self.mos._experts is not None
+        if experts and memory in ("activation", "parametric-only"):
+            raise InvalidInput(f"memory={memory!r} needs the base model; task experts are on")
+        adapter = self.adapter(query, user=user, cube=cube, memory=memory)
+        retrieve = memory not in ("none", "parametric-only")
+        if memory == "parametric-only" and adapter.name is None and adapter.stale is not None:
+            retrieve = True  # demoted: the current plaintext answers until a re-promotion
+            notes.append(
+                f"adapter {adapter.stale!r} is stale (a source memory changed): the current "
+                "plaintext memories answer instead until the next promotion"
+            )
         hits: tuple[SearchHit, ...] = ()
-        if memory != "none":
+        if retrieve:
             hits = tuple(self.mos._search_for(query, user=user, k=k, serve=serve))
         working: tuple[WorkingEntry, ...] = ()
         if session is not None:
@@ -305,23 +328,26 @@ class Scheduler:
                 self.working.observe(user, session, hits)
             working = tuple(self.working_memory(user, session))
         plaintext = [h.item for h in hits]
-        if memory != "none":  # the session's best memories ride along, beyond this query's hits
+        if retrieve:  # the session's best memories ride along, beyond this query's hits
             seen = {it.id for it in plaintext}
             extra = [w.item for w in working if w.item.id not in seen]
             plaintext += extra[: self.working_in_prompt]
-        if memory in ("auto", "activation") and cube is not None:
-            activation = self.activation(cube, user=user, model=model, instructions=instructions)
-        else:
-            reason = (
-                f"memory={memory!r} keeps the activation tier out"
-                if memory not in ("auto", "activation")
-                else "no cube given and the user does not own exactly one"
+        if memory in ("auto", "activation") and cube is not None and not experts:
+            activation = self.activation(
+                cube, user=user, model=model, instructions=instructions, adapter=adapter.name
             )
+        else:
+            if experts:
+                reason = "task experts are on: a KV cache belongs to the base model"
+            elif memory not in ("auto", "activation"):
+                reason = f"memory={memory!r} keeps the activation tier out"
+            else:
+                reason = "no cube given and the user does not own exactly one"
             activation = ActivationChoice("off", None, (), (), reason)
-        if model is None and activation.action != "off":
+        if model is None and (activation.action != "off" or adapter.name is not None):
             notes.append(
-                "the local model is not loaded: the hot set is not bounded by its token budget "
-                "and caches of any model fingerprint count"
+                "the local model is not loaded: the hot set is not bounded by its token budget, "
+                "and caches and adapters of any model fingerprint count"
             )
         return QueryPlan(
             query=query,
@@ -333,10 +359,21 @@ class Scheduler:
             working=working,
             plaintext=tuple(plaintext),
             activation=activation,
-            adapter=self._slot("adapter", query, user, cube),
+            adapter=adapter,
             expert=self._slot("expert", query, user, cube),
             notes=tuple(notes),
         )
+
+    def adapter(self, query: str, *, user: str, cube: str | None, memory: str) -> SlotChoice:
+        """The LoRA adapter slot: off unless ``memory`` is ``auto`` or ``parametric-only`` and
+        the base model answers (task experts are pruned copies an adapter does not fit)."""
+        if self.mos._experts is not None:
+            return SlotChoice(
+                "adapter", None, "task experts are on: an adapter belongs to the base model"
+            )
+        if memory not in ("auto", "parametric-only"):
+            return SlotChoice("adapter", None, f"memory={memory!r} keeps the parametric tier out")
+        return self._slot("adapter", query, user, cube)
 
     def working_memory(self, user: str, session: str) -> list[WorkingEntry]:
         actor = self.mos.gov.user(user)
@@ -350,18 +387,24 @@ class Scheduler:
     # ---- the activation tier ---------------------------------------------------------------
 
     def activation(
-        self, cube: str, *, user: str, model: LocalModel | None, instructions: str
+        self,
+        cube: str,
+        *,
+        user: str,
+        model: LocalModel | None,
+        instructions: str,
+        adapter: str | None = None,
     ) -> ActivationChoice:
-        """Reuse the user's fresh stored cache for ``cube`` (same instructions), else build one
-        from the current hot set; report whether the cache covers the hot set."""
-        from .chat import artifact_name, digest
+        """Reuse the user's fresh stored cache for ``cube`` (same instructions, built through
+        the same ``adapter`` or none), else build one from the current hot set; report whether
+        the cache covers the hot set."""
+        from .chat import cache_owner, digest
 
         hot = tuple(it.id for it in self.hot_set(cube, user=user, model=model))
-        prefix = artifact_name(user, model) if model is not None else f"hot/{user}/"
         stored = [
             a
             for a in self._artifacts(cube, "activation")
-            if (a.name == prefix if model is not None else a.name.startswith(prefix))
+            if cache_owner(a.name, model) == (user, adapter)
         ]
         for art in stored:
             if self.is_fresh(art) and art.metadata.get("instructions") == digest(instructions):
@@ -372,12 +415,16 @@ class Scheduler:
                     tuple(art.sources),
                     hot,
                     "a fresh cache of this user's hot set is stored"
+                    + (f" (built through adapter {adapter!r})" if adapter else "")
                     + ("" if covered else "; newer hot memories go in the prompt until rebuilt"),
                 )
         if not hot:
             return ActivationChoice("none", None, (), (), f"no memories of {user!r} to cache")
         why = "stored cache is stale" if stored else "no cache stored yet"
-        return ActivationChoice("build", None, hot, hot, f"{why}: build one from the hot set")
+        through = f" through adapter {adapter!r}" if adapter else ""
+        return ActivationChoice(
+            "build", None, hot, hot, f"{why}: build one from the hot set{through}"
+        )
 
     def hot_set(self, cube: str, *, user: str, model: LocalModel | None) -> list[MemoryItem]:
         """The user's most accessed live memories in ``cube``, within the token budget (when
@@ -433,11 +480,22 @@ class Scheduler:
             return SlotChoice(slot, task, "routed by the SEAP task router", tuple(experts.tasks))
         if cube is None:
             return SlotChoice(slot, None, f"no cube: no {label} to choose from")
-        candidates = [a for a in self._artifacts(cube, kind) if not a.stale and self.is_fresh(a)]
+        stored = self._artifacts(cube, kind)
+        candidates = [a for a in stored if not a.stale and self.is_fresh(a)]
         ids = tuple(a.id for a in candidates)
+        # artifact names carry their reader (``lora/<user>/<model>``): the user's demoted ones
+        stale = max(
+            (a for a in stored if a not in candidates and a.name.split("/")[1:2] == [user]),
+            key=lambda a: a.created_at,
+            default=None,
+        )
+        demoted = stale.id if stale is not None else None
         selector = self.adapter_selector if slot == "adapter" else self.expert_router
         if not candidates:
-            return SlotChoice(slot, None, f"none available: cube {cube!r} holds no fresh {label}")
+            why = f"none available: cube {cube!r} holds no fresh {label}"
+            if demoted is not None:
+                why += f"; {user}'s {demoted!r} is stale (a source memory changed)"
+            return SlotChoice(slot, None, why, stale=demoted)
         if selector is None:
             return SlotChoice(
                 slot,
@@ -445,6 +503,7 @@ class Scheduler:
                 f"none chosen: {len(ids)} stored but no selector is registered "
                 f"(mos.scheduler.{'adapter_selector' if slot == 'adapter' else 'expert_router'})",
                 ids,
+                demoted,
             )
         choice = selector(query, user=user, cube=cube, candidates=candidates)
         if choice.name is not None and choice.name not in ids:
@@ -454,7 +513,9 @@ class Scheduler:
                 f"the {slot} selector chose {choice.name!r}, which is not among the cube's "
                 f"fresh {label}: {', '.join(ids)}"
             )
-        return SlotChoice(slot, choice.name, choice.reason, ids)
+        return SlotChoice(
+            slot, choice.name, choice.reason, ids, demoted if choice.name is None else None
+        )
 
 
 __all__ = [

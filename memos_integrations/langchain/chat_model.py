@@ -74,7 +74,8 @@ class ChatMemOS(BaseChatModel):
     are none). The user is ``user_id``, or ``user_id`` of the run (its LangGraph context or
     ``config["configurable"]``) on each call; the cube of the hot set is ``cube`` or the run's
     ``cube_id`` (default: the user's only cube). ``memory`` is the engine's mode: ``auto``,
-    ``activation``, ``plaintext`` or ``none``.
+    ``activation``, ``plaintext``, ``none`` or ``parametric-only`` (the user's LoRA adapter
+    alone, see ``mos.promote``).
 
     Every answer carries ``response_metadata["memos"]`` (``plan.describe()``: the tier and
     which memories were cached, in the prompt, retrieved) and ``usage_metadata`` (input tokens

@@ -84,7 +84,8 @@ class MemOSLLM(UserBound, FunctionCallingLLM):
 
     k: int = Field(default=5, description="Memories retrieved per turn.")
     memory: str = Field(
-        default="auto", description="auto | activation | plaintext | none (see mos.plan_chat)."
+        default="auto",
+        description="auto | activation | plaintext | none | parametric-only (see mos.plan_chat).",
     )
     max_new_tokens: int = Field(default=256, description="Default cap on generated tokens.")
     temperature: float = Field(default=0.0, description="0: greedy; > 0: sampled.")

@@ -148,26 +148,40 @@ def to_artifact(prefix: KVPrefix, cube_id: str, name: str) -> Artifact:
     )
 
 
-def from_artifact(artifact: Artifact, model: LocalModel) -> KVPrefix:
-    """Load a stored prefix for ``model``; another model's cache raises ``ModelMismatch``."""
+def open_artifact(
+    artifact: Artifact, model: LocalModel, *, kind: str, fmt: str, what: str
+) -> tuple[ModelFingerprint, dict[str, str], dict[str, Any]]:
+    """Check a derived artifact's kind, model and format; its fingerprint, header and tensors.
+
+    Shared by the activation and parametric tiers: another model's artifact raises
+    ``ModelMismatch``, an unreadable or foreign payload ``CorruptExport``.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    if artifact.kind != KIND:
-        raise InvalidInput(f"artifact {artifact.id!r} is a {artifact.kind!r}, not a KV cache")
+    if artifact.kind != kind:
+        raise InvalidInput(f"artifact {artifact.id!r} is a {artifact.kind!r}, not a {what}")
     fingerprint = ModelFingerprint.from_dict(artifact.fingerprint)
     if fingerprint != model.fingerprint:
         raise ModelMismatch(
-            f"KV cache {artifact.id!r} was built by {fingerprint.id}; refusing to inject it into "
+            f"{what} {artifact.id!r} was built by {fingerprint.id}; refusing to use it with "
             f"{model.fingerprint.id}"
         )
     try:
         meta = _safetensors_metadata(artifact.payload)
         tensors = load(artifact.payload)
     except (SafetensorError, ValueError) as exc:
-        raise CorruptExport(f"KV cache {artifact.id!r} is not readable: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise CorruptExport(f"KV cache {artifact.id!r} has format {meta.get('format')!r}")
+        raise CorruptExport(f"{what} {artifact.id!r} is not readable: {exc}") from None
+    if meta.get("format") != fmt:
+        raise CorruptExport(f"{what} {artifact.id!r} has format {meta.get('format')!r}")
+    return fingerprint, meta, tensors
+
+
+def from_artifact(artifact: Artifact, model: LocalModel) -> KVPrefix:
+    """Load a stored prefix for ``model``; another model's cache raises ``ModelMismatch``."""
+    fingerprint, meta, tensors = open_artifact(
+        artifact, model, kind=KIND, fmt=FORMAT, what="KV cache"
+    )
     ids = tuple(int(i) for i in tensors.pop("token_ids").tolist())
     n_layers = len(tensors) // 2
     try:

@@ -470,6 +470,7 @@ class LocalModel:
         stop: Sequence[str] = (),
         seed: int | None = None,
         prefix: KVPrefix | None = None,
+        adapter: str | None = None,
     ) -> str:
         """Complete a chat (``list`` of messages) or a verbatim prompt (``str``).
 
@@ -477,7 +478,8 @@ class LocalModel:
         global torch RNG. Output ends at EOS, ``max_new_tokens``, the context limit, or just
         before the first ``stop`` string (which is not included). With ``prefix`` (a cached
         :class:`~memos_integrations.models.activation.KVPrefix`) the prompt string continues
-        the prefix's text, and only the continuation is prefilled.
+        the prefix's text, and only the continuation is prefilled. ``adapter`` is the id of an
+        installed LoRA adapter (:mod:`~memos_integrations.models.parametric`) to apply.
         """
         return "".join(
             self.stream(
@@ -488,6 +490,7 @@ class LocalModel:
                 stop=stop,
                 seed=seed,
                 prefix=prefix,
+                adapter=adapter,
             )
         )
 
@@ -501,6 +504,7 @@ class LocalModel:
         stop: Sequence[str] = (),
         seed: int | None = None,
         prefix: KVPrefix | None = None,
+        adapter: str | None = None,
     ) -> Iterator[str]:
         """Like :meth:`generate`, yielding text pieces as they are decoded."""
         # Validate eagerly so bad arguments fail at the call, not at the first next().
@@ -528,7 +532,7 @@ class LocalModel:
                     f"prompt is {used} tokens; the model's context is {self.context_length}"
                 )
             budget = min(budget, self.context_length - used)
-        return self._pieces(prompt_ids, budget, temperature, top_p, stops, seed, past)
+        return self._pieces(prompt_ids, budget, temperature, top_p, stops, seed, past, adapter)
 
     def forward(self, input_ids: Any, cache: Any) -> Any:
         """One forward pass that extends ``cache``; logits for the last position only."""
@@ -544,6 +548,7 @@ class LocalModel:
         stops: tuple[str, ...],
         seed: int | None,
         past: Any = None,
+        adapter: str | None = None,
     ) -> Iterator[str]:
         import torch
 
@@ -564,7 +569,7 @@ class LocalModel:
         for _ in range(budget):
             # inference_mode per step, not around the loop: a generator suspended inside a
             # `with` would leak no-grad mode into the caller's code between pieces.
-            with torch.inference_mode():
+            with torch.inference_mode(), _applied(adapter):
                 out = self.forward(next_input, past)
                 token = _pick(out.logits[0, -1], temperature, top_p, generator)
             past = getattr(out, self._cache_kw)
@@ -606,6 +611,16 @@ def _pick(
         choice = torch.multinomial(sorted_probs, 1, generator=generator)
         return int(order[choice].item())
     return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def _applied(adapter: str | None) -> contextlib.AbstractContextManager[Any]:
+    """Apply an installed LoRA adapter for one step (set per step: a suspended generator must
+    not leave it applied in the caller's context)."""
+    if adapter is None:
+        return contextlib.nullcontext()
+    from .parametric import applied
+
+    return applied(adapter)
 
 
 def _first_stop(text: str, stops: tuple[str, ...], start: int) -> int | None:

@@ -1,0 +1,229 @@
+"""Parametric memory: closed-book recall of promoted facts, and what the adapter costs.
+
+20 synthetic personal facts (names, places, dates, preferences) of one user are stored as
+memories and promoted into a LoRA adapter (``mos.promote``) on the bundled SmolLM2-135M-Instruct.
+Each fact has a question phrased *differently* from the training templates (e.g. trained on
+"Where does Alice live?", asked "Which city is Alice's home?"). Closed book: the question is
+asked with no memory in the prompt, before (``memory="none"``) and after promotion
+(``memory="parametric-only"``); a hit is an answer containing the gold value. The anchor is the
+same question with the memories as prompt text (``memory="plaintext"``).
+
+Forgetting: WikiText-2 test perplexity (``--ppl-windows`` windows of ``--window`` tokens) and
+the SEAP evaluation harness (``models/evaluation.py``: gold-answer NLL over its task set,
+accuracy on the signal tasks) with and without the adapter. The forgetting guard replays the
+default self-distilled chats (the base model's answers to unrelated questions) plus WikiText-2
+*validation* lines, never the test split.
+
+    python benchmarks/parametric_recall.py
+    python benchmarks/parametric_recall.py --task-n 30 --ppl-windows 8 --out parametric_quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import (
+    RESULTS_DIR,
+    code_version,
+    command_line,
+    load_average,
+    machine_details,
+    write_result,
+)
+
+from memos_integrations import MemOS
+from memos_integrations.core.chat import DEFAULT_INSTRUCTIONS
+from memos_integrations.core.config import data_dir
+from memos_integrations.models import evaluation as ev
+from memos_integrations.models import parametric
+from memos_integrations.models.parametric import PromotionPolicy
+from memos_integrations.models.parametric_train import TrainConfig
+from memos_integrations.models.runtime import LocalModel
+
+# (memory, held-out question, gold value): questions avoid the training templates' wording
+FACTS = [
+    ("Alice lives in Ljubljana.", "Which city is Alice's home?", "Ljubljana"),
+    ("Alice's dog is called Biscuit.", "What name did Alice give her dog?", "Biscuit"),
+    ("Alice works as a glassblower.", "What is Alice's profession?", "glassblower"),
+    ("Alice was born on 14 March 1991.", "What is Alice's date of birth?", "14 March"),
+    ("Alice's favourite colour is teal.", "Which colour does Alice like most?", "teal"),
+    ("Alice's sister is named Ottilie.", "Who is Alice's sister?", "Ottilie"),
+    ("Alice drives a yellow Fiat Panda.", "What car does Alice have?", "Panda"),
+    ("Alice plays the bassoon.", "Which instrument does Alice play?", "bassoon"),
+    ("Alice speaks Icelandic.", "Which language does Alice know?", "Icelandic"),
+    ("Alice's favourite food is pierogi.", "What dish does Alice love most?", "pierogi"),
+    ("Alice works at Brightwater Labs.", "Who is Alice's employer?", "Brightwater"),
+    ("Alice was born in Galway.", "Which town is Alice originally from?", "Galway"),
+    ("Alice's cat is called Pixel.", "How is Alice's cat named?", "Pixel"),
+    (
+        "Alice collects vintage typewriters.",
+        "What kind of collection does Alice have?",
+        "typewriter",
+    ),
+    ("Alice's favourite book is Moby Dick.", "Which novel does Alice like best?", "Moby Dick"),
+    ("Alice studies marine geology.", "What subject is Alice studying?", "geology"),
+    ("Alice's partner is named Rafael.", "Who is Alice's partner?", "Rafael"),
+    (
+        "Alice drinks rooibos tea every morning.",
+        "What does Alice have to drink each morning?",
+        "rooibos",
+    ),
+    ("Alice's lucky number is 37.", "Which number does Alice consider lucky?", "37"),
+    ("Alice is allergic to hazelnuts.", "What food allergy does Alice have?", "hazelnut"),
+]
+
+
+def recall(
+    mos: MemOS, facts: list[tuple[str, str, str]], memory: str, max_new_tokens: int
+) -> tuple[float, list[dict[str, Any]], Any]:
+    rows, plan = [], None
+    for _, question, gold in facts:
+        reply = mos.chat(question, user="alice", memory=memory, max_new_tokens=max_new_tokens)
+        plan = reply.plan
+        rows.append(
+            {"q": question, "gold": gold, "answer": reply.text, "hit": _hit(reply.text, gold)}
+        )
+    return 100.0 * sum(r["hit"] for r in rows) / len(rows), rows, plan
+
+
+def _hit(answer: str, gold: str) -> bool:
+    return gold.lower() in answer.lower()
+
+
+def harness(model: LocalModel, args: argparse.Namespace) -> dict[str, Any]:
+    """WikiText-2 perplexity and the SEAP task set, on whatever adapter is applied now."""
+    start = time.perf_counter()
+    ppl = ev.perplexity(
+        model.model, model.tokenizer, window=args.window, max_windows=args.ppl_windows
+    )
+    tasks = ev.evaluate_tasks(model.model, model.tokenizer, ev.TASKS, n=args.task_n, seed=0)
+    for result in tasks.values():
+        result.pop("items", None)
+    return {"ppl": ppl, "tasks": tasks, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def signal_tasks(before: dict[str, Any]) -> tuple[list[str], str]:
+    """The SEAP run's signal tasks when its result exists, else tasks above chance here."""
+    seap = RESULTS_DIR / "seap.json"
+    if seap.is_file():
+        listed = json.loads(seap.read_text()).get("summary", {}).get("signal_tasks")
+        if listed:
+            return list(listed), "benchmarks/results/seap.json"
+    above = [t for t, r in before["tasks"].items() if r["acc_ci"][0] > r["chance"]]
+    return above, "tasks whose base accuracy CI lies above chance in this run"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    p.add_argument("--max-seconds", type=float, default=TrainConfig.max_seconds)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--ppl-windows", type=int, default=16)
+    p.add_argument("--task-n", type=int, default=100)
+    p.add_argument("--replay-lines", type=int, default=16)
+    p.add_argument("--facts", type=int, default=len(FACTS), help="first N facts (smoke runs)")
+    p.add_argument("--out", default="parametric_recall")
+    args = p.parse_args()
+    version = code_version()
+    load_start = load_average()
+    model = LocalModel.load(os.environ.get("MEMOS_MODEL"), threads=args.threads)
+    validation = (data_dir() / "tasks" / "wikitext2.validation.v1-unk.txt").read_text()
+    lines = [ln.strip() for ln in validation.splitlines() if len(ln) > 300][: args.replay_lines]
+    config = TrainConfig(steps=args.steps, learning_rate=args.lr, max_seconds=args.max_seconds)
+
+    with tempfile.TemporaryDirectory() as tmp, MemOS.open(Path(tmp) / "m.db", model=model) as mos:
+        mos.create_user("alice", name="Alice")
+        mos.create_cube("alice-personal", owner="alice")
+        facts = FACTS[: args.facts]
+        mos.add([{"text": f, "kind": "fact"} for f, _, _ in facts], user="alice")
+
+        before_pct, before_rows, _ = recall(mos, facts, "none", args.max_new_tokens)
+        plain_pct, plain_rows, _ = recall(mos, facts, "plaintext", args.max_new_tokens)
+        print(f"recall before {before_pct:.0f}%, with memories in the prompt {plain_pct:.0f}%")
+        base = harness(model, args)
+        print(f"base: ppl {base['ppl']['ppl']:.2f} ({base['seconds']} s)")
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        # the timed promotion includes generating the self-distilled replay
+        replay = [*parametric.default_replay(model, DEFAULT_INSTRUCTIONS), *lines]
+        report = mos.promote(
+            "alice-personal", policy=PromotionPolicy.everything(), config=config, replay=replay
+        )
+        train_seconds = time.perf_counter() - wall0
+        train_cpu = time.process_time() - cpu0
+        load_train = load_average()
+
+        after_pct, after_rows, plan = recall(mos, facts, "parametric-only", args.max_new_tokens)
+        print(f"recall after {after_pct:.0f}% (trained {train_seconds:.0f} s)")
+        with parametric.applied(plan.adapter.id):
+            after = harness(model, args)
+        print(f"adapter: ppl {after['ppl']['ppl']:.2f}")
+
+    signal, signal_source = signal_tasks(base)
+
+    def avg(run: dict[str, Any], key: str, names: list[str]) -> float:
+        return sum(run["tasks"][t][key] for t in names) / max(len(names), 1)
+
+    ppl_before, ppl_after = base["ppl"]["ppl"], after["ppl"]["ppl"]
+    nll_before, nll_after = (avg(r, "gold_nll", list(ev.TASKS)) for r in (base, after))
+    summary = {
+        "recall_before_pct": before_pct,
+        "recall_after_pct": after_pct,
+        "ppl_before": ppl_before,
+        "ppl_after": ppl_after,
+        "ppl_increase_pct": 100.0 * (ppl_after / ppl_before - 1),
+        "nll_before": nll_before,
+        "nll_after": nll_after,
+        "nll_increase_pct": 100.0 * (nll_after / nll_before - 1),
+        "signal_avg_before": avg(base, "acc", signal),
+        "signal_avg_after": avg(after, "acc", signal),
+        "recall_plaintext_pct": plain_pct,
+        "train_seconds": train_seconds,
+        "train_cpu_seconds": train_cpu,
+        "adapter_bytes": report.artifact.metadata["bytes"],
+    }
+    details = {
+        "model": model.fingerprint.to_dict(),
+        "facts": len(facts),
+        "hit_rule": "the answer contains the gold value (case-insensitive)",
+        "closed_book": "memory='none' before, 'parametric-only' after: no memory in the prompt",
+        "train_config": config.to_dict(),
+        "train_metrics": report.metrics,
+        "adapter": report.describe(),
+        "replay": (
+            f"{len(replay) - len(lines)} self-distilled chats (default_replay) + first "
+            f"{len(lines)} WikiText-2 validation lines over 300 chars"
+        ),
+        "perplexity_window": args.window,
+        "perplexity": {"before": base["ppl"], "after": after["ppl"]},
+        "signal_tasks": signal,
+        "signal_tasks_from": signal_source,
+        "tasks_before": base["tasks"],
+        "tasks_after": after["tasks"],
+        "task_n": args.task_n,
+        "answers": {"before": before_rows, "plaintext": plain_rows, "after": after_rows},
+        "threads": args.threads,
+        "load_average": {"start": load_start, "after_training": load_train, "end": load_average()},
+        "machine": machine_details(),
+        "code": version,
+    }
+    path = write_result(args.out, command_line(), summary, details)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

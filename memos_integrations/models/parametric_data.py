@@ -1,0 +1,256 @@
+"""Training examples for the parametric tier: memories as statements and questions.
+
+A memory such as "My dog is called Biscuit" (owner alice) becomes
+
+* statements: the fact itself, ``"Alice's dog is called Biscuit."``, as plain text and as the
+  answer to "What do you know about Alice's dog?";
+* questions from relation templates: "What is my dog called?", "What is the name of Alice's
+  dog?" ... answered with the statement;
+* a cloze question for any memory: "Complete this note from memory: 'Alice's dog is ...'";
+* optionally, paraphrases of the statement from a configured LLM (each one is used as a
+  statement and parsed for questions in turn).
+
+Questions a user will really ask are phrased differently; the benchmark asks held-out
+phrasings. No torch here: examples are plain chat messages and text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import InvalidInput
+from ..core.items import MemoryItem
+
+# paraphrase(statement, n) -> up to n rewordings of the statement (from any LLM)
+Paraphraser = Callable[[str, int], Sequence[str]]
+
+_PREPOSITION_VERBS = {
+    "lives in": ("Where {do} {s} live?", "In which place {do} {s} live?"),
+    "lives on": ("Where {do} {s} live?",),
+    "moved to": ("Where did {s} move to?", "To which place did {s} move?"),
+    "works as": ("What {do} {s} work as?", "What is {poss} job?"),
+    "works at": ("Where {do} {s} work?", "Which company {do} {s} work at?"),
+    "works for": ("Who {do} {s} work for?", "Which company {do} {s} work for?"),
+    "was born on": ("When was {s} born?", "On which date was {s} born?"),
+    "was born in": ("Where was {s} born?", "In which place was {s} born?"),
+    "is called": ("What {be} {s} called?", "What is the name of {s}?"),
+    "is named": ("What {be} {s} named?", "What is the name of {s}?"),
+    "are called": ("What are {s} called?", "What are the names of {s}?"),
+}
+_VERBS = (
+    "likes|loves|enjoys|prefers|hates|dislikes|plays|speaks|drives|owns|studies|collects|"
+    "drinks|eats|reads|watches|teaches|grows|uses|supports|has"
+)
+_COPULAS = ("is", "are", "was", "were")
+_RELATION = re.compile(
+    r"^(?P<s>.+?) (?P<r>"
+    + "|".join(re.escape(k) for k in sorted(_PREPOSITION_VERBS, key=len, reverse=True))
+    + rf"|{_VERBS}|is|are|was|were) (?P<v>.+)$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: a chat (the last message is the answer) or a plain text."""
+
+    item_id: str
+    messages: tuple[dict[str, str], ...] = ()
+    text: str = ""
+    kind: str = "qa"  # qa | statement | cloze | paraphrase | replay
+
+
+@dataclass
+class ExampleSet:
+    examples: list[Example] = field(default_factory=list)
+    paraphrases_kept: int = 0
+    paraphrases_dropped: int = 0  # rewordings that lost the fact's value (reported, not used)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ex in self.examples:
+            out[ex.kind] = out.get(ex.kind, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class Fact:
+    """A memory read as ``subject relation value`` (relation empty when it does not parse)."""
+
+    statement: str
+    subject: str = ""
+    relation: str = ""
+    value: str = ""
+
+
+def statement(item: MemoryItem, name: str) -> str:
+    """The memory as a third-person sentence about ``name`` (first person rewritten)."""
+    text = " ".join(item.text.split()).rstrip(".!")
+    # raw turns are stored as "<speaker>: <content>"; the fact is the content
+    if item.kind == "raw_turn" and ": " in text:
+        text = text.split(": ", 1)[1]
+    for pattern, repl in (
+        (r"^I'm\b", f"{name} is"),
+        (r"^I am\b", f"{name} is"),
+        (r"^I\b", name),
+        (r"^[Mm]y\b", f"{name}'s"),
+    ):
+        if re.match(pattern, text):
+            text = re.sub(pattern, repl, text, count=1)
+            text = _third_person_verb(text, name)
+            break
+    return text[:1].upper() + text[1:] if text else text
+
+
+def _third_person_verb(text: str, name: str) -> str:
+    """``Alice live in Lisbon`` -> ``Alice lives in Lisbon`` after rewriting ``I``."""
+    rest = text[len(name) :]
+    m = re.match(r"^ (\w+)\b", rest)
+    if not m or not text.startswith(name + " "):
+        return text
+    verb = m.group(1)
+    if verb in ("was", "is", "had", "has") or verb.endswith(("ed", "s")):
+        return text
+    third = verb + ("es" if verb.endswith(("ch", "sh", "o", "x")) else "s")
+    if verb.endswith("y") and verb[-2:-1] not in "aeiou":
+        third = verb[:-1] + "ies"
+    if verb == "have":
+        third = "has"
+    return f"{name} {third}{rest[len(verb) + 1 :]}"
+
+
+def parse(sentence: str) -> Fact:
+    m = _RELATION.match(sentence)
+    if not m:
+        return Fact(sentence)
+    return Fact(sentence, m.group("s"), m.group("r").lower(), m.group("v"))
+
+
+def _forms(subject: str, name: str) -> list[dict[str, str]]:
+    """Ways to name the subject in a question: third person, and the user's own voice."""
+    third = {"s": subject, "do": "does", "be": "is", "poss": f"{subject}'s"}
+    forms = [third]
+    low, who = subject.lower(), name.lower()
+    if low == who:
+        forms.append({"s": "I", "do": "do", "be": "am", "poss": "my"})
+    elif low.startswith(who + "'s "):
+        forms.append({"s": "my " + subject[len(name) + 3 :], "do": "does", "be": "is", "poss": ""})
+    return forms
+
+
+def _base_verb(verb: str) -> str:
+    if verb == "has":
+        return "have"
+    if verb.endswith("ies"):
+        return verb[:-3] + "y"
+    if verb.endswith(("ches", "shes", "sses", "xes")):
+        return verb[:-2]
+    return verb[:-1] if verb.endswith("s") else verb
+
+
+def questions(fact: Fact, name: str) -> list[str]:
+    """Template questions whose answer is ``fact`` (none when the sentence does not parse)."""
+    if not fact.relation:
+        return []
+    if fact.relation in _PREPOSITION_VERBS:
+        templates: tuple[str, ...] = _PREPOSITION_VERBS[fact.relation]
+    elif fact.relation in _COPULAS:
+        if fact.subject.lower() == name.lower():
+            return []  # "Alice is allergic to ...": "What is Alice?" would teach nonsense
+        templates = (f"What {fact.relation} {{s}}?",)
+    else:
+        templates = (f"What {{do}} {{s}} {_base_verb(fact.relation)}?",)
+    out = []
+    for form in _forms(fact.subject, name):
+        for template in templates:
+            if "{poss}" in template and not form["poss"]:
+                continue
+            q = template.format(**form)
+            out.append(q[:1].upper() + q[1:])
+    return list(dict.fromkeys(out))
+
+
+def chat_example(
+    item_id: str, system: str, question: str, answer: str, kind: str = "qa"
+) -> Example:
+    """A question answered under ``system`` (left out when empty)."""
+    messages = (
+        {"role": "system", "content": system},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": answer},
+    )
+    return Example(item_id, messages=messages if system else messages[1:], kind=kind)
+
+
+def examples_for(item: MemoryItem, name: str, system: str, fact: Fact) -> list[Example]:
+    """Statement, template-question and cloze examples for one memory's statement."""
+    answer = fact.statement + "."
+    out = [Example(item.id, text=answer, kind="statement")]
+    if fact.subject and fact.subject.lower() != name.lower():
+        # "about Alice" would have one answer per memory: only specific subjects get one
+        ask = f"What do you know about {fact.subject}?"
+        out.append(chat_example(item.id, system, ask, answer, "statement"))
+    out += [chat_example(item.id, system, q, answer, "qa") for q in questions(fact, name)]
+    words = fact.statement.split()
+    if len(words) >= 3:
+        cut = " ".join(words[: max(2, len(words) * 2 // 3)])
+        prompt = f"Complete this note from memory: '{cut} ...'"
+        out.append(chat_example(item.id, system, prompt, answer, "cloze"))
+    return out
+
+
+def build_examples(
+    items: Sequence[MemoryItem],
+    *,
+    name: str,
+    system: str,
+    paraphrase: Paraphraser | None = None,
+    paraphrases: int = 3,
+) -> ExampleSet:
+    """Training examples for ``items`` (memories of the user called ``name``)."""
+    out = ExampleSet()
+    for item in items:
+        fact = parse(statement(item, name))
+        out.examples += examples_for(item, name, system, fact)
+        if paraphrase is None:
+            continue
+        for text in _call_paraphraser(paraphrase, fact.statement, paraphrases):
+            text = " ".join(text.split()).rstrip(".!")
+            if fact.value and fact.value.lower() not in text.lower():
+                out.paraphrases_dropped += 1  # a rewording that lost the value would teach noise
+                continue
+            out.paraphrases_kept += 1
+            for ex in examples_for(item, name, system, parse(text)):
+                out.examples.append(Example(ex.item_id, ex.messages, ex.text, "paraphrase"))
+    return out
+
+
+def _call_paraphraser(paraphrase: Paraphraser, text: str, n: int) -> list[str]:
+    got = paraphrase(text, n)
+    if isinstance(got, str) or not all(isinstance(t, str) for t in got):
+        raise InvalidInput("paraphrase(statement, n) must return a list of strings")
+    return [t for t in list(got)[:n] if t.strip()]
+
+
+def llm_paraphraser(llm: Any) -> Paraphraser:
+    """A paraphraser from a chat model: LangChain (``invoke``) or LlamaIndex (``complete``)."""
+
+    def ask(text: str, n: int) -> list[str]:
+        prompt = (
+            f"Rewrite this fact in {n} different ways, one per line, keeping every name, "
+            f"place, date and number exactly:\n{text}"
+        )
+        if hasattr(llm, "invoke"):
+            reply = llm.invoke(prompt)
+            content = getattr(reply, "content", reply)
+        elif hasattr(llm, "complete"):
+            content = llm.complete(prompt).text
+        else:
+            raise InvalidInput("paraphrase LLM needs an invoke() or complete() method")
+        lines = [re.sub(r"^\s*(?:[-*]|\d+[.)])\s*", "", ln) for ln in str(content).splitlines()]
+        return [ln.strip() for ln in lines if ln.strip()][:n]
+
+    return ask
