@@ -82,13 +82,13 @@ _RETRIES = 6  # attempts for a write that hit a deadlock or serialization failur
 _TRANSIENT = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 
-def _plan_mode(request: SearchRequest) -> str:
+def _plan_mode(request: SearchRequest, postings: bool) -> str:
     """Planning a search costs more than running it (~3 ms against ~2 at 100k rows): once
     psycopg has prepared the statement, a search over every cube with the engine's own
     filter runs its generic plan. A scope or filter keeps custom plans, whose row estimates
     choose between the vector index and an exact scan of a user's few rows (a generic plan
     cannot see how selective they are: 60 ms against 9 for one user's 1%)."""
-    if request.scope.cube_ids is None and uses_postings(request):
+    if request.scope.cube_ids is None and postings:  # postings: the engine's own filter
         return "force_generic_plan"
     return "auto"
 
@@ -610,7 +610,7 @@ class PostgresStore:
                     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
                     "set_config('hnsw.ef_search', %s, true), "
                     "set_config('plan_cache_mode', %s, true)",
-                    (str(min(1000, max(40, n))), _plan_mode(request)),
+                    (str(min(1000, max(40, n))), _plan_mode(request, postings)),
                 )
                 cur = c.execute(q.sql, q.params)
             rows = cur.fetchall()
