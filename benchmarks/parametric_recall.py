@@ -128,6 +128,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
     p.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
     p.add_argument("--max-seconds", type=float, default=TrainConfig.max_seconds)
+    p.add_argument("--rank", type=int, default=TrainConfig.rank)
+    p.add_argument("--layers", type=float, default=TrainConfig.layers)
+    p.add_argument("--kl-weight", type=float, default=TrainConfig.kl_weight)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument(
+        "--targets", default=",".join(TrainConfig.targets), help="comma-separated module names"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--window", type=int, default=512)
@@ -142,7 +149,16 @@ def main() -> None:
     model = LocalModel.load(os.environ.get("MEMOS_MODEL"), threads=args.threads)
     validation = (data_dir() / "tasks" / "wikitext2.validation.v1-unk.txt").read_text()
     lines = [ln.strip() for ln in validation.splitlines() if len(ln) > 300][: args.replay_lines]
-    config = TrainConfig(steps=args.steps, learning_rate=args.lr, max_seconds=args.max_seconds)
+    config = TrainConfig(
+        steps=args.steps,
+        learning_rate=args.lr,
+        max_seconds=args.max_seconds,
+        rank=args.rank,
+        layers=args.layers,
+        kl_weight=args.kl_weight,
+        batch_size=args.batch_size,
+        targets=tuple(t for t in args.targets.split(",") if t),
+    )
 
     with tempfile.TemporaryDirectory() as tmp, MemOS.open(Path(tmp) / "m.db", model=model) as mos:
         mos.create_user("alice", name="Alice")
