@@ -443,6 +443,8 @@ def test_bulk_ingest_builds_the_vector_index_once(pg_schemas, embedder, before: 
         assert set(states) == {"none"} and len(states) == 3
         assert set(postings) == {postings[0]}  # no postings upkeep during the load either
         assert m.stats()["vector_index"] == "hnsw"
+        assert set(store.last_bulk_load) == {"postings_s", "vector_index_s"}  # timed phases
+        assert all(s > 0 for s in store.last_bulk_load.values())
         # ... they come in one pass at the end: every live item has its postings
         assert rows(m, "SELECT count(DISTINCT seq) FROM item_terms") == [(300 + before,)]
         assert m.search("kite number 123", user="alice", k=1, mode="text")[0].id == items[123].id

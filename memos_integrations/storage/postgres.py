@@ -133,6 +133,8 @@ class PostgresStore:
         self._on_close = on_close
         self._dim: int | None = None
         self._bulk_loads = 0  # bulk loads running in this process (see bulk_load)
+        # seconds of the last bulk load's closing work: {"postings_s", "vector_index_s"}
+        self.last_bulk_load: dict[str, float] = {}
         self._lock = threading.Lock()
         self._text = TextIndex(text_budget)
         kwargs: dict[str, Any] = {
@@ -399,8 +401,14 @@ class PostgresStore:
         finally:
             with self._lock:
                 self._bulk_loads -= 1
+            start = time.perf_counter()
             self._fill_postings(since, rebuild=True)
+            filled = time.perf_counter()
             self._build_vector_index()
+            self.last_bulk_load = {
+                "postings_s": filled - start,
+                "vector_index_s": time.perf_counter() - filled,
+            }
 
     def _fill_postings(self, since: int, *, rebuild: bool) -> None:
         """The postings of live items after ``since`` that have none: a bulk load's rows
