@@ -24,6 +24,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check memos_integrations tests benchmarks
+	$(BIN)/ruff format --check memos_integrations tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: setup
