@@ -57,6 +57,21 @@ def test_close_writes_what_is_queued(mos: MemOS, open_mos) -> None:
     assert mos.get(item_id).access_count == 1
 
 
+def test_every_store_call_but_a_search_writes_the_queue_first(mos: MemOS, open_mos) -> None:
+    """Structural, not per call site: whatever reaches the store through the engine (a
+    read, a change, a policy, the scheduler) comes after every search so far."""
+    item_id = _seed(mos)
+    slow = open_mos(settings=dataclasses.replace(mos.settings, access_write_delay=60.0))
+    for _ in range(2):
+        slow.search("bees on the roof", user="alice", k=1)
+    assert slow.store.raw.get_items([item_id])[0].access_count == 0  # searches only queue
+    assert slow.store.get_items([item_id])[0].access_count == 2  # any other call writes first
+    slow.search("bees on the roof", user="alice", k=1)
+    assert slow.maintain(user="alice") is not None  # a policy pass: counts already in
+    assert slow.store.raw.get_items([item_id])[0].access_count == 3
+    slow.close()
+
+
 def test_zero_delay_writes_inside_the_search(mos: MemOS, open_mos) -> None:
     item_id = _seed(mos)
     sync = open_mos(settings=dataclasses.replace(mos.settings, access_write_delay=0.0))

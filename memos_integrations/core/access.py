@@ -3,9 +3,11 @@
 A search counts an access on every hit and activates ``generated`` items. Writing that in
 the search's own transaction cost about a sixth of a search's time, so searches queue the
 events here and return; a writer thread stores them in one transaction per batch, at most
-``delay`` seconds later. Anything that reads the bookkeeping back through the engine
-(get, list, count, stats, export, ...) calls :meth:`AccessLog.flush` first, so a process
-always sees its own accesses; other processes see them within ``delay``.
+``delay`` seconds later. The engine reaches its store through :class:`FlushedStore`, which
+writes the queue before every call but a search, so whatever the engine reads back (get,
+list, count, stats, export, policies, the scheduler's rankings) or changes comes after every
+search so far: a process always sees its own accesses, with no call site to remember. Other
+processes see them within ``delay``.
 
 Nothing is dropped: a failed write keeps its events queued and the next :meth:`flush`
 from a caller raises the error. Events still queued at a crash are lost, like the last
@@ -14,9 +16,11 @@ transactions of ``synchronous=NORMAL``; they are counters, never memories.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from ..storage.base import Served, Store
 
@@ -95,3 +99,38 @@ class AccessLog:
             except Exception as exc:  # surfaced by the next flush() from a caller
                 with self._lock:
                     self._error = exc
+
+
+class FlushedStore:
+    """The store as the engine uses it: every call first writes the access log's queue,
+    except the calls that neither read nor change what the log writes: searches (the hot
+    path; they admit generated and activated items alike), audit appends and the log's own
+    write. Everything else (attributes, private helpers) passes through unchanged, and
+    attributes set on it are set on the store."""
+
+    __slots__ = ("_log", "_store")
+    _AS_IS = frozenset({"search", "add_audit", "mark_served"})
+
+    def __init__(self, store: Store, log: AccessLog) -> None:
+        object.__setattr__(self, "_store", store)
+        object.__setattr__(self, "_log", log)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._store, name, value)
+
+    @property
+    def raw(self) -> Store:
+        """The wrapped store itself."""
+        return self._store
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if name in self._AS_IS or name.startswith("_") or not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def after_flush(*args: Any, **kwargs: Any) -> Any:
+            self._log.flush()
+            return attr(*args, **kwargs)
+
+        return after_flush

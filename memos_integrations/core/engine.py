@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 from ..embeddings import Embedder, as_embedder
 from ..storage.base import AuditQuery, Scope, SearchMode, SearchRequest, Store
 from ..storage.search import And, Cond, Node, Or, combine, parse_filter
-from .access import AccessLog
+from .access import AccessLog, FlushedStore
 from .chat import Chat, ChatPlan, ChatReply, _instructions, digest
 from .config import Settings, memos_home
 from .consolidation import Consolidator
@@ -172,11 +172,13 @@ class MemOS:
         redact: Any = None,
         clock: Clock | None = None,
     ) -> None:
-        self.store = store
         self.embedder: Embedder = as_embedder(embedder)
         self.reader = reader
         self.settings = settings or Settings.from_env()
-        self.gov = Governance(store)
+        self._accesses = AccessLog(store, self.settings.access_write_delay)
+        # reads and changes see every search so far (see core/access.py)
+        self.store: Store = FlushedStore(store, self._accesses)  # type: ignore[assignment]
+        self.gov = Governance(store)  # users and grants: nothing the access log writes
         # what every memory, note and reason passes through before it is stored
         self.redact = as_redactor(redact if redact is not None else self.settings.redact or None)
         # "now" for TTLs, access times and the lifecycle policies (tests pass a fake clock)
@@ -184,7 +186,6 @@ class MemOS:
         self.scheduler = Scheduler(
             self, WorkingMemory(self.settings.working_memory_items, self.clock)
         )
-        self._accesses = AccessLog(store, self.settings.access_write_delay)
         self._model = model  # a LocalModel, a model path, or None for the default (lazy)
         self._model_lock = threading.Lock()
         self._experts: Any = None  # an ExpertSet once build_experts/use_experts ran
@@ -903,7 +904,6 @@ class MemOS:
         return item
 
     def _visible_item(self, item_id: str, user: str | None) -> MemoryItem:
-        self._accesses.flush()
         found = self.store.get_items([check_id(item_id, "item")])
         if not found:
             raise NotFound(f"no memory {item_id!r} visible to {user or 'root'!r}")
@@ -941,7 +941,6 @@ class MemOS:
             states or LISTED_STATES,
             live_only=False,
         )
-        self._accesses.flush()
         return self.store.count_items(scope, where)
 
     # ------------------------------------------------------------------ changing memories
@@ -1126,7 +1125,6 @@ class MemOS:
         """Move items whose TTL has passed to ``expired`` (in the cubes ``user`` may write);
         returns how many moved. One set-based statement per state in the store."""
         scope = self.gov.writable(self.gov.user(user))
-        self._accesses.flush()  # a pending activation must not land after the expiry
         return len(
             self.store.expire_due(
                 scope, self.clock(), by=user, audit=AuditRecord(user, "expire", at=self.clock())
@@ -1203,7 +1201,6 @@ class MemOS:
         self.gov.user(check_id(user_id, "user"))
         if not (self.gov.is_super(actor) or by == user_id):
             raise _denied(user_id)
-        self._accesses.flush()
         counts = self.store.purge_user(user_id, AuditRecord(by, "forget_user", user_id))
         self.scheduler.working.clear(user=user_id)
         self._chat.forget_loaded()
@@ -1244,7 +1241,6 @@ class MemOS:
 
     def stats(self, *, user: str | None = None) -> dict[str, Any]:
         scope = self.gov.readable(self.gov.user(user))
-        self._accesses.flush()
         out = self.store.stats(scope)
         out["embedding_model"] = self.store.get_meta("embedding_model")
         out["cubes"] = len(self.list_cubes(user=user))
@@ -1260,7 +1256,6 @@ class MemOS:
         from .portable import write_export
 
         found = self.get_cube(cube, user=user)
-        self._accesses.flush()
         dump = self.store.dump_cube(found.id)
         visible = self.gov.user(user)
         keep = [n for n, it in enumerate(dump.items) if self.gov.visible(visible, it)]
@@ -1358,7 +1353,6 @@ class MemOS:
             states or LISTED_STATES,
             live_only=False,
         )
-        self._accesses.flush()
         items = self.store.list_items(scope, where, limit=limit, offset=offset, order=order)
         self._audit_foreign_reads(items, user, "list")
         return items

@@ -90,7 +90,6 @@ def importance(item: MemoryItem, now: datetime, half_life_s: float) -> float:
 
 def run(mos: MemOS, scope: Scope, actor: str | None) -> MaintenanceReport:
     """One maintenance pass over ``scope`` (already checked for writing) as ``actor``."""
-    mos._accesses.flush()  # the access counts below must include every search so far
     now = mos.clock()
     s = mos.settings
     cubes = (

@@ -379,7 +379,6 @@ class Scheduler:
         actor = self.mos.gov.user(user)
 
         def fresh(ids: list[str]) -> list[MemoryItem]:
-            self.mos._accesses.flush()
             return [it for it in self.mos.store.get_items(ids) if self.mos.gov.visible(actor, it)]
 
         return self.working.rank(user, session, fresh)
@@ -432,7 +431,6 @@ class Scheduler:
         from ..models.activation import memory_lines
 
         s = self.mos.settings
-        self.mos._accesses.flush()  # ranked by access count: this process's count in full
         candidates = self.mos.store.list_items(
             self.mos.gov.readable(self.mos.gov.user(user), [cube]),
             self.mos._where(None, None, None, None, None, None, SERVED_STATES, live_only=True),
