@@ -6,7 +6,8 @@ WikiText-2 perplexity, real sparsity, router accuracy and decode speed of the pr
 
 Rows: dense; SEAP per task with oracle routing; SEAP with the router (the same experts, each
 eval item routed by the classifier; items routed to their own task reuse the oracle score, the
-others are scored by the expert the router chose); SEAP-gen; Wanda-sp (uniform, sequential,
+others are scored by the expert the router chose); the same two with FLAP's bias
+compensation in every expert (``seapb``, ``seapb_router``); SEAP-gen; Wanda-sp (uniform, sequential,
 generic calibration); FLAP (global allocation, bias compensation, generic calibration). Every
 method removes exactly the same share of attention+FFN parameters. Writes
 benchmarks/results/seap.json (after every stage, ``details.complete`` says whether it finished)
@@ -37,7 +38,7 @@ from memos_integrations.models.runtime import LocalModel, ModelFingerprint
 from memos_integrations.models.seap import methods, prune, stats
 from memos_integrations.models.seap.router import TaskRouter
 
-METHODS = ("seap", "seap_router", "seapgen", "wanda_sp", "flap")
+METHODS = ("seap", "seap_router", "seapb", "seapb_router", "seapgen", "wanda_sp", "flap")
 
 
 def generic_texts(n: int) -> list[str]:
@@ -169,23 +170,25 @@ class Bench:
     ) -> None:
         pct = round(100 * s)
         plans: dict[str, Any] = {}
-        # SEAP experts: one per task, oracle routing, then the router's choices.
-        t = time.perf_counter()
-        experts = {}
-        for name, st in calib.items():
-            plan = methods.make_plan(self.model, st, "seap", s)
-            experts[name] = prune.pruned_copy(self.model, plan, st)
-            plans[f"seap:{name}"] = plan.real_sparsity
-        oracle = {
-            name: ev.evaluate_task(experts[name], self.tok, task)
-            for name, task in self.tasks.items()
-        }
-        self.results[f"seap_{pct}"] = oracle
-        self.lap(f"eval seap_{pct}", t)
-        t = time.perf_counter()
-        self.results[f"seap_router_{pct}"] = self.routed(oracle, experts, routed)
-        self.lap(f"eval seap_router_{pct}", t)
-        del experts
+        # SEAP experts: one per task, oracle routing, then the router's choices; as the
+        # paper prunes them (seap) and with FLAP's bias compensation (seapb).
+        for row, bias in (("seap", False), ("seapb", True)):
+            t = time.perf_counter()
+            experts = {}
+            for name, st in calib.items():
+                plan = methods.make_plan(self.model, st, "seap", s, bias=bias)
+                experts[name] = prune.pruned_copy(self.model, plan, st)
+                plans[f"{row}:{name}"] = plan.real_sparsity
+            oracle = {
+                name: ev.evaluate_task(experts[name], self.tok, task)
+                for name, task in self.tasks.items()
+            }
+            self.results[f"{row}_{pct}"] = oracle
+            self.lap(f"eval {row}_{pct}", t)
+            t = time.perf_counter()
+            self.results[f"{row}_router_{pct}"] = self.routed(oracle, experts, routed)
+            self.lap(f"eval {row}_router_{pct}", t)
+            del experts
         t = time.perf_counter()
         gen_plan = methods.seap_gen_plan(self.model, list(calib.values()), generic_stats, s)
         plans["seapgen"] = gen_plan.real_sparsity

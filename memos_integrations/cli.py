@@ -151,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--sparsity", type=float, default=0.2, help="share of attention+FFN weights")
     s.add_argument("--calibration", type=int, default=200, help="calibration texts")
+    s.add_argument(
+        "--bias",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="FLAP's bias compensation (default: only for flap)",
+    )
     s.add_argument("--eval", type=int, default=0, metavar="N", help="score N items before/after")
 
     s = sub.add_parser(
@@ -300,13 +306,20 @@ def _prune(args: argparse.Namespace) -> int:
     base = LocalModel.load(args.model)
     texts = ev.calibration_texts(args.task, n=args.calibration)
     pruned, plan = methods.prune(
-        base.model, base.tokenizer, texts, args.method, args.sparsity, source=args.task
+        base.model,
+        base.tokenizer,
+        texts,
+        args.method,
+        args.sparsity,
+        source=args.task,
+        bias=args.bias,
     )
     plan.details["base"] = base.fingerprint.to_dict()
     out = prune.save_pruned(pruned, base.tokenizer, plan, args.out)
     report: dict[str, Any] = {
         "out": str(out),
         "method": args.method,
+        "bias": plan.bias,
         "real_sparsity": round(plan.real_sparsity, 6),
         "attn_ffn_params": [prune.count_params(base.model), prune.count_params(pruned)],
     }

@@ -107,6 +107,23 @@ def test_real_sparsity_equals_the_target_and_slicing_equals_masking(gqa, method,
     assert out.shape[1] == x.shape[1] + 4
 
 
+def test_bias_compensation_is_an_option_of_every_scored_method(gqa) -> None:
+    """FLAP's compensation on a SEAP plan: the removed inputs' means move into biases, so
+    the pruned layer's output on the calibration mean matches the dense one's."""
+    model, tok = gqa
+    st = stats.collect(model, tok, TEXTS_A)
+    plain = methods.make_plan(model, st, "seap_norm", 0.5, first=0, last=0)
+    comp = methods.make_plan(model, st, "seap_norm", 0.5, bias=True, first=0, last=0)
+    assert (plain.bias, comp.bias) == (False, True)
+    assert methods.make_plan(model, st, "flap", 0.5, bias=False).bias is False
+    a, b = prune.pruned_copy(model, plain, st), prune.pruned_copy(model, comp, st)
+    down_a, down_b = a.model.layers[0].mlp.down_proj, b.model.layers[0].mlp.down_proj
+    assert down_a.bias is None and down_b.bias is not None and down_b.bias.abs().sum() > 0
+    assert torch.equal(down_a.weight, down_b.weight)  # the same units kept
+    with pytest.raises(InvalidInput, match="wanda_sp"):
+        methods.prune(model, tok, TEXTS_A, "wanda_sp", 0.2, bias=True)
+
+
 def test_saved_expert_reloads_with_a_plain_load(gqa, tmp_path: Path, home: Path) -> None:
     model, tok = gqa
     st = stats.collect(model, tok, TEXTS_A)

@@ -107,6 +107,10 @@ def test_cli_prune_saves_a_reloadable_model(
     assert abs(report["real_sparsity"] - 0.3) < 0.01 and report["pruned"]["acc"] >= 0
     assert report["attn_ffn_params"][1] < report["attn_ffn_params"][0]
     assert LocalModel.load(out).generate("the quick", max_new_tokens=3) is not None
+    assert report["bias"] is True  # flap compensates by default; --no-bias turns it off
+    assert main([*argv, "--method", "flap", "--sparsity", "0.3", "--calibration", "6",
+                 "--no-bias"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["bias"] is False
     # SEAP's schedule protects 2 + 2 layers: the 2-layer tiny model has none left to prune
     assert main([*argv, "--method", "seap"]) == 2
     assert "none to prune" in capsys.readouterr().err

@@ -1445,13 +1445,15 @@ class MemOS:
         method: str = "seap",
         max_loaded: int = 2,
         calibration: int = 200,
+        bias: bool = False,
         by: str | None = None,
         **schedule: Any,
     ) -> Any:
-        """Prune the local model once per task (SEAP), train a router, and answer chats with
-        the routed expert from now on. ``tasks``: built-in names (see
-        ``models.evaluation.TASKS``) or generic multiple-choice JSONL files. Experts live under
-        ``path`` (default ``$MEMOS_HOME/experts/<model>-<method>-<pct>``); at most
+        """Prune the local model once per task (SEAP; ``bias``: with FLAP's bias
+        compensation), train a router, and answer chats with the routed expert from now on.
+        ``tasks``: built-in names (see ``models.evaluation.TASKS``) or generic multiple-choice
+        JSONL files. Experts live under ``path`` (default
+        ``$MEMOS_HOME/experts/<model>-<method>[-bias]-<pct>``); at most
         ``max_loaded`` stay in memory. Returns the :class:`~memos_integrations.models.seap.
         experts.ExpertSet`. Experts answer every user's chats: the application or an admin
         (``by``) only."""
@@ -1459,7 +1461,8 @@ class MemOS:
 
         self.gov.require_super(self.gov.user(by), "build task experts")
         base = self.model
-        root = Path(path) if path is not None else self._experts_dir(method, sparsity)
+        tag = f"{method}-bias" if bias else method
+        root = Path(path) if path is not None else self._experts_dir(tag, sparsity)
         self._experts = build_experts(
             base,
             tasks,
@@ -1468,6 +1471,7 @@ class MemOS:
             method=method,
             calibration=calibration,
             max_loaded=max_loaded,
+            bias=bias,
             **schedule,
         )
         return self._experts

@@ -34,10 +34,12 @@ def build_experts(
     calibration: int = 200,
     router_prompts: int = 300,
     max_loaded: int = 2,
+    bias: bool = False,
     **schedule: Any,
 ) -> ExpertSet:
     """Prune ``base`` (a LocalModel) once per task and train the router on the tasks' train
-    prompts; ``tasks`` are built-in task names or generic JSONL files."""
+    prompts; ``tasks`` are built-in task names or generic JSONL files. ``bias``: FLAP's bias
+    compensation in every expert."""
     if method not in ("seap", "seap_norm"):
         raise InvalidInput(f"experts are per-task SEAP models (seap, seap_norm), not {method!r}")
     names = list(dict.fromkeys(tasks))
@@ -55,7 +57,7 @@ def build_experts(
             task = ev.load_task(name, n=1)  # validates the name / file early
             texts = ev.calibration_texts(name, n=calibration)
             st = stats.collect(base.model, base.tokenizer, texts, source=task.name)
-            plan = methods.make_plan(base.model, st, method, sparsity, **schedule)
+            plan = methods.make_plan(base.model, st, method, sparsity, bias=bias, **schedule)
             plan.details["base"] = base.fingerprint.to_dict()
             expert = prune.pruned_copy(base.model, plan, st)
             prune.save_pruned(expert, base.tokenizer, plan, tmp / task.name)

@@ -12,6 +12,9 @@ wanda_sp   wanda_sp     uniform (UL)    generic text         sequential (pruned 
 flap_lb    flap         logistic        generic text         FLAP scores under SEAP's schedule
 wanda_lb   wanda_sp     logistic        generic text         dense statistics
 =========  ===========  ==============  ===================  ====================================
+
+``bias=True`` adds FLAP's bias compensation (the mean of each removed o_proj/down_proj input,
+folded into a bias) to any statistics-based method; ``flap`` has it by default.
 """
 
 from __future__ import annotations
@@ -63,16 +66,23 @@ def plan_from_scores(
 
 
 def make_plan(
-    model: Any, stats: Stats, method: str, sparsity: float, **schedule: Any
+    model: Any,
+    stats: Stats,
+    method: str,
+    sparsity: float,
+    *,
+    bias: bool | None = None,
+    **schedule: Any,
 ) -> PruningPlan:
-    """The plan of a statistics-based method (all but ``wanda_sp`` and ``seap_gen``)."""
+    """The plan of a statistics-based method (all but ``wanda_sp`` and ``seap_gen``);
+    ``bias``: compensate the removed inputs' means (default: only for ``flap``)."""
     if method not in _SCORED:
         raise InvalidInput(f"method must be one of {', '.join(_SCORED)} here, got {method!r}")
     metric, allocation = _SCORED[method]
     plan = plan_from_scores(
         model, compute_scores(model, stats, metric), method, sparsity, allocation, **schedule
     )
-    plan.bias = method == "flap"
+    plan.bias = method == "flap" if bias is None else bool(bias)
     plan.details.update(calibration=stats.source, texts=stats.texts, tokens=stats.tokens)
     return plan
 
@@ -130,15 +140,18 @@ def prune(
     sparsity: float = 0.2,
     *,
     source: str = "",
+    bias: bool | None = None,
     **schedule: Any,
 ) -> tuple[Any, PruningPlan]:
     """Calibrate on ``texts`` and return (pruned copy, plan) for one method."""
     import copy as _copy
 
     if method == "wanda_sp":
+        if bias:
+            raise InvalidInput("wanda_sp prunes layer by layer without bias compensation")
         return wanda_sp(model, tokenizer, texts, sparsity)
     if method == "seap_gen":
         raise InvalidInput("seap_gen combines several tasks: use seap_gen_plan()")
     stats = collect(model, tokenizer, texts, source=source)
-    plan = make_plan(model, stats, method, sparsity, **schedule)
+    plan = make_plan(model, stats, method, sparsity, bias=bias, **schedule)
     return apply_plan(_copy.deepcopy(model), plan, stats), plan
