@@ -54,18 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds; medians reported")
     p.add_argument("--out", default="seap_speed")
     args = p.parse_args(argv)
-    import torch
-
     load_start = load_average()
     base = LocalModel.load(os.environ.get("MEMOS_MODEL"), threads=args.threads)
-    torch.set_num_threads(args.threads)
     model, tokenizer = base.model.float(), base.tokenizer
     geo = Geometry.of(model)
+    scores = random_scores(geo, 0)
     models: dict[str, Any] = {"dense": model}
     real: dict[str, float] = {}
     for sparsity in (float(s) for s in args.sparsities.split(",")):
         for name, allocation in SCHEDULES.items():
-            plan = plan_from_scores(model, random_scores(geo, 0), name, sparsity, allocation)
+            plan = plan_from_scores(model, scores, name, sparsity, allocation)
             row = f"{name}_{round(100 * sparsity)}"
             models[row] = prune.pruned_copy(model, plan).eval()
             real[row] = plan.real_sparsity

@@ -108,8 +108,8 @@ def test_real_sparsity_equals_the_target_and_slicing_equals_masking(gqa, method,
 
 
 def test_bias_compensation_is_an_option_of_every_scored_method(gqa) -> None:
-    """FLAP's compensation on a SEAP plan: the removed inputs' means move into biases, so
-    the pruned layer's output on the calibration mean matches the dense one's."""
+    """FLAP's compensation on a SEAP plan: the same units are kept, and the removed inputs'
+    means move into o_proj/down_proj biases (a plan without it adds none)."""
     model, tok = gqa
     st = stats.collect(model, tok, TEXTS_A)
     plain = methods.make_plan(model, st, "seap_norm", 0.5, first=0, last=0)
