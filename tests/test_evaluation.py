@@ -125,3 +125,16 @@ def test_builtin_formats_and_fixed_subsets() -> None:
     assert siqa_eval[0] != siqa_train[0]
     texts = ev.calibration_texts("piqa", n=10)
     assert len(texts) == 10 and all(isinstance(t, str) and t for t in texts)
+
+
+@needs_data
+def test_heldout_items_never_calibrate() -> None:
+    calibration = set(ev.calibration_texts("social_iqa", n=200))
+    held = ev.heldout_task("social_iqa", n=500, calibration=200)
+    assert len(held.items) == 100  # its 300-row split minus the 200 that calibrate
+    assert not calibration & {it.calibration for it in held.items}
+    assert (
+        ev.heldout_task("social_iqa", n=50).indices == ev.heldout_task("social_iqa", n=50).indices
+    )
+    with pytest.raises(InvalidInput, match="outside its calibration"):
+        ev.heldout_task("social_iqa", n=5, calibration=300)

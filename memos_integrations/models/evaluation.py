@@ -42,6 +42,7 @@ __all__ = [
     "calibration_texts",
     "evaluate_task",
     "evaluate_tasks",
+    "heldout_task",
     "load_task",
     "perplexity",
     "score_items",
@@ -262,6 +263,21 @@ def calibration_texts(name: str, n: int = 200, seed: int = 0) -> list[str]:
     _, items, _ = _task_rows(name, "train")
     texts = [it.calibration for it in items if it.calibration]
     return [texts[i] for i in _subset(len(texts), n, seed)]
+
+
+def heldout_task(name: str, n: int, calibration: int = 200, seed: int = 5) -> Task:
+    """``n`` train-split items that :func:`calibration_texts` (``calibration`` texts, seed 0)
+    never returns: validation data for choosing settings without touching the eval split."""
+    task_name, items, metrics = _task_rows(name, "train")
+    with_text = [i for i, it in enumerate(items) if it.calibration]
+    calibrated = {with_text[i] for i in _subset(len(with_text), calibration, 0)}
+    rest = [i for i in range(len(items)) if i not in calibrated]
+    if not rest:
+        raise InvalidInput(f"task {name!r} has no train items outside its calibration texts")
+    idx = [rest[i] for i in _subset(len(rest), n, seed)]
+    chosen = [items[i] for i in idx]
+    chance = sum(1.0 / len(it.continuations) for it in chosen) / len(chosen)
+    return Task(task_name, chosen, chance, metrics, source=name, indices=idx)
 
 
 def prompts(name: str, split: str = "train", n: int | None = None, seed: int = 0) -> list[str]:

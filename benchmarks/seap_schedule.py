@@ -1,0 +1,105 @@
+"""Choosing SEAP's layer schedule on validation items, never on the evaluation subsets.
+
+Validation items are each task's train-split items outside its 200 calibration texts (Social
+IQa: the 100 rows of its calibration split that calibration does not use); ``seap.py``
+evaluates on the eval splits. Each candidate schedule prunes one bias-compensated SEAP expert
+per task (as ``seapb`` in ``seap.py``) and is scored on the validation items of the tasks
+where dense is >= 5 points above chance there (signal accuracy) and by gold-answer NLL.
+The defaults in ``plan.default_steepness`` come from this table.
+
+    python benchmarks/seap_schedule.py                 # 400 items per task, 20% and 50%
+    python benchmarks/seap_schedule.py --n 50 --sparsities 0.2 --tasks piqa,arc_easy
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import code_version, load_average, machine_details, write_result
+from memos_integrations.models import evaluation as ev
+from memos_integrations.models.runtime import LocalModel
+from memos_integrations.models.seap import methods, prune, stats
+
+CALIBRATION = 200  # texts per task, as seap.py and build_experts
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "seap_k0.8_first2": {"k": 0.8, "first": 2},  # the SEAP paper's
+    "k5_first2": {"k": 5.0, "first": 2},
+    "k5_first4": {"k": 5.0, "first": 4},
+    "k8_first2": {"k": 8.0, "first": 2},
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import copy
+
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--n", type=int, default=400, help="validation items per task (at most)")
+    p.add_argument("--tasks", default=",".join(ev.TASKS))
+    p.add_argument("--sparsities", default="0.2,0.5")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    start, load_start = time.perf_counter(), load_average()
+    base = LocalModel.load(None, threads=args.threads)
+    tok = base.tokenizer
+    model = copy.deepcopy(base.model).to(torch.bfloat16)  # as seap.py scores
+    tasks = {t: ev.heldout_task(t, args.n, CALIBRATION) for t in args.tasks.split(",") if t}
+    dense = {t: ev.evaluate_task(model, tok, task) for t, task in tasks.items()}
+    signal = [t for t, r in dense.items() if r["acc"] >= r["chance"] + 5]
+    print(f"signal tasks on validation: {signal}", flush=True)
+    calib = {
+        t: stats.collect(
+            model, tok, ev.calibration_texts(t, n=CALIBRATION), source=t, max_length=128
+        )
+        for t in signal
+    }
+    table: dict[str, dict[str, Any]] = {"dense": _row(dense)}
+    summary: dict[str, Any] = {"signal_tasks": signal, "dense_avg": table["dense"]["avg"]}
+    summary["dense_nll"] = table["dense"]["nll"]
+    for s in (float(x) for x in args.sparsities.split(",")):
+        pct = round(100 * s)
+        for name, schedule in CANDIDATES.items():
+            res = {}
+            for t in signal:
+                plan = methods.make_plan(model, calib[t], "seap", s, bias=True, **schedule)
+                expert = prune.pruned_copy(model, plan, calib[t])
+                res[t] = ev.evaluate_task(expert, tok, tasks[t])
+            row = table[f"{name}_{pct}"] = _row(res)
+            summary[f"{name}_avg_{pct}"] = row["avg"]
+            summary[f"{name}_nll_{pct}"] = row["nll"]
+            print(f"{pct}% {name:18} avg {row['avg']:5.1f} nll {row['nll']:.3f}", flush=True)
+    summary["minutes"] = (time.perf_counter() - start) / 60
+    details = {
+        "validation": "train-split items outside the 200 calibration texts, seed 5",
+        "items": {t: len(task.items) for t, task in tasks.items()},
+        "candidates": CANDIDATES,
+        "method": "seap + bias compensation (seapb), x0=0.3, 2 last protected layers",
+        "dense_all_tasks": {t: {"acc": r["acc"], "chance": r["chance"]} for t, r in dense.items()},
+        "table": table,
+        "threads": args.threads,
+        "load_average": {"start": load_start, "end": load_average()},
+        "machine": machine_details(),
+        "code": code_version(),
+    }
+    print(f"wrote {write_result('seap_schedule', None, summary, details)}")
+
+
+def _row(results: dict[str, Any]) -> dict[str, Any]:
+    per = {t: {"acc": r["acc"], "gold_nll": r["gold_nll"]} for t, r in results.items()}
+    return {
+        "avg": statistics.mean(r["acc"] for r in per.values()),
+        "nll": statistics.mean(r["gold_nll"] for r in per.values()),
+        "tasks": per,
+    }
+
+
+if __name__ == "__main__":
+    main()
