@@ -7,7 +7,9 @@ WikiText-2 perplexity, real sparsity, router accuracy and decode speed of the pr
 Rows: dense; SEAP per task with oracle routing; SEAP with the router (the same experts, each
 eval item routed by the classifier; items routed to their own task reuse the oracle score, the
 others are scored by the expert the router chose); the same two with FLAP's bias
-compensation in every expert (``seapb``, ``seapb_router``); SEAP-gen; Wanda-sp (uniform, sequential,
+compensation in every expert (``seapb``, ``seapb_router``); ``seapb_family_router``: the
+look-alike tasks of ``--families`` (ARC-Easy and ARC-Challenge) share one expert calibrated on
+both and the router picks among experts, not tasks; SEAP-gen; Wanda-sp (uniform, sequential,
 generic calibration); FLAP (global allocation, bias compensation, generic calibration). Every
 method removes exactly the same share of attention+FFN parameters. Writes
 benchmarks/results/seap.json (after every stage, ``details.complete`` says whether it finished)
@@ -38,7 +40,16 @@ from memos_integrations.models.runtime import LocalModel, ModelFingerprint
 from memos_integrations.models.seap import methods, prune, stats
 from memos_integrations.models.seap.router import TaskRouter
 
-METHODS = ("seap", "seap_router", "seapb", "seapb_router", "seapgen", "wanda_sp", "flap")
+METHODS = (
+    "seap",
+    "seap_router",
+    "seapb",
+    "seapb_router",
+    "seapb_family_router",
+    "seapgen",
+    "wanda_sp",
+    "flap",
+)
 
 
 def generic_texts(n: int) -> list[str]:
@@ -90,6 +101,11 @@ class Bench:
 
             self.model = copy.deepcopy(self.model32).to(torch.bfloat16)
         self.tasks = {t: ev.load_task(t, n=args.n, seed=0) for t in args.tasks}
+        self.families = [
+            f.split("+")
+            for f in args.families.split(",")
+            if f and set(f.split("+")) <= set(args.tasks)
+        ]
         self.results: dict[str, dict[str, Any]] = {}  # row -> task -> result
         self.extra: dict[str, Any] = {"timings_s": {}, "ppl": {}, "speed": {}, "plans": {}}
         self.code = code_version()
@@ -160,13 +176,63 @@ class Bench:
             "train_prompts_per_task": a.router_train,
         }
         self.lap("router", t)
+        families = self.family_router(routed) if self.families else None
         for s in a.sparsities:
-            self.sparsity(s, calib, generic_stats, generic, routed)
+            self.sparsity(s, calib, generic_stats, generic, routed, families)
             self.save(False)
         self.save(True)
 
+    def family_router(self, task_routed: dict) -> dict[str, Any]:
+        """Experts per family (look-alike tasks share one): their calibration statistics and
+        the router over experts, with each eval item's routed expert."""
+        a, t = self.args, time.perf_counter()
+        expert_of = {name: name for name in self.tasks}
+        for fam in self.families:
+            expert_of.update({name: "+".join(fam) for name in fam})
+        members: dict[str, list[str]] = {}
+        for name, expert in expert_of.items():
+            members.setdefault(expert, []).append(name)
+        router = TaskRouter.train(
+            self.model,
+            self.tok,
+            {
+                e: [p for n in ns for p in ev.prompts(n, "train", n=a.router_train, seed=1)]
+                for e, ns in members.items()
+            },
+        )
+        routed = {
+            name: router.predict(self.model, self.tok, [it.prompt for it in task.items])
+            for name, task in self.tasks.items()
+        }
+        hits = sum(r == expert_of[name] for name, rs in routed.items() for r in rs)
+        self.extra["router_families"] = {
+            "families": [list(f) for f in self.families],
+            "accuracy": 100.0 * hits / sum(len(rs) for rs in routed.values()),
+            "per_task": {
+                n: 100.0 * sum(r == expert_of[n] for r in rs) / len(rs) for n, rs in routed.items()
+            },
+        }
+        calib = {
+            "+".join(fam): stats.collect(
+                self.model,
+                self.tok,
+                [x for n in fam for x in ev.calibration_texts(n, n=a.calib)],
+                source="+".join(fam),
+                max_length=a.calib_tokens,
+            )
+            for fam in self.families
+        }
+        self.lap("family router and calibration", t)
+        return {"expert_of": expert_of, "routed": routed, "calib": calib}
+
     def sparsity(
-        self, s: float, calib: dict, generic_stats: Any, generic: list[str], routed: dict
+        self,
+        s: float,
+        calib: dict,
+        generic_stats: Any,
+        generic: list[str],
+        routed: dict,
+        families: dict | None,
     ) -> None:
         pct = round(100 * s)
         plans: dict[str, Any] = {}
@@ -188,6 +254,19 @@ class Bench:
             t = time.perf_counter()
             self.results[f"{row}_router_{pct}"] = self.routed(oracle, experts, routed)
             self.lap(f"eval {row}_router_{pct}", t)
+            if bias and families:
+                t = time.perf_counter()
+                own = dict(oracle)
+                for expert, st in families["calib"].items():
+                    plan = methods.make_plan(self.model, st, "seap", s, bias=True)
+                    experts[expert] = prune.pruned_copy(self.model, plan, st)
+                    plans[f"{row}:{expert}"] = plan.real_sparsity
+                    for name in expert.split("+"):
+                        own[name] = ev.evaluate_task(experts[expert], self.tok, self.tasks[name])
+                self.results[f"{row}_family_router_{pct}"] = self.routed(
+                    own, experts, families["routed"], families["expert_of"]
+                )
+                self.lap(f"eval {row}_family_router_{pct}", t)
             del experts
         t = time.perf_counter()
         gen_plan = methods.seap_gen_plan(self.model, list(calib.values()), generic_stats, s)
@@ -221,14 +300,16 @@ class Bench:
         del flap
         self.extra["plans"][f"real_sparsity_{pct}"] = plans
 
-    def routed(self, oracle: dict, experts: dict, routed: dict) -> dict:
-        """Scores with the router's expert per item: own-task items reuse the oracle score."""
+    def routed(self, own: dict, experts: dict, routed: dict, expert_of: dict | None = None) -> dict:
+        """Scores with the router's expert per item: items routed to their task's own expert
+        (``expert_of``, default the task's) reuse its score in ``own``."""
         out = {}
         for name, task in self.tasks.items():
-            items = {k: list(v) for k, v in oracle[name]["items"].items()}
+            mine = expert_of[name] if expert_of else name
+            items = {k: list(v) for k, v in own[name]["items"].items()}
             wrong: dict[str, list[int]] = {}
             for i, r in enumerate(routed[name]):
-                if r != name:
+                if r != mine:
                     wrong.setdefault(r, []).append(i)
             for expert, idx in wrong.items():
                 sub = [task.items[i] for i in idx]
@@ -273,6 +354,8 @@ class Bench:
                 )
         if "router" in self.extra:
             out["router_accuracy"] = self.extra["router"]["accuracy"]
+        if "router_families" in self.extra:
+            out["router_accuracy_families"] = self.extra["router_families"]["accuracy"]
         out["minutes"] = (time.perf_counter() - self.start) / 60
         return out
 
@@ -296,7 +379,9 @@ class Bench:
                 "dtype": a.dtype,
                 "threads": a.threads,
                 "decode": f"fp32, batch 1 greedy, {a.new_tokens} new tokens, median of 3",
-                "schedule": "logistic k=0.8 x0=0.3, 2+2 protected layers, mean over all layers",
+                "schedule": "logistic, x0=0.3, mean over all layers; k=5 and 4+2 protected "
+                "layers at <= 30%, SEAP's k=0.8 and 2+2 above (plan.default_steepness)",
+                "families": self.args.families,
             },
             "tables": tables,
             "per_item": {
@@ -359,6 +444,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calib", type=int, default=200, help="calibration texts per task / generic")
     p.add_argument("--calib-tokens", type=int, default=128)
     p.add_argument("--router-train", type=int, default=300)
+    p.add_argument(
+        "--families",
+        default="arc_easy+arc_challenge",
+        help="look-alike tasks sharing one expert, '+'-joined, comma-separated ('' for none)",
+    )
     p.add_argument("--ppl-windows", type=int, default=8)
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=48)

@@ -114,3 +114,28 @@ def test_cli_prune_saves_a_reloadable_model(
     # SEAP's schedule protects 2 + 2 layers: the 2-layer tiny model has none left to prune
     assert main([*argv, "--method", "seap"]) == 2
     assert "none to prune" in capsys.readouterr().err
+
+
+def test_look_alike_tasks_share_one_expert_as_a_family(
+    tiny: LocalModel, tasks: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from memos_integrations.models.seap.experts import build_experts
+
+    twin = str(_task(tmp_path / "twin.jsonl", FOX, ["runs", "hides"]))  # fox's prompts
+    kw = {"calibration": 8, "first": 0, "last": 0}
+    with caplog.at_level("WARNING"):
+        apart = build_experts(tiny, [tasks[0], twin, tasks[1]], 0.2, tmp_path / "apart", **kw)
+    confusion = apart.manifest["router_accuracy"]["confusion"]
+    assert confusion["fox"].get("twin", 0) + confusion["twin"].get("fox", 0) > 0
+    assert "one family" in caplog.text
+    family = build_experts(tiny, [[tasks[0], twin], tasks[1]], 0.2, tmp_path / "family", **kw)
+    assert family.tasks == ["fox+twin", "num"]
+    entry = family.manifest["experts"]["fox+twin"]
+    assert entry["tasks"] == ["fox", "twin"] and abs(entry["real_sparsity"] - 0.2) < 0.01
+    assert family.manifest["router_accuracy"]["accuracy"] == 100.0
+    assert family.route("the quick brown fox") == "fox+twin"
+    assert family.model("fox+twin").generate("the fox", max_new_tokens=2) is not None
+    with pytest.raises(InvalidInput, match="twice"):
+        build_experts(tiny, [[tasks[0], twin], tasks[0]], 0.2, tmp_path / "dup", **kw)
+    with pytest.raises(InvalidInput, match="family"):
+        build_experts(tiny, [[], tasks[1]], 0.2, tmp_path / "empty", **kw)

@@ -1438,7 +1438,7 @@ class MemOS:
 
     def build_experts(
         self,
-        tasks: Sequence[str],
+        tasks: Sequence[str | Sequence[str]],
         sparsity: float = 0.2,
         *,
         path: str | os.PathLike[str] | None = None,
@@ -1452,8 +1452,9 @@ class MemOS:
         """Prune the local model once per task (SEAP; ``bias``: with FLAP's bias
         compensation), train a router, and answer chats with the routed expert from now on.
         ``tasks``: built-in names (see ``models.evaluation.TASKS``) or generic multiple-choice
-        JSONL files. Experts live under ``path`` (default
-        ``$MEMOS_HOME/experts/<model>-<method>[-bias]-<pct>``); at most
+        JSONL files; a list of them is a family sharing one expert (for tasks whose prompts the
+        router cannot tell apart, e.g. ``["arc_easy", "arc_challenge"]``). Experts live under
+        ``path`` (default ``$MEMOS_HOME/experts/<model>-<method>[-bias]-<pct>``); at most
         ``max_loaded`` stay in memory. Returns the :class:`~memos_integrations.models.seap.
         experts.ExpertSet`. Experts answer every user's chats: the application or an admin
         (``by``) only."""

@@ -1,15 +1,22 @@
-"""Task experts: one SEAP-pruned model per task plus a router, on disk; a bounded set loaded.
+"""Task experts: one SEAP-pruned model per task (or family of tasks) plus a router, on disk;
+a bounded set loaded.
 
 Layout of an expert set directory (written to a temp dir and renamed into place)::
 
-    experts.json            base fingerprint, tasks, sparsity, method, router accuracy
+    experts.json            base fingerprint, experts and their tasks, sparsity, method,
+                            router accuracy and confusion on held-out prompts
     router/                 router.safetensors + router.json
-    <task>/                 a pruned model (LocalModel.load(<task>) reloads it)
+    <expert>/               a pruned model (LocalModel.load(<expert>) reloads it)
+
+A family (``["arc_easy", "arc_challenge"]``) shares one expert, calibrated on all its tasks and
+named ``arc_easy+arc_challenge``: for tasks whose prompts no router can tell apart, where a
+per-task choice between their experts is a coin toss.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,11 +29,13 @@ from . import methods, prune, stats
 from .router import TaskRouter
 
 MANIFEST = "experts.json"
+CONFUSED = 75.0  # held-out routing accuracy (%) below which build_experts suggests a family
+log = logging.getLogger(__name__)
 
 
 def build_experts(
     base: Any,
-    tasks: Sequence[str],
+    tasks: Sequence[str | Sequence[str]],
     sparsity: float,
     out_dir: str | Path,
     *,
@@ -38,38 +47,51 @@ def build_experts(
     **schedule: Any,
 ) -> ExpertSet:
     """Prune ``base`` (a LocalModel) once per task and train the router on the tasks' train
-    prompts; ``tasks`` are built-in task names or generic JSONL files. ``bias``: FLAP's bias
-    compensation in every expert."""
+    prompts. ``tasks``: built-in task names or generic JSONL files; a list of them is a family
+    with one expert calibrated on all of them. ``bias``: FLAP's bias compensation in every
+    expert. An expert the router confuses with another on held-out prompts is logged with
+    the advice to make them a family."""
     if method not in ("seap", "seap_norm"):
         raise InvalidInput(f"experts are per-task SEAP models (seap, seap_norm), not {method!r}")
-    names = list(dict.fromkeys(tasks))
-    if len(names) < 2:
-        raise InvalidInput("give at least two tasks (one expert each, a router between them)")
+    families = [_family(t) for t in tasks]
+    sources = [s for f in families for s in f]
+    if len(set(sources)) < len(sources):
+        raise InvalidInput("a task appears twice in tasks")
+    if len(families) < 2:
+        raise InvalidInput("give at least two experts (tasks or families), a router between them")
     out = Path(out_dir).expanduser()
     if out.exists() and not (out / MANIFEST).is_file():
         raise InvalidInput(f"{out} exists and is not an expert set")
     from ..runtime import _atomic_dir
 
     with _atomic_dir(out) as tmp:
-        entries = {}
+        entries: dict[str, dict[str, Any]] = {}
         prompts: dict[str, list[str]] = {}
-        for name in names:
-            task = ev.load_task(name, n=1)  # validates the name / file early
-            texts = ev.calibration_texts(name, n=calibration)
-            st = stats.collect(base.model, base.tokenizer, texts, source=task.name)
+        held_out: dict[str, list[str]] = {}
+        for family in families:
+            names = [ev.load_task(s, n=1).name for s in family]  # validates names/files early
+            expert_name = "+".join(names)
+            texts = [t for s in family for t in ev.calibration_texts(s, n=calibration)]
+            st = stats.collect(base.model, base.tokenizer, texts, source=expert_name)
             plan = methods.make_plan(base.model, st, method, sparsity, bias=bias, **schedule)
             plan.details["base"] = base.fingerprint.to_dict()
             expert = prune.pruned_copy(base.model, plan, st)
-            prune.save_pruned(expert, base.tokenizer, plan, tmp / task.name)
+            prune.save_pruned(expert, base.tokenizer, plan, tmp / expert_name)
             del expert
-            entries[task.name] = {"source": name, "real_sparsity": plan.real_sparsity}
-            prompts[task.name] = ev.prompts(name, "train", n=router_prompts, seed=1)
+            entries[expert_name] = {
+                "tasks": names,
+                "sources": family,
+                "real_sparsity": plan.real_sparsity,
+            }
+            prompts[expert_name] = [
+                p for s in family for p in ev.prompts(s, "train", n=router_prompts, seed=1)
+            ]
+            held_out[expert_name] = [
+                it.prompt for s in family for it in ev.load_task(s, n=100, seed=2).items
+            ]
         router = TaskRouter.train(base.model, base.tokenizer, prompts)
-        held_out = {
-            t: [it.prompt for it in ev.load_task(e["source"], n=100, seed=2).items]
-            for t, e in entries.items()
-        }
         accuracy = router.accuracy(base.model, base.tokenizer, held_out)
+        _advise(accuracy)
         router.save(tmp / "router")
         manifest = {
             "format": 1,
@@ -81,6 +103,30 @@ def build_experts(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return ExpertSet.open(out, base, max_loaded=max_loaded)
+
+
+def _family(task: str | Sequence[str]) -> list[str]:
+    family = [task] if isinstance(task, str) else list(task)
+    if not family or not all(isinstance(t, str) and t for t in family):
+        raise InvalidInput(f"a task is a name or file, a family a list of them; got {task!r}")
+    return family
+
+
+def _advise(accuracy: dict[str, Any]) -> None:
+    """Log each expert that the router sends elsewhere too often, and where it goes."""
+    for expert, rate in accuracy["per_task"].items():
+        wrong = {k: v for k, v in accuracy["confusion"][expert].items() if k != expert}
+        if rate < CONFUSED and wrong:
+            other = max(wrong, key=wrong.__getitem__)
+            log.warning(
+                "the router sends only %.0f%% of %s's held-out prompts to it (most others "
+                "to %s); if their prompts look alike, build them as one family: [%r, %r]",
+                rate,
+                expert,
+                other,
+                expert,
+                other,
+            )
 
 
 class ExpertSet:
@@ -109,6 +155,7 @@ class ExpertSet:
 
     @property
     def tasks(self) -> list[str]:
+        """The experts' names (a family's is its tasks joined by ``+``)."""
         return list(self.manifest["experts"])
 
     @property

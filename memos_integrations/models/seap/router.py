@@ -71,14 +71,21 @@ class TaskRouter:
             return [self.tasks[i] for i in (z @ self.weight + self.bias).argmax(1).tolist()]
 
     def accuracy(self, model: Any, tokenizer: Any, texts_by_task: dict[str, Sequence[str]]) -> dict:
-        """Overall and per-task accuracy (percent) on labelled prompts."""
-        per, hits, total = {}, 0, 0
+        """Overall and per-task accuracy (percent) on labelled prompts, and the confusion:
+        per task, how many of its prompts went to each task."""
+        per, confusion, hits, total = {}, {}, 0, 0
         for task, texts in texts_by_task.items():
             got = self.predict(model, tokenizer, texts)
-            ok = sum(g == task for g in got)
+            confusion[task] = {t: got.count(t) for t in self.tasks if t in got}
+            ok = got.count(task)
             per[task] = 100.0 * ok / max(len(texts), 1)
             hits, total = hits + ok, total + len(texts)
-        return {"accuracy": 100.0 * hits / max(total, 1), "per_task": per, "n": total}
+        return {
+            "accuracy": 100.0 * hits / max(total, 1),
+            "per_task": per,
+            "confusion": confusion,
+            "n": total,
+        }
 
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save_file
