@@ -3,8 +3,9 @@
 Speed depends on a pruned model's shapes only (heads and FFN channels kept per layer), not on
 which units were kept. ``seap.py`` times its pruned models inside a 55-minute run that other
 jobs shared; this times the same shapes alone: the bundled SmolLM2-135M is sliced to the plan
-each schedule gives at each sparsity (SEAP: logistic, k=0.8 x0=0.3, 2+2 protected layers, as
-``seap.py``; every SEAP expert and SEAP-gen share these shapes; uniform: Wanda-sp's) with
+each schedule gives at each sparsity (SEAP: logistic with the defaults for that sparsity,
+``plan.default_steepness``, as ``seap.py``; every SEAP expert and SEAP-gen share these shapes;
+uniform: Wanda-sp's) with
 seeded random scores choosing the units, and each model decodes greedily at batch 1 with a
 KV cache (``seap.decode_speed``), in fp32, in interleaved rounds; a speedup is the median of
 the per-round ratios to dense (this machine's speed drifts between minutes).
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "new_tokens": args.new_tokens,
         "rounds": args.rounds,
         "dtype": "float32",
-        "schedule": "seap: logistic k=0.8 x0=0.3, 2+2 protected layers; uniform: every layer",
+        "schedule": "seap: logistic, k=5 and 4+2 protected layers at <= 30%, k=0.8 and 2+2 "
+        "above (plan.default_steepness); uniform: every layer",
         "load_average": {"start": load_start, "end": load_average()},
         "machine": machine_details(),
         "code": code_version(),
