@@ -1,8 +1,9 @@
 """The ``memos`` command line: demo, users, cubes, add, search, chat, explain, list, history,
 export, import, stats, maintain, audit and forget-user over a store: the embedded SQLite
 file (``--db`` or MEMOS_HOME), a PostgreSQL URL (``--db postgresql://...`` or
-MEMOS_PG_URL) or a private embedded PostgreSQL (``--embedded-pg DIR``); and ``prune``, which
-needs no store: it prunes a local Llama-family model for a task and saves the smaller model."""
+MEMOS_PG_URL) or a private embedded PostgreSQL (``--embedded-pg DIR``); and ``prune`` and
+``experts``, which need no store: they prune a local Llama-family model for a task (or once per
+task, with a router between them) and save the smaller models."""
 
 from __future__ import annotations
 
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--memory", default="auto", choices=list(MEMORY_MODES))
     s.add_argument("--max-new-tokens", type=int, default=256)
     s.add_argument("--explain", action="store_true", help="also print which tier served what")
+    s.add_argument("--experts", type=Path, help="answer with the task experts in this directory")
 
     s = sub.add_parser("explain", help="what a chat turn would use (no model run, no access)")
     s.add_argument("query")
@@ -158,6 +160,28 @@ def _parser() -> argparse.ArgumentParser:
         help="FLAP's bias compensation (default: only for flap)",
     )
     s.add_argument("--eval", type=int, default=0, metavar="N", help="score N items before/after")
+    _schedule_args(s)
+
+    s = sub.add_parser(
+        "experts",
+        help="prune the local model once per task (SEAP), train a router between the experts, "
+        "and save them (chat --experts DIR answers with them)",
+    )
+    s.add_argument(
+        "--tasks",
+        required=True,
+        help="comma-separated task names or JSONL files; '+' joins look-alike tasks into one "
+        "expert (e.g. arc_easy+arc_challenge,boolq,piqa)",
+    )
+    s.add_argument("--sparsity", type=float, default=0.2, help="share of attention+FFN weights")
+    s.add_argument("--out", type=Path, help="default: $MEMOS_HOME/experts/<model>-seap-<pct>")
+    s.add_argument("--model", help="model directory or .gguf (default: MEMOS_MODEL or SmolLM2)")
+    s.add_argument("--calibration", type=int, default=200, help="calibration texts per task")
+    s.add_argument(
+        "--bias", action=argparse.BooleanOptionalAction, default=False,
+        help="FLAP's bias compensation in every expert",
+    )  # fmt: skip
+    _schedule_args(s)
 
     s = sub.add_parser(
         "maintain",
@@ -185,6 +209,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _schedule_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--first", type=int, help="first layers kept dense (logistic schedules)")
+    s.add_argument("--last", type=int, help="last layers kept dense (logistic schedules)")
+
+
+def _schedule(args: argparse.Namespace) -> dict[str, int]:
+    return {k: v for k in ("first", "last") if (v := getattr(args, k)) is not None}
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run
@@ -193,6 +226,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "prune":
         return _prune(args)
+    if args.command == "experts":
+        return _experts(args)
     settings = None
     if getattr(args, "capacity", None) is not None:
         import dataclasses
@@ -235,6 +270,8 @@ def _run(args: argparse.Namespace) -> int:
             )
             _print_items([h.item for h in hits], args.json, [h.score for h in hits])
         elif cmd == "chat":
+            if args.experts is not None:
+                mos.use_experts(args.experts)
             reply = mos.chat(
                 args.query,
                 user=args.user,
@@ -244,6 +281,8 @@ def _run(args: argparse.Namespace) -> int:
                 max_new_tokens=args.max_new_tokens,
             )
             print(reply.text.strip())
+            if reply.expert is not None:
+                print(f"[expert: {reply.expert}]", file=sys.stderr)
             if args.explain:
                 print(json.dumps(reply.plan.describe(), indent=2))
         elif cmd == "explain":
@@ -313,6 +352,7 @@ def _prune(args: argparse.Namespace) -> int:
         args.sparsity,
         source=args.task,
         bias=args.bias,
+        **_schedule(args),
     )
     plan.details["base"] = base.fingerprint.to_dict()
     out = prune.save_pruned(pruned, base.tokenizer, plan, args.out)
@@ -328,6 +368,36 @@ def _prune(args: argparse.Namespace) -> int:
         for name, model in (("dense", base.model), ("pruned", pruned)):
             r = ev.evaluate_task(model, base.tokenizer, task)
             report[name] = {"acc": r["acc"], "acc_ci": r["acc_ci"], "gold_nll": r["gold_nll"]}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _experts(args: argparse.Namespace) -> int:
+    """``memos experts``: one SEAP expert per task or '+'-joined family, and the router."""
+    from .models.runtime import LocalModel
+    from .models.seap.experts import build_experts, default_dir
+
+    base = LocalModel.load(args.model)
+    families = [[x.strip() for x in t.split("+")] for t in args.tasks.split(",") if t.strip()]
+    out = args.out or default_dir(base.fingerprint.id, "seap", args.sparsity, args.bias)
+    experts = build_experts(
+        base,
+        families,
+        args.sparsity,
+        out,
+        calibration=args.calibration,
+        bias=args.bias,
+        **_schedule(args),
+    )
+    accuracy = experts.manifest["router_accuracy"]
+    report = {
+        "out": str(experts.root),
+        "experts": {k: v["tasks"] for k, v in experts.manifest["experts"].items()},
+        "real_sparsity": {
+            k: round(v["real_sparsity"], 6) for k, v in experts.manifest["experts"].items()
+        },
+        "router_accuracy": {k: accuracy[k] for k in ("accuracy", "per_task", "confusion")},
+    }
     print(json.dumps(report, indent=2))
     return 0
 

@@ -139,3 +139,30 @@ def test_look_alike_tasks_share_one_expert_as_a_family(
         build_experts(tiny, [[tasks[0], twin], tasks[0]], 0.2, tmp_path / "dup", **kw)
     with pytest.raises(InvalidInput, match="family"):
         build_experts(tiny, [[], tasks[1]], 0.2, tmp_path / "empty", **kw)
+
+
+def test_cli_builds_experts_and_chats_with_them(
+    tiny_dirs, tasks: list[str], tmp_path: Path, home: Path, embedder, monkeypatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    twin = str(_task(tmp_path / "twin.jsonl", FOX, ["runs", "hides"]))
+    out = tmp_path / "experts"
+    argv = ["experts", "--model", str(tiny_dirs[0]), "--tasks", f"{tasks[0]}+{twin}, {tasks[1]}"]
+    assert (
+        main([*argv, "--out", str(out), "--calibration", "6", "--first", "0", "--last", "0"]) == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["experts"] == {"fox+twin": ["fox", "twin"], "num": ["num"]}
+    assert report["router_accuracy"]["accuracy"] == 100.0
+    assert all(abs(v - 0.2) < 0.01 for v in report["real_sparsity"].values())
+    db = str(tmp_path / "chat.db")
+    main(["--db", db, "create-user", "alice"])
+    main(["--db", db, "create-cube", "alice-notes", "--owner", "alice"])
+    monkeypatch.setenv("MEMOS_MODEL", str(tiny_dirs[0]))
+    chat = ["--db", db, "chat", "the quick brown fox", "--user", "alice", "--max-new-tokens", "3"]
+    capsys.readouterr()
+    assert main([*chat, "--experts", str(out)]) == 0
+    assert "[expert: fox+twin]" in capsys.readouterr().err
+    # the default protected layers leave the 2-layer model nothing to prune: a clear error
+    assert main([*argv, "--calibration", "6"]) == 2
+    assert "none to prune" in capsys.readouterr().err

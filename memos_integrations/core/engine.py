@@ -1458,12 +1458,15 @@ class MemOS:
         ``max_loaded`` stay in memory. Returns the :class:`~memos_integrations.models.seap.
         experts.ExpertSet`. Experts answer every user's chats: the application or an admin
         (``by``) only."""
-        from ..models.seap.experts import build_experts
+        from ..models.seap.experts import build_experts, default_dir
 
         self.gov.require_super(self.gov.user(by), "build task experts")
         base = self.model
-        tag = f"{method}-bias" if bias else method
-        root = Path(path) if path is not None else self._experts_dir(tag, sparsity)
+        root = (
+            Path(path)
+            if path is not None
+            else default_dir(base.fingerprint.id, method, sparsity, bias)
+        )
         self._experts = build_experts(
             base,
             tasks,
@@ -1493,10 +1496,6 @@ class MemOS:
             None if path is None else ExpertSet.open(path, self.model, max_loaded=max_loaded)
         )
         return self._experts
-
-    def _experts_dir(self, method: str, sparsity: float) -> Path:
-        pct = round(100 * sparsity)
-        return memos_home() / "experts" / f"{self.model.fingerprint.id}-{method}-{pct}"
 
     def stream_chat(
         self, plan: ChatPlan, *, max_new_tokens: int = 256, temperature: float = 0.0, **kw: Any

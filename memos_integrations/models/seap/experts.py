@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ...core.config import memos_home
 from ...core.errors import InvalidInput, ModelMismatch
 from .. import evaluation as ev
 from . import methods, prune, stats
@@ -103,6 +104,12 @@ def build_experts(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return ExpertSet.open(out, base, max_loaded=max_loaded)
+
+
+def default_dir(model_id: str, method: str, sparsity: float, bias: bool = False) -> Path:
+    """``$MEMOS_HOME/experts/<model>-<method>[-bias]-<pct>``: where built experts live."""
+    tag = f"{method}-bias" if bias else method
+    return memos_home() / "experts" / f"{model_id}-{tag}-{round(100 * sparsity)}"
 
 
 def _family(task: str | Sequence[str]) -> list[str]:
