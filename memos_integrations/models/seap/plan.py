@@ -229,9 +229,9 @@ def default_steepness(target: float) -> tuple[float, int]:
 
     Chosen on held-out train-split items, never the evaluation subsets (docs/benchmarks.md,
     "Choosing the schedule"): at 20% a steep schedule that spares the first four layers lost
-    0.4 points of signal-task accuracy where SEAP's k=0.8 with two lost 3.2; at 50% the steep
-    one lost more (NLL +0.5), since the cap flattens it anyway, so SEAP's stays there. Only
-    20% and 50% were validated; the switch at 30% sits between them."""
+    0.5 points of signal-task accuracy where SEAP's k=0.8 with two lost 3.2; at 50% the steep
+    one tied on accuracy with a worse NLL (+0.6), so SEAP's stays there. Only 20% and 50% were
+    validated; the switch at 30% sits between them."""
     return (5.0, 4) if target <= 0.3 else (0.8, 2)
 
 
