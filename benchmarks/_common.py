@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,22 @@ def code_version(package: str = "memos_integrations") -> dict[str, Any]:
         "uncommitted_changes": [line[3:] for line in dirty.splitlines()] if dirty else [],
         "source_sha256": digest.hexdigest()[:16],
     }
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """Taken when a benchmark starts: the code it measures (edits made while it runs do not
+    reach it) and the machine's load then; :meth:`details` adds the load at the end."""
+
+    code: dict[str, Any] = field(default_factory=code_version)
+    load: list[float] | None = field(default_factory=load_average)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "load_average": {"start": self.load, "end": load_average()},
+            "machine": machine_details(),
+            "code": self.code,
+        }
 
 
 def command_line(argv: list[str] | None = None) -> str:

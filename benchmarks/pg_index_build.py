@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
-from _common import code_version, command_line, load_average, machine_details, write_result
+from _common import RunStart, command_line, write_result
 from _pg import fresh_database, server, server_settings
 from pgvector.psycopg import register_vector
 from postgres_vs_anchors import prepare
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     data, _, _ = prepare(args)
     vectors = data["vectors"]
     dim = int(vectors.shape[1])
-    load_start = load_average()
+    run = RunStart()
     runs: list[dict[str, Any]] = []
     with server(args.pg_url) as url:
         db = fresh_database(url, "bench_index")
@@ -106,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "copy_seconds": copy_s,
         "server": settings,
-        "load_average": {"start": load_start, "end": load_average()},
-        "machine": machine_details(),
-        "code": code_version(),
+        **run.details(),
     }
     path = write_result(args.out, command_line(), summary, details)
     print(f"wrote {path}")

@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import code_version, load_average, machine_details, write_result
+from benchmarks._common import RunStart, write_result
 from memos_integrations.models import evaluation as ev
 from memos_integrations.models.runtime import LocalModel
 from memos_integrations.models.seap import methods, prune, stats
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sparsities", default="0.2,0.5")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    start, load_start = time.perf_counter(), load_average()
+    start, run = time.perf_counter(), RunStart()
     base = LocalModel.load(None, threads=args.threads)
     tok = base.tokenizer
     model = copy.deepcopy(base.model).to(torch.bfloat16)  # as seap.py scores
@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "table": table,
         "threads": args.threads,
-        "load_average": {"start": load_start, "end": load_average()},
-        "machine": machine_details(),
-        "code": code_version(),
+        **run.details(),
     }
     print(f"wrote {write_result('seap_schedule', None, summary, details)}")
 

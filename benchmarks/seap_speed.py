@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import code_version, command_line, load_average, machine_details, write_result
+from _common import RunStart, command_line, write_result
 from seap import decode_speed
 
 from memos_integrations.models.runtime import LocalModel
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds; medians reported")
     p.add_argument("--out", default="seap_speed")
     args = p.parse_args(argv)
-    load_start = load_average()
+    run = RunStart()
     base = LocalModel.load(os.environ.get("MEMOS_MODEL"), threads=args.threads)
     model, tokenizer = base.model.float(), base.tokenizer
     geo = Geometry.of(model)
@@ -103,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": "float32",
         "schedule": "seap: logistic, k=5 and 4+2 protected layers at <= 30%, k=0.8 and 2+2 "
         "above (plan.default_steepness); uniform: every layer",
-        "load_average": {"start": load_start, "end": load_average()},
-        "machine": machine_details(),
-        "code": code_version(),
+        **run.details(),
     }
     path = write_result(args.out, command_line(), summary, details)
     print(f"wrote {path}")
