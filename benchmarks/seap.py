@@ -159,59 +159,50 @@ class Bench:
         self.extra["calibration_tokens"]["generic"] = generic_stats.tokens
         self.lap("calibration", t)
         t = time.perf_counter()
-        router = TaskRouter.train(
-            self.model,
-            self.tok,
-            {name: ev.prompts(name, "train", n=a.router_train, seed=1) for name in self.tasks},
-        )
-        routed = {
-            name: router.predict(self.model, self.tok, [it.prompt for it in task.items])
-            for name, task in self.tasks.items()
-        }
-        hits = sum(r == name for name, rs in routed.items() for r in rs)
-        total = sum(len(rs) for rs in routed.values())
-        self.extra["router"] = {
-            "accuracy": 100.0 * hits / total,
-            "per_task": {n: 100.0 * sum(r == n for r in rs) / len(rs) for n, rs in routed.items()},
-            "train_prompts_per_task": a.router_train,
-        }
+        prompts = {name: ev.prompts(name, "train", n=a.router_train, seed=1) for name in self.tasks}
+        routed, accuracy = self.route({name: name for name in self.tasks}, prompts)
+        self.extra["router"] = {**accuracy, "train_prompts_per_task": a.router_train}
         self.lap("router", t)
-        families = self.family_router(routed) if self.families else None
+        families = self.family_router(prompts) if self.families else None
         for s in a.sparsities:
             self.sparsity(s, calib, generic_stats, generic, routed, families)
             self.save(False)
         self.save(True)
 
-    def family_router(self, task_routed: dict) -> dict[str, Any]:
-        """Experts per family (look-alike tasks share one): their calibration statistics and
-        the router over experts, with each eval item's routed expert."""
-        a, t = self.args, time.perf_counter()
-        expert_of = {name: name for name in self.tasks}
-        for fam in self.families:
-            expert_of.update({name: "+".join(fam) for name in fam})
+    def route(
+        self, expert_of: dict[str, str], prompts: dict[str, list[str]]
+    ) -> tuple[dict[str, list[str]], dict[str, Any]]:
+        """A router over the experts (``expert_of``: task -> expert) trained on the tasks'
+        train ``prompts``: each eval item's routed expert, and how often it is the task's."""
         members: dict[str, list[str]] = {}
         for name, expert in expert_of.items():
             members.setdefault(expert, []).append(name)
         router = TaskRouter.train(
             self.model,
             self.tok,
-            {
-                e: [p for n in ns for p in ev.prompts(n, "train", n=a.router_train, seed=1)]
-                for e, ns in members.items()
-            },
+            {e: [p for n in ns for p in prompts[n]] for e, ns in members.items()},
         )
         routed = {
             name: router.predict(self.model, self.tok, [it.prompt for it in task.items])
             for name, task in self.tasks.items()
         }
         hits = sum(r == expert_of[name] for name, rs in routed.items() for r in rs)
-        self.extra["router_families"] = {
-            "families": [list(f) for f in self.families],
+        return routed, {
             "accuracy": 100.0 * hits / sum(len(rs) for rs in routed.values()),
             "per_task": {
                 n: 100.0 * sum(r == expert_of[n] for r in rs) / len(rs) for n, rs in routed.items()
             },
         }
+
+    def family_router(self, prompts: dict[str, list[str]]) -> dict[str, Any]:
+        """Experts per family (look-alike tasks share one): their calibration statistics and
+        the router over experts, with each eval item's routed expert."""
+        a, t = self.args, time.perf_counter()
+        expert_of = {name: name for name in self.tasks}
+        for fam in self.families:
+            expert_of.update({name: "+".join(fam) for name in fam})
+        routed, accuracy = self.route(expert_of, prompts)
+        self.extra["router_families"] = {"families": [list(f) for f in self.families], **accuracy}
         calib = {
             "+".join(fam): stats.collect(
                 self.model,
