@@ -111,7 +111,7 @@ def test_cli_prune_saves_a_reloadable_model(
     assert main([*argv, "--method", "flap", "--sparsity", "0.3", "--calibration", "6",
                  "--no-bias"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["bias"] is False
-    # SEAP's schedule protects 2 + 2 layers: the 2-layer tiny model has none left to prune
+    # SEAP's default schedule protects 4 + 2 layers at 20%: the 2-layer tiny model has none left
     assert main([*argv, "--method", "seap"]) == 2
     assert "none to prune" in capsys.readouterr().err
 
