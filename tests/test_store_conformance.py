@@ -61,6 +61,16 @@ def test_an_unreachable_server_is_a_clear_error_without_the_password() -> None:
     assert "s3cret" not in str(info.value) and "***" in str(info.value)
 
 
+@pytest.mark.parametrize("ef_search", [0, 1001])
+def test_an_hnsw_search_breadth_out_of_range_is_refused(ef_search: int) -> None:
+    pytest.importorskip("psycopg")
+    from memos_integrations import InvalidInput
+    from memos_integrations.storage.postgres import PostgresStore
+
+    with pytest.raises(InvalidInput, match="ef_search"):
+        PostgresStore("postgresql://memos@127.0.0.1:1/memos", ef_search=ef_search)
+
+
 # ---------------------------------------------------------------------------- filters
 
 META = {
@@ -267,19 +277,29 @@ def _random_items(n: int, dim: int, cube: str) -> tuple[list[MemoryItem], np.nda
     "settings",
     [
         pytest.param("enable_sort=off", id="iterative-scan"),
-        pytest.param("enable_sort=off -c hnsw.max_scan_tuples=50", id="exact-fallback"),
+        pytest.param("enable_sort=off -c hnsw.max_scan_tuples=1", id="exact-fallback"),
     ],
 )
 def test_selective_filter_returns_full_k_through_the_vector_index(
-    pg_schemas, settings: str
+    pg_schemas, settings: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """1% of the rows pass the filter. Forced onto the HNSW index (sorting made expensive, so
-    the planner cannot rank the admitted rows itself), the iterative scan must keep going
-    until k rows pass; where it is cut short (``hnsw.max_scan_tuples``), the store must
-    notice and search the admitted rows exactly."""
+    """1% of the rows pass the filter, and k asks for all of them. Forced onto the HNSW index
+    (sorting made expensive, so the planner cannot rank the admitted rows itself), the
+    iterative scan must keep going until k rows pass; where it is cut short
+    (``hnsw.max_scan_tuples``), the store must notice and search the admitted rows exactly."""
     from memos_integrations.core.cube import MemCube
     from memos_integrations.core.items import User
+    from memos_integrations.storage import postgres
     from memos_integrations.storage.postgres import PostgresStore
+
+    counts: list[SearchRequest] = []  # searches that had to count the admitted rows
+
+    def counted(request: SearchRequest, limit: int) -> Any:
+        counts.append(request)
+        return search_admitted(request, limit)
+
+    search_admitted = postgres.admitted_vectors_sql
+    monkeypatch.setattr(postgres, "admitted_vectors_sql", counted)
 
     store = PostgresStore(pg_schemas(options=f"-c {settings}"))
     try:
@@ -292,18 +312,24 @@ def test_selective_filter_returns_full_k_through_the_vector_index(
             conn.execute("ANALYZE item_vectors")
         admitted = [i for i, it in enumerate(items) if it.priority == 7]
         where = Cond("priority", "number", "$eq", 7)
+        k = len(admitted)
         request = SearchRequest(
-            Scope(("c",), None), 10, vector=vectors[0], where=where, mode="dense"
+            Scope(("c",), None), k, vector=vectors[0], where=where, mode="dense"
         )
-        q = search_sql(request, None, 50)
+        q = search_sql(request, None, request.depth)
         with store.connection() as conn:
             plan = conn.execute("EXPLAIN " + q.sql, q.params).fetchall()
         assert "item_vectors_hnsw" in str(plan)  # the path under test
         for q in range(5):
             query = vectors[q * 11]
             hits = store.search(replace(request, vector=query))
-            exact = sorted(admitted, key=lambda i: -float(vectors[i] @ query))[:10]
+            exact = sorted(admitted, key=lambda i: -float(vectors[i] @ query))
             assert [h.id for h in hits] == [items[i].id for i in exact]
+        # the per-search settings reached the index scan: iterative, it found all k itself
+        if "max_scan_tuples" in settings:
+            assert counts  # cut short, the scan came back with fewer
+        else:
+            assert not counts
     finally:
         store.close()
 

@@ -276,7 +276,7 @@ class Provenance:
 
     def to_dict(self) -> dict[str, Any]:
         # fields are strings, None and tuples of strings: no deep copy needed (asdict is slow)
-        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        values = ((name, getattr(self, name)) for name in _PROVENANCE_FIELDS)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values}
 
     @classmethod
@@ -284,9 +284,15 @@ class Provenance:
         """Build from trusted data (a store row); use :func:`check_provenance` for input."""
         if not data:
             return cls()
-        known = {f.name for f in fields(cls)}
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        kw = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in data.items()
+            if k in _PROVENANCE_FIELDS
+        }
         return cls(**kw)
+
+
+_PROVENANCE_FIELDS = tuple(f.name for f in fields(Provenance))  # once: fields() is slow
 
 
 def check_provenance(data: object) -> Provenance:

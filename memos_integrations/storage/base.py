@@ -54,6 +54,12 @@ class SearchRequest:
     mode: SearchMode = "hybrid"
     dense_weight: float = 1.0  # RRF weight of the dense leg; the text leg weighs 1.0
 
+    @property
+    def depth(self) -> int:
+        """Candidates per leg: fusion needs rows beyond k (a row ranked low in one leg can win
+        on the sum); one leg alone ranks exactly its top k."""
+        return max(2 * self.k, 50) if self.mode == "hybrid" else self.k
+
 
 @dataclass(frozen=True)
 class AuditQuery:

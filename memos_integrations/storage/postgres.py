@@ -31,7 +31,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..core.cube import Artifact, MemCube
-from ..core.errors import BackendUnavailable, Conflict, NotFound
+from ..core.errors import BackendUnavailable, Conflict, InvalidInput, NotFound
 from ..core.items import (
     AuditRecord,
     Grant,
@@ -111,7 +111,9 @@ class PostgresStore:
     (``item_terms``, best first; see :func:`.pg_sql.search_sql`), or, when a filter sends
     the leg through the GIN index, the rows it ranks (see :func:`.pg_text.plan_text`);
     ``bulk_min`` is the load size from which :meth:`bulk_load` rebuilds the vector index at
-    the end instead of maintaining it row by row.
+    the end instead of maintaining it row by row. ``ef_search`` is the HNSW search breadth
+    (pgvector's ``hnsw.ef_search``, at least the candidates a search ranks): raise it for
+    recall, at some latency (at 100k rows, 40 gives a dense search 88% recall@10, 50 gives 91%).
     """
 
     def __init__(
@@ -123,12 +125,16 @@ class PostgresStore:
         text_budget: int = 2_000,
         bulk_min: int = 10_000,
         index_build_memory: str = "1GB",
+        ef_search: int = 40,
         connect_timeout: float = 30.0,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self.url = redact(url)
         self._bulk_min = bulk_min
         self._index_memory = index_build_memory
+        if not 1 <= ef_search <= 1000:
+            raise InvalidInput(f"ef_search must be between 1 and 1000, got {ef_search}")
+        self._ef_search = ef_search
         self._timeout = connect_timeout
         self._on_close = on_close
         self._dim: int | None = None
@@ -602,7 +608,7 @@ class PostgresStore:
     # ------------------------------------------------------------------ search
 
     def search(self, request: SearchRequest) -> list[SearchHit]:
-        n = max(2 * request.k, 50)  # candidates per leg before fusion
+        n = request.depth
 
         def run(c: Conn) -> list[dict[str, Any]]:
             stats = self._text.statistics(c)  # also keeps planner statistics fresh
@@ -611,14 +617,15 @@ class PostgresStore:
             postings = uses_postings(request)
             per_word = max(self._text.budget, n + POSTINGS_SLACK)
             q = search_sql(request, text, n, postings=postings, per_word=per_word)
-            # BEGIN, SET, the query and COMMIT go in one round trip (the pipeline's sync)
-            with c.pipeline(), c.transaction():
+            # the settings and the query go in one round trip and one transaction: the
+            # statements before the pipeline's Sync share an implicit one (no BEGIN/COMMIT)
+            with c.pipeline():
                 # iterative scans: an HNSW scan goes on until the filter admitted n rows
                 c.execute(
                     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
                     "set_config('hnsw.ef_search', %s, true), "
                     "set_config('plan_cache_mode', %s, true)",
-                    (str(min(1000, max(40, n))), _plan_mode(request, postings)),
+                    (str(min(1000, max(self._ef_search, n))), _plan_mode(request, postings)),
                 )
                 cur = c.execute(q.sql, q.params)
             rows = cur.fetchall()

@@ -809,7 +809,7 @@ class SQLiteStore:
         return hits
 
     def search(self, request: SearchRequest) -> list[SearchHit]:
-        n = max(2 * request.k, 50)  # candidates per leg before fusion
+        n = request.depth
         clause, params = _compile_scope(request.scope, request.where)
         cubes = request.scope.cube_ids
         with self._read() as conn:
