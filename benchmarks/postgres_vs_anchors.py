@@ -13,9 +13,9 @@ say). Each side gets a fresh database on the same server.
     any index apart); LangGraph ``batch([PutOp...])``.
   * steady-state single adds into the loaded store (versions and audit included for ours).
   * search at full size, query embedding excluded: ours dense and hybrid over all cubes
-    (root), theirs unfiltered; ours also read-only (``track_access=False``: theirs do not
-    write on search, ours counts accesses by default); then per-user search (1% of the
-    rows): how often k come back.
+    (root), theirs unfiltered, with each side's dense recall@10 against exact cosine search;
+    ours also read-only (``track_access=False``: theirs do not write on search, ours counts
+    accesses by default); then per-user search (1% of the rows): how often k come back.
   * LoCoMo evidence recall@10 of our hybrid search on PostgreSQL (``--locomo``).
 
 The anchors are not dependencies of this project; install them into the benchmark
@@ -86,6 +86,32 @@ def ms(samples: list[float]) -> dict[str, float]:
     return percentiles([s * 1000 for s in samples])
 
 
+def timed_searches(search: Callable[[Any], Any], queries: Sequence[Any]) -> tuple[list, list]:
+    """Each query's seconds and results."""
+    runs = [timed(lambda q=q: search(q)) for q in queries]
+    return [dt for dt, _ in runs], [out for _, out in runs]
+
+
+def recall_at_k(found: Sequence[Sequence[str]], truth: Sequence[set[str]]) -> float:
+    """Mean share of each query's exact top-k texts among the texts a search returned (%)."""
+    return 100 * float(
+        np.mean([len(set(f) & t) / len(t) for f, t in zip(found, truth, strict=True)])
+    )
+
+
+def exact_top_texts(data: dict[str, Any], emb: Lookup, k: int = K) -> list[set[str]]:
+    """Each query's k nearest texts by exact cosine over everything both sides hold when
+    they search (the loaded memories and the single adds): the recall reference."""
+    texts = list(dict.fromkeys([*data["texts"], *data["extra_texts"]]))
+    matrix = np.stack([emb.table[t] for t in texts]).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    queries = np.stack([emb.table[q] for q in data["queries"]]).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    scores = queries @ matrix.T
+    top = np.argpartition(-scores, k, axis=1)[:, :k]
+    return [{texts[i] for i in row} for row in top]
+
+
 # ---------------------------------------------------------------------------- ours
 
 
@@ -129,12 +155,13 @@ def run_ours(url: str, data: dict[str, Any], emb: Lookup, args: argparse.Namespa
         for mode in ("dense", "hybrid"):
             for q in data["queries"][: args.warmup]:
                 mos.search(q, user=None, k=K, mode=mode)
-            out[f"search_{mode}_ms"] = ms(
-                [
-                    timed(lambda q=q, mode=mode: mos.search(q, user=None, k=K, mode=mode))[0]
-                    for q in data["queries"]
-                ]
+            seconds, hits = timed_searches(
+                lambda q, mode=mode: mos.search(q, user=None, k=K, mode=mode), data["queries"]
             )
+            out[f"search_{mode}_ms"] = ms(seconds)
+            if mode == "dense":
+                found = [[h.item.text for h in hs] for hs in hits]
+                out["dense_recall_at_10"] = recall_at_k(found, data["truth"])
         # the same searches read-only, as the anchors' are (no access counting)
         quiet = MemOS.open(
             db, embedder=emb, settings=Settings(db_path=Path("unused"), track_access=False)
@@ -236,8 +263,10 @@ def _pgvs_queries(
     qv = [emb.lc_query(q) for q in data["queries"]]
     for v in qv[: args.warmup]:
         store.similarity_search_by_vector(v, k=K)
-    out["search_ms"] = ms(
-        [timed(lambda v=v: store.similarity_search_by_vector(v, k=K))[0] for v in qv]
+    seconds, docs = timed_searches(lambda v: store.similarity_search_by_vector(v, k=K), qv)
+    out["search_ms"] = ms(seconds)
+    out["dense_recall_at_10"] = recall_at_k(
+        [[d.page_content for d in ds] for ds in docs], data["truth"]
     )
     full, times = 0, []
     for i, v in enumerate(qv):
@@ -283,11 +312,12 @@ def run_lgstore(url: str, data: dict[str, Any], emb: Lookup, args: argparse.Name
         )
         for q in data["queries"][: args.warmup]:
             store.search(("memories",), query=q, limit=K)
-        out["search_ms"] = ms(
-            [
-                timed(lambda q=q: store.search(("memories",), query=q, limit=K))[0]
-                for q in data["queries"]
-            ]
+        seconds, hits = timed_searches(
+            lambda q: store.search(("memories",), query=q, limit=K), data["queries"]
+        )
+        out["search_ms"] = ms(seconds)
+        out["dense_recall_at_10"] = recall_at_k(
+            [[h.value["text"] for h in hs] for hs in hits], data["truth"]
         )
         full, times = 0, []
         for i, q in enumerate(data["queries"]):
@@ -344,7 +374,9 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Lookup, dict[str,
         "extra_texts": extra_texts,
         "queries": queries,
     }
-    return data, Lookup(table), timing
+    lookup = Lookup(table)
+    data["truth"] = exact_top_texts(data, lookup)
+    return data, lookup, timing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,6 +477,7 @@ def _summary(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         "ours_add_p95_ms": ours["single_add_ms"]["p95"],
         f"ours_dense_p50_ms_{size}": ours["search_dense_ms"]["p50"],
         f"ours_dense_p95_ms_{size}": ours["search_dense_ms"]["p95"],
+        "ours_dense_recall_at_10": ours["dense_recall_at_10"],
         f"ours_hybrid_p50_ms_{size}": ours["search_hybrid_ms"]["p50"],
         f"ours_hybrid_p95_ms_{size}": ours["search_hybrid_ms"]["p95"],
         f"ours_dense_read_only_p50_ms_{size}": ours["search_dense_ms_read_only"]["p50"],
@@ -459,6 +492,8 @@ def _summary(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
             out[f"{name}_add_p95_ms"] = r["single_add_ms"]["p95"]
             out[f"{name}_p50_ms_{size}"] = r["search_ms"]["p50"]
             out[f"{name}_p95_ms_{size}"] = r["search_ms"]["p95"]
+            if "dense_recall_at_10" in r:
+                out[f"{name}_dense_recall_at_10"] = r["dense_recall_at_10"]
             out[f"{name}_full_k_fraction"] = r["filtered"]["full_k_fraction"]
             # ours against it, in this run (>1: ours faster or more)
             out[f"bulk_ratio_vs_{name}"] = ours["bulk"]["rows_per_s"] / r["bulk"]["rows_per_s"]
