@@ -307,6 +307,7 @@ def test_selective_filter_returns_full_k_through_the_vector_index(
         store.put_cube(MemCube("c", "c", "alice"), AuditRecord(None, "setup"))
         items, vectors = _random_items(2000, 32, "c")
         store.add_items(items, vectors, AuditRecord("alice", "add"))
+        store.index_staged()  # into the graph: the path under test
         with store.connection() as conn:
             conn.execute("ANALYZE items")
             conn.execute("ANALYZE item_vectors")
@@ -475,6 +476,7 @@ def test_bulk_ingest_builds_the_vector_index_once(pg_schemas, embedder, before: 
         assert rows(m, "SELECT count(DISTINCT seq) FROM item_terms") == [(300 + before,)]
         assert m.search("kite number 123", user="alice", k=1, mode="text")[0].id == items[123].id
         assert len(items) == 300 and m.count() == 300 + before
+        assert m.stats()["vectors_staged"] == 0  # the build at the end took the load's rows
         # a large batch goes through a staging table: still idempotent, duplicates inside too
         again = m.add(
             [texts[5], texts[5], "A first note before the bulk load", *texts[:80]], user="alice"
@@ -486,6 +488,69 @@ def test_bulk_ingest_builds_the_vector_index_once(pg_schemas, embedder, before: 
         assert_intact(m)
     finally:
         m.close()
+
+
+def test_a_new_vector_is_searched_while_staged_and_then_joins_the_graph(
+    pg_schemas, embedder
+) -> None:
+    """An add does not wait for the HNSW graph: its vector is staged and ranked exactly, so
+    it is found at once; the indexer later moves it into the graph, and the results stay."""
+    from memos_integrations.storage.postgres import PostgresStore
+
+    store = PostgresStore(pg_schemas(), index_in_background=False)
+    m = MemOS(store, embedder=embedder)
+    try:
+        m.create_user("alice")
+        m.create_cube("notes", owner="alice")
+        m.add([f"note {i} about {w}" for i, w in enumerate(["tea", "rain", "kites"])], user="alice")
+        store.index_staged()
+        first = m.search("kites", user="alice", k=3, mode="dense")
+        late = m.add("The heron nests by the old mill", user="alice")[0]
+        assert m.stats()["vectors_staged"] == 1
+        before = [h.id for h in m.search("heron mill", user="alice", k=4, mode="dense")]
+        assert before[0] == late.id  # staged, found by the exact leg
+        assert store.index_staged() == 1 and m.stats()["vectors_staged"] == 0
+        assert rows(m, "SELECT indexed FROM item_vectors WHERE item_id = %s", (late.id,)) == [
+            (True,)
+        ]
+        assert [h.id for h in m.search("heron mill", user="alice", k=4, mode="dense")] == before
+        # an edit stages the new vector again; the graph's old one is gone
+        m.update(late.id, text="The heron left the old mill", user="alice")
+        assert m.stats()["vectors_staged"] == 1
+        assert m.search("heron left", user="alice", k=1, mode="dense")[0].id == late.id
+        assert [h.id for h in m.search("kites", user="alice", k=3, mode="dense")][:1] == [
+            first[0].id
+        ]
+    finally:
+        m.close()
+
+
+def test_the_background_indexer_empties_the_stage(pg_schemas, embedder) -> None:
+    from memos_integrations.storage.postgres import PostgresStore
+
+    url = pg_schemas()
+    store = PostgresStore(url)
+    m = MemOS(store, embedder=embedder)
+    try:
+        m.create_user("alice")
+        m.create_cube("notes", owner="alice")
+        for i in range(5):
+            m.add(f"Memory number {i} of a steady stream", user="alice")
+        assert store.index_staged(wait=30) == 0  # the thread had taken them all
+        assert m.stats()["vectors_staged"] == 0
+    finally:
+        m.close()
+    # a store that stopped before indexing leaves them staged; the next one takes them
+    store = PostgresStore(url, index_in_background=False)
+    m = MemOS(store, embedder=embedder)
+    m.add("One more, left staged", user="alice")
+    m.close()
+    store = PostgresStore(url)
+    try:
+        assert store.index_staged(wait=30) == 0
+        assert store.stats(Scope(None, None))["vectors_staged"] == 0
+    finally:
+        store.close()
 
 
 def test_postings_a_dead_bulk_load_left_out_are_filled(pg: MemOS) -> None:
@@ -512,6 +577,52 @@ from memos_integrations.storage.postgres import PostgresStore
 PostgresStore(sys.argv[1]).close()
 print("ok")
 """
+
+
+def test_a_version_2_database_gets_staged_vectors_with_its_vectors_in_the_graph(
+    pg_schemas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 3 keeps every existing vector in the (now partial) HNSW graph."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+    from psycopg.rows import dict_row
+
+    from memos_integrations.storage import pg_items, pg_schema
+    from memos_integrations.storage.postgres import PostgresStore
+
+    url = pg_schemas()
+    items, vectors = _random_items(50, 8, "c")
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        with monkeypatch.context() as patch:  # the schema as version 2 left it
+            patch.setattr(pg_schema, "MIGRATIONS", pg_schema.MIGRATIONS[:2])
+            assert pg_schema.migrate(conn) == 2
+        conn.execute("ALTER TABLE item_vectors ALTER COLUMN embedding TYPE vector(8)")
+        conn.execute(
+            "CREATE INDEX item_vectors_hnsw ON item_vectors "
+            "USING hnsw (embedding vector_cosine_ops)"
+        )
+        register_vector(conn)
+        conn.execute("INSERT INTO users VALUES ('alice', 'user', NULL, now())")
+        conn.execute(
+            "INSERT INTO cubes (id, name, owner, created_at) VALUES ('c', 'c', 'alice', now())"
+        )
+        with conn.transaction():
+            pg_items.add(conn, items, vectors)
+    store = PostgresStore(url)
+    try:
+        with store.connection() as conn:
+            assert conn.execute("SELECT count(*) FILTER (WHERE indexed) AS n FROM item_vectors"
+                                ).fetchone()["n"] == 50  # fmt: skip
+            definition = conn.execute(
+                "SELECT pg_get_indexdef('item_vectors_hnsw'::regclass) AS d"
+            ).fetchone()["d"]
+        assert "hnsw" in definition and "WHERE indexed" in definition
+        stats = store.stats(Scope(None, None))
+        assert stats["vector_index"] == "hnsw" and stats["vectors_staged"] == 0
+        hits = store.search(SearchRequest(Scope(("c",), None), 3, vector=vectors[7], mode="dense"))
+        assert hits[0].id == items[7].id
+    finally:
+        store.close()
 
 
 def test_concurrent_start_up_migrates_once(pg_schemas) -> None:

@@ -157,14 +157,22 @@ def search_sql(
         if req.scope.cube_ids is not None:  # the tenant key on the vector table itself
             vector_scope = "v.cube_id = ANY(%s) AND "
             scope_params = [list(req.scope.cube_ids)]
-        order = "(v.embedding <=> %b::vector) + 0" if exact_dense else "v.embedding <=> %b::vector"
-        ctes.append(
-            "dense AS MATERIALIZED (SELECT v.cube_id, v.item_id AS id, "
-            "v.embedding <=> %b::vector AS dist FROM item_vectors v "
-            "JOIN items ON items.cube_id = v.cube_id AND items.id = v.item_id "
-            f"WHERE {vector_scope}{where} ORDER BY {order} LIMIT %s)"
+        leg = (
+            "SELECT v.cube_id, v.item_id AS id, v.embedding <=> %b::vector AS dist "
+            "FROM item_vectors v JOIN items ON items.cube_id = v.cube_id AND items.id = v.item_id "
+            f"WHERE {{staged}}{vector_scope}{where} ORDER BY {{order}} LIMIT %s"
         )
-        params += [req.vector, *scope_params, *where_params, req.vector, n]
+        leg_params = [req.vector, *scope_params, *where_params, req.vector, n]
+        if exact_dense:  # every admitted vector, graph or not
+            dense_sql = leg.format(staged="", order="(v.embedding <=> %b::vector) + 0")
+        else:  # the graph's nearest, and the staged vectors ranked exactly (migration 3)
+            order = "v.embedding <=> %b::vector"
+            graph = leg.format(staged="v.indexed AND ", order=order)
+            staged = leg.format(staged="NOT v.indexed AND ", order=order)
+            dense_sql = f"SELECT * FROM (({graph}) UNION ALL ({staged})) u ORDER BY dist LIMIT %s"
+            leg_params = [*leg_params, *leg_params, n]
+        ctes.append(f"dense AS MATERIALIZED ({dense_sql})")
+        params += leg_params
         # relaxed_order returns rows a little out of order: rank them here
         ctes.append(
             "dense_r AS (SELECT cube_id, id, 1 - dist AS score, "

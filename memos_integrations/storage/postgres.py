@@ -44,6 +44,7 @@ from ..core.items import (
 from ..core.lifecycle import SERVED_STATES
 from . import pg_items, pg_schema
 from .base import AuditQuery, CubeDump, Scope, SearchRequest, Served, add_audit_detail
+from .pg_indexer import BATCH, Indexer
 from .pg_sql import (
     ITEM_SELECT,
     POSTINGS_SLACK,
@@ -114,6 +115,9 @@ class PostgresStore:
     the end instead of maintaining it row by row. ``ef_search`` is the HNSW search breadth
     (pgvector's ``hnsw.ef_search``, at least the candidates a search ranks): raise it for
     recall, at some latency (at 100k rows, 40 gives a dense search 88% recall@10, 50 gives 91%).
+    New vectors are written staged (searched exactly) and join the HNSW graph in a background
+    thread (:mod:`.pg_indexer`); ``index_in_background=False`` leaves them staged until
+    :meth:`index_staged`, for a writer that indexes at a quiet hour.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class PostgresStore:
         bulk_min: int = 10_000,
         index_build_memory: str = "1GB",
         ef_search: int = 40,
+        index_in_background: bool = True,
         connect_timeout: float = 30.0,
         on_close: Callable[[], None] | None = None,
     ) -> None:
@@ -155,6 +160,9 @@ class PostgresStore:
                 self._pgvector = conn.execute(
                     "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
                 ).fetchone()["extversion"]
+                staged = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM item_vectors WHERE NOT indexed) AS e"
+                ).fetchone()["e"]
         except psycopg.OperationalError as exc:
             raise BackendUnavailable(
                 f"cannot connect to PostgreSQL at {self.url}: {str(exc).strip()}; check the "
@@ -170,6 +178,9 @@ class PostgresStore:
             name="memos",
             open=True,
         )
+        self._indexer = Indexer(self._index_batch) if index_in_background else None
+        if staged:  # left by a process that stopped before indexing them
+            self._staged()
 
     # ------------------------------------------------------------------ connections
 
@@ -219,6 +230,8 @@ class PostgresStore:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        if self._indexer is not None:
+            self._indexer.close()
         self._pool.close()
         if self._on_close is not None:
             self._on_close()
@@ -439,6 +452,26 @@ class PostgresStore:
         self._fill_postings(0, rebuild=False)
         return self._build_vector_index()
 
+    def _staged(self) -> None:
+        """Vectors were written staged: have the indexer take them into the graph."""
+        if self._indexer is not None:
+            self._indexer.poke()
+
+    def _index_batch(self) -> int:
+        with self._conn() as c:
+            return c.execute(pg_schema.INDEX_STAGED, (BATCH,)).rowcount
+
+    def index_staged(self, *, wait: float | None = None) -> int:
+        """Take every staged vector into the HNSW graph now, in this thread (batches of
+        :data:`~.pg_indexer.BATCH`, a transaction each); returns how many. ``wait`` first
+        gives the background indexer that long to finish what it has started."""
+        if wait is not None and self._indexer is not None:
+            self._indexer.wait(wait)
+        total = 0
+        while (n := self._index_batch()) > 0:
+            total += n
+        return total
+
     def _build_vector_index(self) -> str:
         with self._conn() as c:
             dim = pg_schema.vector_dim(c)
@@ -476,7 +509,10 @@ class PostgresStore:
             return out
 
         # a small batch goes pipelined (a large one uses COPY, which cannot)
-        return self._write(tx, pipeline=len(items) < pg_items.COPY_MIN)
+        out = self._write(tx, pipeline=len(items) < pg_items.COPY_MIN)
+        if not self._bulk_loads:  # a bulk load's rows are indexed by its final build
+            self._staged()
+        return out
 
     def update_item(
         self,
@@ -500,6 +536,8 @@ class PostgresStore:
             self._audit(c, audit)
 
         self._write(tx)
+        if vector is not None:
+            self._staged()
 
     def set_state(
         self,
@@ -861,6 +899,7 @@ class PostgresStore:
             self._audit(c, audit)
 
         self._write(tx)
+        self._staged()
 
     def _load_rows(
         self,
@@ -921,6 +960,10 @@ class PostgresStore:
                 "db_bytes": int(size or 0),
                 "pgvector": self._pgvector,
                 "vector_index": pg_schema.vector_index_state(c),
+                # vectors searched exactly until the indexer takes them into the graph
+                "vectors_staged": c.execute(
+                    "SELECT count(*) AS n FROM item_vectors WHERE NOT indexed"
+                ).fetchone()["n"],
             }
 
         return self._read(read)
