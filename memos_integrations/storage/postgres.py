@@ -114,7 +114,7 @@ class PostgresStore:
     ``bulk_min`` is the load size from which :meth:`bulk_load` rebuilds the vector index at
     the end instead of maintaining it row by row. ``ef_search`` is the HNSW search breadth
     (pgvector's ``hnsw.ef_search``, at least the candidates a search ranks): raise it for
-    recall, at some latency (at 100k rows, 40 gives a dense search 88% recall@10, 50 gives 91%).
+    recall, at some latency.
     New vectors are written staged (searched exactly) and join the HNSW graph in a background
     thread (:mod:`.pg_indexer`); ``index_in_background=False`` leaves them staged until
     :meth:`index_staged`, for a writer that indexes at a quiet hour.
