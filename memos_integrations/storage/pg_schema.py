@@ -230,7 +230,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ),
     (
         "staged vectors: a new vector is searched exactly until it joins the HNSW graph",
-        # Inserting into the graph cost an add ~4.6 of its ~8 ms at 100k rows. A new vector
+        # Inserting into the graph cost an add ~5 of its ~8 ms at 100k rows. A new vector
         # is written staged (indexed = false), outside the now partial HNSW index, and a
         # search ranks the staged ones exactly beside the graph's; the store's indexer moves
         # them into the graph in the background. Rows a rebuilding bulk load writes are
