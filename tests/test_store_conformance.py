@@ -579,10 +579,12 @@ print("ok")
 """
 
 
-def test_a_version_2_database_gets_staged_vectors_with_its_vectors_in_the_graph(
-    pg_schemas, monkeypatch: pytest.MonkeyPatch
+def test_a_version_2_database_keeps_its_graph_until_it_is_rebuilt_for_staging(
+    pg_schemas, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Migration 3 keeps every existing vector in the (now partial) HNSW graph."""
+    """Migration 3 keeps every existing vector in the graph and the graph as it is (no
+    build while every process waits); ensure_vector_index() swaps in one without staged
+    vectors, concurrently. Search is right before, between and after."""
     import psycopg
     from pgvector.psycopg import register_vector
     from psycopg.rows import dict_row
@@ -591,7 +593,7 @@ def test_a_version_2_database_gets_staged_vectors_with_its_vectors_in_the_graph(
     from memos_integrations.storage.postgres import PostgresStore
 
     url = pg_schemas()
-    items, vectors = _random_items(50, 8, "c")
+    items, vectors = _random_items(60, 8, "c")
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         with monkeypatch.context() as patch:  # the schema as version 2 left it
             patch.setattr(pg_schema, "MIGRATIONS", pg_schema.MIGRATIONS[:2])
@@ -607,20 +609,31 @@ def test_a_version_2_database_gets_staged_vectors_with_its_vectors_in_the_graph(
             "INSERT INTO cubes (id, name, owner, created_at) VALUES ('c', 'c', 'alice', now())"
         )
         with conn.transaction():
-            pg_items.add(conn, items, vectors)
-    store = PostgresStore(url)
+            pg_items.add(conn, items[:50], vectors[:50])
+    store = PostgresStore(url, index_in_background=False)
+    assert "ensure_vector_index" in caplog.text  # told how to get the fast adds
+
+    def nearest(i: int) -> str:
+        request = SearchRequest(Scope(("c",), None), 3, vector=vectors[i], mode="dense")
+        return store.search(request)[0].id
+
     try:
         with store.connection() as conn:
-            assert conn.execute("SELECT count(*) FILTER (WHERE indexed) AS n FROM item_vectors"
-                                ).fetchone()["n"] == 50  # fmt: skip
-            definition = conn.execute(
-                "SELECT pg_get_indexdef('item_vectors_hnsw'::regclass) AS d"
-            ).fetchone()["d"]
-        assert "hnsw" in definition and "WHERE indexed" in definition
-        stats = store.stats(Scope(None, None))
-        assert stats["vector_index"] == "hnsw" and stats["vectors_staged"] == 0
-        hits = store.search(SearchRequest(Scope(("c",), None), 3, vector=vectors[7], mode="dense"))
-        assert hits[0].id == items[7].id
+            assert not pg_schema.vector_index_is_partial(conn)
+        assert store.stats(Scope(None, None))["vectors_staged"] == 0  # all in the graph
+        store.add_items(items[50:], vectors[50:], AuditRecord("alice", "add"))
+        assert store.stats(Scope(None, None))["vectors_staged"] == 10
+        assert [nearest(7), nearest(55)] == [items[7].id, items[55].id]
+        assert store.ensure_vector_index() == "hnsw"
+        with store.connection() as conn:
+            assert pg_schema.vector_index_is_partial(conn)
+            assert len(conn.execute(  # the old graph is gone, not kept beside
+                "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND indexname LIKE 'item_vectors_hnsw%%'"
+            ).fetchall()) == 1  # fmt: skip
+        assert [nearest(7), nearest(55)] == [items[7].id, items[55].id]
+        assert store.index_staged() == 10
+        assert [nearest(7), nearest(55)] == [items[7].id, items[55].id]
     finally:
         store.close()
 

@@ -231,24 +231,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
         "staged vectors: a new vector is searched exactly until it joins the HNSW graph",
         # Inserting into the graph cost an add ~5 of its ~8 ms at 100k rows. A new vector
-        # is written staged (indexed = false), outside the now partial HNSW index, and a
-        # search ranks the staged ones exactly beside the graph's; the store's indexer moves
-        # them into the graph in the background. Rows a rebuilding bulk load writes are
-        # indexed at once (the build at its end takes them). Existing rows are in the graph.
+        # is written staged (indexed = false), outside a partial HNSW index, and a search
+        # ranks the staged ones exactly beside the graph's; the store's indexer moves them
+        # into the graph in the background. Rows a rebuilding bulk load writes are indexed at
+        # once (the build at its end takes them). Existing rows are in the graph, and the
+        # graph stays as it is: rebuilding it here would hold every process at start-up for
+        # as long as the build takes; ensure_vector_index() makes it partial, concurrently.
         """
         ALTER TABLE item_vectors ADD COLUMN indexed boolean NOT NULL DEFAULT true;
         ALTER TABLE item_vectors ALTER COLUMN indexed
             SET DEFAULT coalesce(current_setting('memos.bulk_load', true) = 'on', false);
         CREATE INDEX item_vectors_staged ON item_vectors (cube_id) WHERE NOT indexed;
-        DROP INDEX IF EXISTS item_vectors_hnsw;
-        DO $$ BEGIN
-            IF (SELECT atttypmod FROM pg_attribute WHERE attrelid = 'item_vectors'::regclass
-                AND attname = 'embedding') BETWEEN 1 AND 2000 THEN
-                PERFORM set_config('maintenance_work_mem', '1GB', true);
-                CREATE INDEX item_vectors_hnsw ON item_vectors
-                    USING hnsw (embedding vector_cosine_ops) WHERE indexed;
-            END IF;
-        END $$;
         """,
     ),
 )
@@ -329,13 +322,26 @@ def ensure_vector_column(conn: psycopg.Connection[Any], dim: int, *, index: bool
             conn.execute(index_ddl(concurrently=False))
 
 
-def index_ddl(*, concurrently: bool) -> str:
+def index_ddl(*, concurrently: bool, name: str = VECTOR_INDEX) -> str:
     """HNSW over cosine distance, pgvector's defaults (m=16, ef_construction=64), of the
     vectors not staged (migration 3)."""
     how = "CONCURRENTLY " if concurrently else ""
     return (
-        f"CREATE INDEX {how}IF NOT EXISTS {VECTOR_INDEX} ON item_vectors "
+        f"CREATE INDEX {how}IF NOT EXISTS {name} ON item_vectors "
         "USING hnsw (embedding vector_cosine_ops) WHERE indexed"
+    )
+
+
+def vector_index_is_partial(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the HNSW index leaves staged vectors out (built since migration 3)."""
+    return bool(
+        _one(
+            conn,
+            "SELECT i.indpred IS NOT NULL FROM pg_index i JOIN pg_class c "
+            "ON c.oid = i.indexrelid WHERE i.indrelid = 'item_vectors'::regclass "
+            "AND c.relname = %s",
+            (VECTOR_INDEX,),
+        )
     )
 
 

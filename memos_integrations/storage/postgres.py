@@ -16,6 +16,7 @@ the store also works behind PgBouncer in transaction mode (see ``docs/postgres.m
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -70,6 +71,7 @@ from .search import And, Cond
 from .sqlfilter import compile_audit, equalities
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Conn = psycopg.Connection[dict[str, Any]]
 
 _ORDERS = {
@@ -163,6 +165,15 @@ class PostgresStore:
                 staged = conn.execute(
                     "SELECT EXISTS (SELECT 1 FROM item_vectors WHERE NOT indexed) AS e"
                 ).fetchone()["e"]
+                if pg_schema.vector_index_state(conn) == "hnsw" and not (
+                    pg_schema.vector_index_is_partial(conn)
+                ):
+                    log.warning(
+                        "the HNSW index at %s predates staged vectors, so adds still insert "
+                        "into it; run store.ensure_vector_index() once (concurrent, no "
+                        "downtime) to rebuild it",
+                        self.url,
+                    )
         except psycopg.OperationalError as exc:
             raise BackendUnavailable(
                 f"cannot connect to PostgreSQL at {self.url}: {str(exc).strip()}; check the "
@@ -446,9 +457,10 @@ class PostgresStore:
 
     def ensure_vector_index(self) -> str:
         """Build the HNSW index if it is missing or a build was interrupted (concurrently:
-        writers are not blocked; a build running elsewhere is left alone) and fill the
-        postings a bulk load that died left out; returns the index state. Also refreshes
-        planner statistics after a bulk load."""
+        writers are not blocked; a build running elsewhere is left alone), rebuild one that
+        predates staged vectors as theirs (schema migration 3), and fill the postings a bulk
+        load that died left out; returns the index state. Also refreshes planner statistics
+        after a bulk load."""
         self._fill_postings(0, rebuild=False)
         return self._build_vector_index()
 
@@ -479,15 +491,23 @@ class PostgresStore:
                 state = pg_schema.vector_index_state(c)
                 if state == "invalid":
                     c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {pg_schema.VECTOR_INDEX}")
-                if state in ("none", "invalid"):
+                # a graph of every vector (built before migration 3) is rebuilt without the
+                # staged ones beside it, then swapped in: adds stop paying its inserts
+                full = state == "hnsw" and not pg_schema.vector_index_is_partial(c)
+                if state in ("none", "invalid") or full:
+                    name = pg_schema.VECTOR_INDEX + ("_partial" if full else "")
                     c.execute(
                         "SELECT set_config('maintenance_work_mem', %s, false)",
                         (self._index_memory,),
                     )
                     try:
-                        c.execute(pg_schema.index_ddl(concurrently=True))
+                        c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")  # a dead try
+                        c.execute(pg_schema.index_ddl(concurrently=True, name=name))
                     finally:
                         c.execute("RESET maintenance_work_mem")
+                    if full:
+                        c.execute(f"DROP INDEX CONCURRENTLY {pg_schema.VECTOR_INDEX}")
+                        c.execute(f"ALTER INDEX {name} RENAME TO {pg_schema.VECTOR_INDEX}")
             c.execute("ANALYZE items")
             c.execute("ANALYZE item_vectors")
             self._text.forget_stats()
