@@ -619,14 +619,14 @@ def test_a_version_2_database_keeps_its_graph_until_it_is_rebuilt_for_staging(
 
     try:
         with store.connection() as conn:
-            assert not pg_schema.vector_index_is_partial(conn)
+            assert pg_schema.vector_index_predates_staging(conn)
         assert store.stats(Scope(None, None))["vectors_staged"] == 0  # all in the graph
         store.add_items(items[50:], vectors[50:], AuditRecord("alice", "add"))
         assert store.stats(Scope(None, None))["vectors_staged"] == 10
         assert [nearest(7), nearest(55)] == [items[7].id, items[55].id]
         assert store.ensure_vector_index() == "hnsw"
         with store.connection() as conn:
-            assert pg_schema.vector_index_is_partial(conn)
+            assert not pg_schema.vector_index_predates_staging(conn)
             assert len(conn.execute(  # the old graph is gone, not kept beside
                 "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() "
                 "AND indexname LIKE 'item_vectors_hnsw%%'"

@@ -332,12 +332,13 @@ def index_ddl(*, concurrently: bool, name: str = VECTOR_INDEX) -> str:
     )
 
 
-def vector_index_is_partial(conn: psycopg.Connection[Any]) -> bool:
-    """Whether the HNSW index leaves staged vectors out (built since migration 3)."""
+def vector_index_predates_staging(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the HNSW index is a valid one of every vector, built before migration 3
+    (adds insert into it until :meth:`PostgresStore.ensure_vector_index` rebuilds it)."""
     return bool(
         _one(
             conn,
-            "SELECT i.indpred IS NOT NULL FROM pg_index i JOIN pg_class c "
+            "SELECT i.indisvalid AND i.indpred IS NULL FROM pg_index i JOIN pg_class c "
             "ON c.oid = i.indexrelid WHERE i.indrelid = 'item_vectors'::regclass "
             "AND c.relname = %s",
             (VECTOR_INDEX,),

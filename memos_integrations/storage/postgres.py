@@ -165,9 +165,7 @@ class PostgresStore:
                 staged = conn.execute(
                     "SELECT EXISTS (SELECT 1 FROM item_vectors WHERE NOT indexed) AS e"
                 ).fetchone()["e"]
-                if pg_schema.vector_index_state(conn) == "hnsw" and not (
-                    pg_schema.vector_index_is_partial(conn)
-                ):
+                if pg_schema.vector_index_predates_staging(conn):
                     log.warning(
                         "the HNSW index at %s predates staged vectors, so adds still insert "
                         "into it; run store.ensure_vector_index() once (concurrent, no "
@@ -493,7 +491,7 @@ class PostgresStore:
                     c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {pg_schema.VECTOR_INDEX}")
                 # a graph of every vector (built before migration 3) is rebuilt without the
                 # staged ones beside it, then swapped in: adds stop paying its inserts
-                full = state == "hnsw" and not pg_schema.vector_index_is_partial(c)
+                full = pg_schema.vector_index_predates_staging(c)
                 if state in ("none", "invalid") or full:
                     name = pg_schema.VECTOR_INDEX + ("_partial" if full else "")
                     c.execute(
