@@ -49,7 +49,7 @@ from search_latency import load_vector_cache, make_memories, make_queries, store
 
 from memos_integrations import MemOS
 from memos_integrations.core.config import Settings
-from memos_integrations.embeddings import BUNDLED_MODEL_ID, default_embedder
+from memos_integrations.embeddings import BUNDLED_MODEL_ID, default_embedder, normalize
 
 CODE = code_version()
 K = 10
@@ -105,11 +105,8 @@ def exact_top_texts(data: dict[str, Any], emb: Lookup, k: int = K) -> list[set[s
     """Each query's k nearest texts by exact cosine over everything both sides hold when
     they search (the loaded memories and the single adds): the recall reference."""
     texts = list(dict.fromkeys([*data["texts"], *data["extra_texts"]]))
-    matrix = np.stack([emb.table[t] for t in texts]).astype(np.float32)
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    queries = np.stack([emb.table[q] for q in data["queries"]]).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    scores = queries @ matrix.T
+    matrix = normalize([emb.table[t] for t in texts])
+    scores = normalize([emb.table[q] for q in data["queries"]]) @ matrix.T
     top = np.argpartition(-scores, k, axis=1)[:, :k]
     return [{texts[i] for i in row} for row in top]
 
