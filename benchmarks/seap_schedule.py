@@ -3,13 +3,15 @@
 Validation items are each task's train-split items outside its 200 calibration texts (Social
 IQa: the 100 rows of its calibration split that calibration does not use); ``seap.py``
 evaluates on the eval splits. Each candidate schedule prunes one bias-compensated SEAP expert
-per task (as ``seapb`` in ``seap.py``) and is scored on the validation items of the tasks
+per task (as ``seapb`` in ``seap.py``; the ``_nobias`` candidates leave compensation out, as
+``seap``) and is scored on the validation items of the tasks
 where dense is >= 5 points above chance there: their mean accuracy and gold-answer NLL
 (dense's too, over the same tasks).
 The defaults in ``plan.default_steepness`` come from this table.
 
     python benchmarks/seap_schedule.py                 # 400 items per task, 20% and 50%
     python benchmarks/seap_schedule.py --n 50 --sparsities 0.2 --tasks piqa,arc_easy
+    python benchmarks/seap_schedule.py --candidates k5_first4,k5_first4_nobias --out seap_bias
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "k5_first2": {"k": 5.0, "first": 2},
     "k5_first4": {"k": 5.0, "first": 4},
     "k8_first2": {"k": 8.0, "first": 2},
+    # the same two schedules without bias compensation: does compensation earn its place?
+    "seap_k0.8_first2_nobias": {"k": 0.8, "first": 2, "bias": False},
+    "k5_first4_nobias": {"k": 5.0, "first": 4, "bias": False},
 }
 
 
@@ -47,7 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", default=",".join(ev.TASKS))
     p.add_argument("--sparsities", default="0.2,0.5")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--candidates", default=",".join(CANDIDATES), help="names, comma-separated")
+    p.add_argument("--out", default="seap_schedule")
     args = p.parse_args(argv)
+    candidates = {c: CANDIDATES[c] for c in args.candidates.split(",") if c}
     start, run = time.perf_counter(), RunStart()
     base = LocalModel.load(None, threads=args.threads)
     tok = base.tokenizer
@@ -67,10 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     summary["dense_nll"] = table["dense"]["nll"]
     for s in (float(x) for x in args.sparsities.split(",")):
         pct = round(100 * s)
-        for name, schedule in CANDIDATES.items():
+        for name, candidate in candidates.items():
+            schedule = {k: v for k, v in candidate.items() if k != "bias"}
             res = {}
             for t in signal:
-                plan = methods.make_plan(model, calib[t], "seap", s, bias=True, **schedule)
+                bias = candidate.get("bias", True)
+                plan = methods.make_plan(model, calib[t], "seap", s, bias=bias, **schedule)
                 expert = prune.pruned_copy(model, plan, calib[t])
                 res[t] = ev.evaluate_task(expert, tok, tasks[t])
             row = table[f"{name}_{pct}"] = _row(res)
@@ -81,8 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     details = {
         "validation": "train-split items outside the 200 calibration texts, seed 5",
         "items": {t: len(task.items) for t, task in tasks.items()},
-        "candidates": CANDIDATES,
-        "method": "seap + bias compensation (seapb), x0=0.3, 2 last protected layers",
+        "candidates": candidates,
+        "method": "seap, x0=0.3, 2 last protected layers; with bias compensation (seapb) "
+        "unless a candidate says bias=False",
         "dense_all_tasks": {
             t: {"acc": r["acc"], "gold_nll": r["gold_nll"], "chance": r["chance"]}
             for t, r in dense.items()
@@ -91,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads,
         **run.details(),
     }
-    print(f"wrote {write_result('seap_schedule', None, summary, details)}")
+    print(f"wrote {write_result(args.out, None, summary, details)}")
 
 
 def _row(results: dict[str, Any]) -> dict[str, Any]:

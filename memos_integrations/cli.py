@@ -174,12 +174,15 @@ def _parser() -> argparse.ArgumentParser:
         "expert (e.g. arc_easy+arc_challenge,boolq,piqa)",
     )
     s.add_argument("--sparsity", type=float, default=0.2, help="share of attention+FFN weights")
-    s.add_argument("--out", type=Path, help="default: $MEMOS_HOME/experts/<model>-seap-<pct>")
+    s.add_argument(
+        "--out", type=Path, help="default: $MEMOS_HOME/experts/<model>-seap[-bias]-<pct>"
+    )
     s.add_argument("--model", help="model directory or .gguf (default: MEMOS_MODEL or SmolLM2)")
     s.add_argument("--calibration", type=int, default=200, help="calibration texts per task")
     s.add_argument(
-        "--bias", action=argparse.BooleanOptionalAction, default=False,
-        help="FLAP's bias compensation in every expert",
+        "--bias", action=argparse.BooleanOptionalAction, default=True,
+        help="FLAP's bias compensation in every expert (default: on; --no-bias for SEAP as "
+        "published)",
     )  # fmt: skip
     _schedule_args(s)
 
@@ -396,6 +399,7 @@ def _experts(args: argparse.Namespace) -> int:
         "real_sparsity": {
             k: round(v["real_sparsity"], 6) for k, v in experts.manifest["experts"].items()
         },
+        "bias": {k: v["bias"] for k, v in experts.manifest["experts"].items()},
         "router_accuracy": {k: accuracy[k] for k in ("accuracy", "per_task", "confusion")},
     }
     print(json.dumps(report, indent=2))

@@ -50,6 +50,7 @@ def test_chat_routes_to_a_bounded_set_of_experts(
     assert experts.manifest["router_accuracy"]["accuracy"] == 100.0
     for entry in experts.manifest["experts"].values():
         assert abs(entry["real_sparsity"] - 0.2) < 0.01
+        assert entry["bias"] is True  # the validated default: FLAP's bias compensation
     reply = mos.chat("the quick brown fox", user="alice", max_new_tokens=4)
     assert reply.expert == "fox" and experts.loaded == ["fox"]
     assert reply.plan.tier in ("plaintext", "none")  # KV caches belong to the base model
@@ -148,11 +149,11 @@ def test_cli_builds_experts_and_chats_with_them(
     twin = str(_task(tmp_path / "twin.jsonl", FOX, ["runs", "hides"]))
     out = tmp_path / "experts"
     argv = ["experts", "--model", str(tiny_dirs[0]), "--tasks", f"{tasks[0]}+{twin}, {tasks[1]}"]
-    assert (
-        main([*argv, "--out", str(out), "--calibration", "6", "--first", "0", "--last", "0"]) == 0
-    )
+    small = ["--calibration", "6", "--first", "0", "--last", "0", "--no-bias"]
+    assert main([*argv, "--out", str(out), *small]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["experts"] == {"fox+twin": ["fox", "twin"], "num": ["num"]}
+    assert report["bias"] == {"fox+twin": False, "num": False}  # --no-bias: SEAP as published
     assert report["router_accuracy"]["accuracy"] == 100.0
     assert all(abs(v - 0.2) < 0.01 for v in report["real_sparsity"].values())
     db = str(tmp_path / "chat.db")

@@ -1445,12 +1445,13 @@ class MemOS:
         method: str = "seap",
         max_loaded: int = 2,
         calibration: int = 200,
-        bias: bool = False,
+        bias: bool = True,
         by: str | None = None,
         **schedule: Any,
     ) -> Any:
         """Prune the local model once per task (SEAP; ``bias``: with FLAP's bias
-        compensation), train a router, and answer chats with the routed expert from now on.
+        compensation, the validated default), train a router, and answer chats with the
+        routed expert from now on.
         ``tasks``: built-in names (see ``models.evaluation.TASKS``) or generic multiple-choice
         JSONL files; a list of them is a family sharing one expert (for tasks whose prompts the
         router cannot tell apart, e.g. ``["arc_easy", "arc_challenge"]``). Experts live under
