@@ -21,6 +21,7 @@ default self-distilled chats (the base model's answers to unrelated questions) p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -175,8 +176,13 @@ def main() -> None:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         # the timed promotion includes generating the self-distilled replay
         replay = [*parametric.default_replay(model, DEFAULT_INSTRUCTIONS), *lines]
+        # --max-seconds bounds the whole timed promotion: what the replay took comes off it
+        left = args.max_seconds - (time.perf_counter() - wall0)
         report = mos.promote(
-            "alice-personal", policy=PromotionPolicy.everything(), config=config, replay=replay
+            "alice-personal",
+            policy=PromotionPolicy.everything(),
+            config=dataclasses.replace(config, max_seconds=left),
+            replay=replay,
         )
         train_seconds = time.perf_counter() - wall0
         train_cpu = time.process_time() - cpu0

@@ -189,6 +189,45 @@ def test_split_training_equals_the_full_forward(
     assert any(b.abs().sum() > 0 for _, b in split.weights.values())  # it did train
 
 
+def test_time_budget_covers_set_up_and_no_step_ends_past_it(
+    tiny: LocalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a fake clock that only work moves: every forward pass costs one "second"
+    from types import SimpleNamespace
+
+    from memos_integrations.models import parametric_train
+
+    now = [0.0]
+    monkeypatch.setattr(parametric_train, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    forward = parametric_train._Runner.logits
+
+    def timed(self, rows):
+        now[0] += 1.0
+        return forward(self, rows)
+
+    monkeypatch.setattr(parametric_train._Runner, "logits", timed)
+    items = [_item("the fox is called one two", id="m0")]
+    examples = build_examples(items, name="alice", system="").examples
+    replay = [parametric._replay_text(t) for t in REPLAY]
+
+    def train(budget: float, started: float) -> dict:
+        config = dataclasses.replace(FAST, steps=50, max_seconds=budget)
+        result = parametric_train.train(
+            tiny, examples, replay, config, progress=False, started=started
+        )
+        return result.metrics
+
+    now[0] = 100.0
+    metrics = train(budget=20.0, started=95.0)  # 5 s were spent before training began
+    # each step is two forward passes (answers, replay): it stops before the one that would
+    # end past 20 s, counting the 5 s before it and the set-up's passes
+    assert metrics["stopped_by"] == "time"
+    assert 1 <= metrics["steps"] < 50
+    assert metrics["seconds"] <= 20.0 < metrics["seconds"] + 2.0
+    with pytest.raises(InvalidInput, match=r"max_seconds=20\.0 ran out before the first"):
+        train(budget=20.0, started=now[0] - 19.5)  # set-up (1 pass) ends past it
+
+
 def test_default_replay_is_the_base_models_own_answers(tiny: LocalModel) -> None:
     prompts = ["the quick brown", "one two three four five six", "Paris"]
     replay = parametric.default_replay(tiny, "Be brief.", max_new_tokens=6, prompts=prompts)

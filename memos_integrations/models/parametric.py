@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -362,6 +363,7 @@ def train_adapter(
     from .parametric_data import Example, build_examples
     from .parametric_train import TrainConfig, train
 
+    started = time.perf_counter()  # the time budget covers the replay generation too
     if not items:
         raise InvalidInput("no memories to promote")
     config = config if config is not None else TrainConfig()
@@ -372,7 +374,7 @@ def train_adapter(
         guard = default_replay(model, instructions)
     else:
         guard = [r if isinstance(r, Example) else _replay_text(r) for r in replay]
-    result = train(model, examples.examples, guard, config, progress=progress)
+    result = train(model, examples.examples, guard, config, progress=progress, started=started)
     metadata = {
         "config": config.to_dict(),
         "metrics": {

@@ -11,6 +11,7 @@ towards the base distribution everywhere else, in the context it is served in.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -48,7 +49,9 @@ class TrainConfig:
     steps: int = 60
     batch_size: int = 16
     learning_rate: float = 2e-3
-    max_seconds: float = 170.0  # the budget ends training early, never late
+    # wall-clock budget of the whole promotion (replay generation and set-up included): a
+    # step that would end past it is not started
+    max_seconds: float = 170.0
     max_tokens: int = 96  # per example
     kl_weight: float = 1.0  # forgetting guard; 0 turns it off
     replay_batch: int = 4  # replay examples per step
@@ -137,6 +140,10 @@ def _logits_at(net: Any, ids: Any, mask: Any, where: Any) -> torch.Tensor:
     return head(hidden[where])
 
 
+class _Reached(Exception):
+    """Raised by a hook to end a forward pass at the layer whose input it wanted."""
+
+
 class _Runner:
     """Rows (token ids, labels) -> logits at their answer positions, for one network.
 
@@ -170,23 +177,34 @@ class _Runner:
         import torch
 
         layers = getattr(self.decoder, "layers", None)
-        if self.first < 1 or self.head is None or not isinstance(layers, torch.nn.ModuleList):
+        plain = isinstance(layers, torch.nn.ModuleList) and len(layers) > self.first
+        if self.first < 1 or self.head is None or not plain:
             return False
+        caught: list[Any] = []
+
+        def catch(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            # the input of the first adapted layer is all we need: stop the forward there
+            caught.append(args[0] if args else kwargs["hidden_states"])
+            raise _Reached
+
+        hook = layers[self.first].register_forward_pre_hook(catch, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                for start in range(0, len(rows), 8):
+                    group = rows[start : start + 8]
+                    ids, _, mask = _pad(group, self.pad)
+                    inputs = {"input_ids": ids[:, :-1], "attention_mask": mask[:, :-1]}
+                    caught.clear()
+                    with contextlib.suppress(_Reached):
+                        self.decoder(**inputs, use_cache=False)
+                    if not caught:
+                        self.hidden = {}
+                        return False
+                    for n, (row_ids, _) in enumerate(group):
+                        self.hidden[id(row_ids)] = caught[0][n, : len(row_ids) - 1].clone()
+        finally:
+            hook.remove()
         with torch.no_grad():
-            for start in range(0, len(rows), 8):
-                group = rows[start : start + 8]
-                ids, _, mask = _pad(group, self.pad)
-                out = self.decoder(
-                    input_ids=ids[:, :-1],
-                    attention_mask=mask[:, :-1],
-                    output_hidden_states=True,
-                    use_cache=False,
-                )
-                states = getattr(out, "hidden_states", None)
-                if states is None or len(states) <= self.first:
-                    return False
-                for n, (row_ids, _) in enumerate(group):
-                    self.hidden[id(row_ids)] = states[self.first][n, : len(row_ids) - 1].clone()
             full, _ = self.logits(rows[:1])
             self.split = True
             split, _ = self.logits(rows[:1])
@@ -268,16 +286,19 @@ def train(
     config: TrainConfig,
     *,
     progress: bool = True,
+    started: float | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``examples``; ``replay`` examples anchor the base behaviour
-    (the KL runs on their answer positions: all of a plain text, the answer of a chat)."""
+    (the KL runs on their answer positions: all of a plain text, the answer of a chat).
+    ``started``: the ``time.perf_counter()`` at which ``config.max_seconds`` began (default:
+    now), so that work done before training counts against the budget."""
     import torch
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
 
     if not examples:
         raise InvalidInput("no training examples")
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     pad = getattr(model.tokenizer, "pad_token_id", None) or 0
     rows = [encode(model, ex, config.max_tokens) for ex in examples]
     replay_rows = [encode(model, ex, config.replay_tokens) for ex in replay]
@@ -325,9 +346,12 @@ def train(
     replay_order: list[int] = []
     losses: list[float] = []
     kls: list[float] = []
-    step = 0
+    step, step_seconds = 0, 0.0  # the slowest step so far predicts the next one
     with tqdm(total=config.steps, desc="training adapter", disable=not progress) as bar:
-        while step < config.steps and time.perf_counter() - start < config.max_seconds:
+        while step < config.steps:
+            step_start = time.perf_counter()
+            if step_start - start + step_seconds > config.max_seconds:
+                break
             if len(order) < config.batch_size:
                 order += torch.randperm(len(rows), generator=gen).tolist()
             batch, order = order[: config.batch_size], order[config.batch_size :]
@@ -353,8 +377,14 @@ def train(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            step_seconds = max(step_seconds, time.perf_counter() - step_start)
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    if not step:
+        raise InvalidInput(
+            f"TrainConfig.max_seconds={config.max_seconds} ran out before the first training "
+            f"step ({time.perf_counter() - start:.0f} s of set-up): raise it"
+        )
     weights, scale = _extract(peft_model)
     tail = max(1, min(5, len(losses)))
     metrics = {
