@@ -132,6 +132,7 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=TrainConfig.rank)
     p.add_argument("--layers", type=float, default=TrainConfig.layers)
     p.add_argument("--kl-weight", type=float, default=TrainConfig.kl_weight)
+    p.add_argument("--null-space", type=float, default=TrainConfig.null_space)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument(
         "--targets", default=",".join(TrainConfig.targets), help="comma-separated module names"
@@ -157,6 +158,7 @@ def main() -> None:
         rank=args.rank,
         layers=args.layers,
         kl_weight=args.kl_weight,
+        null_space=args.null_space,
         batch_size=args.batch_size,
         targets=tuple(t for t in args.targets.split(",") if t),
     )

@@ -170,7 +170,9 @@ def test_split_training_equals_the_full_forward(
     # the top half trains from cached hidden states of the frozen bottom half: same adapter
     from memos_integrations.models import parametric_train
 
-    half = dataclasses.replace(FAST, layers=0.5, learning_rate=0.01)
+    # (no null space: this tiny model's input energy has near-equal eigenvalues, so a 1e-7
+    # difference may move the cut and the adapters would differ for that reason alone)
+    half = dataclasses.replace(FAST, layers=0.5, learning_rate=0.01, null_space=0.0)
     items = [_item("the fox is called one two", id="m0")]
 
     def run() -> parametric.LoRAAdapter:
@@ -226,6 +228,44 @@ def test_time_budget_covers_set_up_and_no_step_ends_past_it(
     assert metrics["seconds"] <= 20.0 < metrics["seconds"] + 2.0
     with pytest.raises(InvalidInput, match=r"max_seconds=20\.0 ran out before the first"):
         train(budget=20.0, started=now[0] - 19.5)  # set-up (1 pass) ends past it
+
+
+def test_null_space_keeps_the_adapter_off_the_replay_texts_inputs(tiny: LocalModel) -> None:
+    # every LoRA A reads only the quiet directions of its module's inputs on the replay text,
+    # so on that text the adapter moves the model less than an unconfined one trained alike
+    from memos_integrations.models import parametric_train
+
+    items = [_item("the fox is called one two", id="m0")]
+    examples = build_examples(items, name="alice", system="").examples
+    replay = [parametric._replay_text(t) for t in REPLAY]
+
+    def adapter(null_space: float) -> parametric_train.TrainResult:
+        # the top layer only: the path SmolLM2 takes (the frozen bottom runs once)
+        config = dataclasses.replace(FAST, kl_weight=0.0, null_space=null_space, layers=0.5)
+        return parametric_train.train(tiny, examples, replay, config, progress=False)
+
+    free, confined = adapter(0.0), adapter(0.05)
+    assert free.metrics["null_space_dims"] is None and confined.metrics["split"]
+    assert 0 < confined.metrics["null_space_dims"] < 1
+    assert confined.weights.keys() == free.weights.keys()
+
+    def drift(result: parametric_train.TrainResult) -> float:
+        lora = parametric.LoRAAdapter(
+            f"a{id(result)}", tiny.fingerprint, result.weights, result.scale, {}, {}
+        )
+        parametric.install(tiny, lora)
+        try:
+            return sum(
+                (_logits(tiny, t, lora.id) - _logits(tiny, t)).abs().mean().item() for t in REPLAY
+            )
+        finally:
+            parametric.uninstall(tiny, lora.id)
+
+    assert drift(confined) < 0.5 * drift(free)
+    with pytest.raises(InvalidInput, match="null_space needs replay text"):
+        parametric_train.train(tiny, examples, [], dataclasses.replace(FAST, null_space=0.2))
+    with pytest.raises(InvalidInput, match="null_space"):
+        TrainConfig(null_space=1.0)
 
 
 def test_default_replay_is_the_base_models_own_answers(tiny: LocalModel) -> None:
