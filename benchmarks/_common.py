@@ -89,7 +89,7 @@ def _git(*args: str) -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip()
+    return out.stdout.rstrip()  # not strip(): porcelain lines start with a status column
 
 
 def code_version(package: str = "memos_integrations") -> dict[str, Any]:
