@@ -59,8 +59,8 @@ class TrainConfig:
     # input directions that hold this share of its input energy on the replay text, the
     # least-used ones, so the adapter barely acts on such text; 0 (the default) turns it off.
     # On SmolLM2, 0.3 keeps ~96% of the directions (it drops the few that every token fills)
-    # and lowers the perplexity cost, but in the CI test the adapter then answered an unrelated
-    # question with a promoted value: docs/benchmarks.md
+    # and lowered the perplexity cost in one benchmark run, with a worse task NLL:
+    # docs/benchmarks.md
     null_space: float = 0.0
     replay_batch: int = 4  # replay examples per step
     replay_tokens: int = 128  # per replay example (a chat replay holds the system message)
