@@ -352,7 +352,8 @@ def train(
     with torch.random.fork_rng():  # LoRA's random init from the seed, not the global RNG
         torch.manual_seed(config.seed)
         peft_model = get_peft_model(net, lora)
-    confined = _confine(peft_model, quiet)
+    confined = _confinements(peft_model, quiet)
+    _confine(confined)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
     warmup = max(1, config.steps // 10)
@@ -397,7 +398,7 @@ def train(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
-            _confine(peft_model, quiet, confined)
+            _confine(confined)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -473,23 +474,26 @@ def _quiet_directions(energy: Any, share: float) -> Any:
     return vectors[:, : int((held <= share).sum())].contiguous()
 
 
-def _confine(peft_model: Any, quiet: dict[str, Any], weights: Any = None) -> list[Any]:
-    """Project every LoRA ``A`` onto its module's quiet directions (``A <- A V V^T``), after
-    the initialisation and after each optimizer step; returns the (weight, V) pairs."""
+def _confinements(peft_model: Any, quiet: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(LoRA ``A`` weight, its module's quiet directions V) for every confined module."""
+    prefix = "base_model.model."
+    pairs = []
+    for name, module in peft_model.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        v = quiet.get(name.removeprefix(prefix))
+        if lora_a is not None and "default" in lora_a and v is not None:
+            pairs.append((lora_a["default"].weight, v))
+    return pairs
+
+
+def _confine(pairs: Sequence[tuple[Any, Any]]) -> None:
+    """Project every LoRA ``A`` onto its quiet directions (``A <- A V V^T``): after the
+    initialisation and after each optimizer step."""
     import torch
 
-    if weights is None:
-        prefix = "base_model.model."
-        weights = []
-        for name, module in peft_model.named_modules():
-            lora_a = getattr(module, "lora_A", None)
-            v = quiet.get(name.removeprefix(prefix))
-            if lora_a is not None and "default" in lora_a and v is not None:
-                weights.append((lora_a["default"].weight, v))
     with torch.no_grad():
-        for weight, v in weights:
+        for weight, v in pairs:
             weight.copy_((weight @ v) @ v.T)
-    return weights
 
 
 def _kl(
