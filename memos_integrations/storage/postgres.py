@@ -487,8 +487,6 @@ class PostgresStore:
             dim = pg_schema.vector_dim(c)
             if dim is not None and dim <= pg_schema.HNSW_MAX_DIM:
                 state = pg_schema.vector_index_state(c)
-                if state == "invalid":
-                    c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {pg_schema.VECTOR_INDEX}")
                 # a graph of every vector (built before migration 3) is rebuilt without the
                 # staged ones beside it, then swapped in: adds stop paying its inserts
                 full = pg_schema.vector_index_predates_staging(c)
@@ -499,7 +497,8 @@ class PostgresStore:
                         (self._index_memory,),
                     )
                     try:
-                        c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")  # a dead try
+                        # an interrupted build (invalid) or a dead try at the partial one
+                        c.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
                         c.execute(pg_schema.index_ddl(concurrently=True, name=name))
                     finally:
                         c.execute("RESET maintenance_work_mem")
