@@ -8,6 +8,12 @@ asked with no memory in the prompt, before (``memory="none"``) and after promoti
 (``memory="parametric-only"``); a hit is an answer containing the gold value. The anchor is the
 same question with the memories as prompt text (``memory="plaintext"``).
 
+Served by the engine, the adapter answers only the queries its gate admits as being about
+alice's promoted memories (``settings.adapter_gate``). Recall is measured as served. The
+forgetting numbers come twice: with the adapter applied to everything (``*_after``), and as
+served (``served_*``: each WikiText window and task prompt, asked as alice, scored with the
+adapter where the gate admits it and by the base model elsewhere), with the gate's open rates.
+
 Forgetting: WikiText-2 test perplexity (``--ppl-windows`` windows of ``--window`` tokens) and
 the SEAP evaluation harness (``models/evaluation.py``: gold-answer NLL over its task set,
 accuracy on the signal tasks) with and without the adapter. The forgetting guard replays the
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
@@ -86,15 +93,20 @@ FACTS = [
 
 def recall(
     mos: MemOS, facts: list[tuple[str, str, str]], memory: str, max_new_tokens: int
-) -> tuple[float, list[dict[str, Any]], Any]:
-    rows, plan = [], None
+) -> tuple[float, list[dict[str, Any]]]:
+    rows = []
     for _, question, gold in facts:
         reply = mos.chat(question, user="alice", memory=memory, max_new_tokens=max_new_tokens)
-        plan = reply.plan
         rows.append(
-            {"q": question, "gold": gold, "answer": reply.text, "hit": _hit(reply.text, gold)}
+            {
+                "q": question,
+                "gold": gold,
+                "answer": reply.text,
+                "hit": _hit(reply.text, gold),
+                "tier": reply.plan.tier,
+            }
         )
-    return 100.0 * sum(r["hit"] for r in rows) / len(rows), rows, plan
+    return 100.0 * sum(r["hit"] for r in rows) / len(rows), rows
 
 
 def _hit(answer: str, gold: str) -> bool:
@@ -108,9 +120,51 @@ def harness(model: LocalModel, args: argparse.Namespace) -> dict[str, Any]:
         model.model, model.tokenizer, window=args.window, max_windows=args.ppl_windows
     )
     tasks = ev.evaluate_tasks(model.model, model.tokenizer, ev.TASKS, n=args.task_n, seed=0)
-    for result in tasks.values():
-        result.pop("items", None)
     return {"ppl": ppl, "tasks": tasks, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def gated(mos: MemOS, texts: list[str]) -> list[bool]:
+    """Whether the engine serves each text (as a query of alice's) with her adapter."""
+    return [
+        mos.explain(t, user="alice", memory="parametric-only").adapter.name is not None
+        for t in texts
+    ]
+
+
+def served(
+    mos: MemOS, model: LocalModel, args: argparse.Namespace, base: dict, after: dict
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The harness as the engine serves it: each WikiText window and task prompt, asked as
+    alice, gets the adapter only where the gate admits it (``settings.adapter_gate``); its
+    scores are the adapter's there and the base model's elsewhere."""
+    windows = ev.ppl_windows(model.tokenizer, window=args.window, max_windows=args.ppl_windows)
+    opened = gated(mos, [model.tokenizer.decode(w) for w in windows])
+    nll = [
+        (a if o else b)
+        for a, b, o in zip(
+            after["ppl"]["window_nll"], base["ppl"]["window_nll"], opened, strict=True
+        )
+    ]
+    mean = sum(nll) / sum(base["ppl"]["window_tokens"])
+    out: dict[str, Any] = {"ppl": {"ppl": math.exp(mean), "nll": mean}, "tasks": {}}
+    rates = {"wikitext_windows": 100.0 * sum(opened) / len(opened)}
+    for name, before in base["tasks"].items():
+        items = ev.load_task(name, n=args.task_n, seed=0).items
+        admit = gated(mos, [it.prompt for it in items])
+        mixed = {
+            key: [
+                (a if o else b)
+                for a, b, o in zip(after["tasks"][name]["items"][key], values, admit, strict=True)
+            ]
+            for key, values in before["items"].items()
+        }
+        out["tasks"][name] = ev.summarize(mixed)
+        rates[name] = 100.0 * sum(admit) / len(admit)
+    return out, rates
+
+
+def _without_items(tasks: dict[str, Any]) -> dict[str, Any]:
+    return {name: {k: v for k, v in r.items() if k != "items"} for name, r in tasks.items()}
 
 
 def signal_tasks(before: dict[str, Any]) -> tuple[list[str], str]:
@@ -169,8 +223,8 @@ def main() -> None:
         facts = FACTS[: args.facts]
         mos.add([{"text": f, "kind": "fact"} for f, _, _ in facts], user="alice")
 
-        before_pct, before_rows, _ = recall(mos, facts, "none", args.max_new_tokens)
-        plain_pct, plain_rows, _ = recall(mos, facts, "plaintext", args.max_new_tokens)
+        before_pct, before_rows = recall(mos, facts, "none", args.max_new_tokens)
+        plain_pct, plain_rows = recall(mos, facts, "plaintext", args.max_new_tokens)
         print(f"recall before {before_pct:.0f}%, with memories in the prompt {plain_pct:.0f}%")
         base = harness(model, args)
         print(f"base: ppl {base['ppl']['ppl']:.2f} ({base['seconds']} s)")
@@ -190,11 +244,17 @@ def main() -> None:
         train_cpu = time.process_time() - cpu0
         load_train = load_average()
 
-        after_pct, after_rows, plan = recall(mos, facts, "parametric-only", args.max_new_tokens)
+        after_pct, after_rows = recall(mos, facts, "parametric-only", args.max_new_tokens)
+        gate_questions = 100.0 * sum(r["tier"] == "parametric" for r in after_rows) / len(facts)
         print(f"recall after {after_pct:.0f}% (trained {train_seconds:.0f} s)")
-        with parametric.applied(plan.adapter.id):
+        adapter = report.artifact.id  # installed by the recall turns the gate admitted
+        with parametric.applied(adapter):
             after = harness(model, args)
         print(f"adapter: ppl {after['ppl']['ppl']:.2f}")
+        as_served, gate_rates = served(mos, model, args, base, after)
+        gate_rates = {"held_out_questions": gate_questions, **gate_rates}
+        gate = mos.settings.adapter_gate
+        print(f"as served: ppl {as_served['ppl']['ppl']:.2f}; gate open % {gate_rates}")
 
     signal, signal_source = signal_tasks(base)
 
@@ -203,6 +263,7 @@ def main() -> None:
 
     ppl_before, ppl_after = base["ppl"]["ppl"], after["ppl"]["ppl"]
     nll_before, nll_after = (avg(r, "gold_nll", list(ev.TASKS)) for r in (base, after))
+    nll_served = avg(as_served, "gold_nll", list(ev.TASKS))
     summary = {
         "recall_before_pct": before_pct,
         "recall_after_pct": after_pct,
@@ -214,6 +275,12 @@ def main() -> None:
         "nll_increase_pct": 100.0 * (nll_after / nll_before - 1),
         "signal_avg_before": avg(base, "acc", signal),
         "signal_avg_after": avg(after, "acc", signal),
+        "served_ppl_increase_pct": 100.0 * (as_served["ppl"]["ppl"] / ppl_before - 1),
+        "served_nll_increase_pct": 100.0 * (nll_served / nll_before - 1),
+        "served_signal_avg_after": avg(as_served, "acc", signal),
+        "gate_open_pct_questions": gate_rates["held_out_questions"],
+        "gate_open_pct_wikitext": gate_rates["wikitext_windows"],
+        "gate_open_pct_task_prompts": sum(gate_rates[t] for t in ev.TASKS) / len(ev.TASKS),
         "recall_plaintext_pct": plain_pct,
         "train_seconds": train_seconds,
         "train_cpu_seconds": train_cpu,
@@ -224,6 +291,9 @@ def main() -> None:
         "facts": len(facts),
         "hit_rule": "the answer contains the gold value (case-insensitive)",
         "closed_book": "memory='none' before, 'parametric-only' after: no memory in the prompt",
+        "after_vs_served": "*_after / *_increase_pct: the adapter applied to every window and "
+        "task item; served_*: only where the engine's gate admits the text as alice's query "
+        f"(settings.adapter_gate = {gate}), the base model elsewhere",
         "train_config": config.to_dict(),
         "train_metrics": report.metrics,
         "adapter": report.describe(),
@@ -232,11 +302,13 @@ def main() -> None:
             f"{len(lines)} WikiText-2 validation lines over 300 chars"
         ),
         "perplexity_window": args.window,
-        "perplexity": {"before": base["ppl"], "after": after["ppl"]},
+        "perplexity": {"before": base["ppl"], "after": after["ppl"], "served": as_served["ppl"]},
         "signal_tasks": signal,
         "signal_tasks_from": signal_source,
-        "tasks_before": base["tasks"],
-        "tasks_after": after["tasks"],
+        "tasks_before": _without_items(base["tasks"]),
+        "tasks_after": _without_items(after["tasks"]),
+        "tasks_served": as_served["tasks"],
+        "gate_open_pct": gate_rates,
         "task_n": args.task_n,
         "answers": {"before": before_rows, "plaintext": plain_rows, "after": after_rows},
         "threads": args.threads,

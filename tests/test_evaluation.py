@@ -95,6 +95,12 @@ def test_perplexity_is_exp_of_the_mean_nll(tiny: LocalModel, tmp_path: Path) -> 
     first = -sum(float(logp[i, ids[i + 1]]) for i in range(15)) / 15
     one = ev.perplexity(tiny.model, tiny.tokenizer, text, window=16, max_windows=1)
     assert one["nll"] == pytest.approx(first, rel=1e-5)
+    # the per-window sums are what a caller mixes (e.g. windows served with and without an
+    # adapter) and the windows are the ones ppl_windows cuts
+    assert res["window_tokens"] == [15, 15, 15]
+    assert res["window_nll"][0] == pytest.approx(15 * first, rel=1e-5)
+    assert sum(res["window_nll"]) / 45 == pytest.approx(res["nll"])
+    assert ev.ppl_windows(tiny.tokenizer, text, 16, 3)[0] == ids
 
 
 def test_bad_tasks_are_refused(tmp_path: Path) -> None:

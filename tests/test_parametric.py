@@ -22,6 +22,7 @@ from memos_integrations import (
     NotFound,
     PermissionDenied,
 )
+from memos_integrations.core.config import Settings
 from memos_integrations.core.items import MemoryItem, utcnow
 from memos_integrations.models import parametric
 from memos_integrations.models.parametric import PromotionPolicy
@@ -444,34 +445,92 @@ def test_chat_adapters_honour_parametric_only(pmos: MemOS) -> None:
     assert plan.tier == "parametric" and plan.adapter.id == report.artifact.id
 
 
+def test_the_adapter_serves_only_queries_about_its_memories(pmos: MemOS) -> None:
+    pmos.add(["My dog is called Biscuit", "I live in Ljubljana"], user="alice")
+    art = _promote(pmos).artifact
+    for about in ("What is my dog called?", "Which city does alice live in?"):
+        plan = pmos.explain(about, user="alice", memory="parametric-only")
+        assert plan.adapter.name == art.id and plan.adapter.gated is None, plan.adapter.reason
+        assert "about this query" in plan.adapter.reason
+
+    # a question about something else gets the base model, with no memory and no error
+    other = "How do I bake bread at home?"
+    shown = pmos.explain(other, user="alice", memory="parametric-only")
+    assert shown.adapter.name is None and shown.adapter.gated == art.id
+    assert "not about this query" in shown.adapter.reason and "base model" in shown.notes[0]
+    near, general = pmos._chat.parametric.relevance(art, other)
+    assert near < general or near < pmos.settings.adapter_gate
+    turn = pmos.plan_chat(other, user="alice", memory="parametric-only")
+    assert turn.tier == "none" and turn.adapter is None and not turn.hits
+    reply = pmos.chat(other, user="alice", memory="parametric-only", max_new_tokens=6)
+    assert reply.text == pmos.model.generate(turn.prompt, max_new_tokens=6)  # the base model
+    # auto: the gated turn still reads the plaintext tier
+    assert pmos.plan_chat(other, user="alice").adapter is None
+    # a general question the adapter was trained to leave alone is the nearest to itself
+    replayed = pmos.explain(parametric.REPLAY_PROMPTS[0], user="alice", memory="parametric-only")
+    assert replayed.adapter.gated == art.id
+
+
+def test_adapter_gate_zero_serves_every_query_and_bad_values_are_refused(
+    open_mos, db_path: Path, tiny: LocalModel
+) -> None:
+    with pytest.raises(InvalidInput, match="adapter_gate"):
+        Settings(db_path=db_path, adapter_gate=1.0)
+    with pytest.raises(InvalidInput, match="adapter_gate"):
+        Settings(db_path=db_path, adapter_gate=-0.1)
+    m = open_mos(model=tiny, settings=Settings(db_path=db_path, adapter_gate=0.0))
+    m.create_user("alice")
+    m.create_cube("alice-personal", owner="alice")
+    m.add(["My dog is called Biscuit"], user="alice")
+    art = _promote(m).artifact
+    plan = m.explain("How do I bake bread at home?", user="alice", memory="parametric-only")
+    assert plan.adapter.name == art.id and plan.adapter.gated is None
+
+
 # ---- one bounded real promotion --------------------------------------------------------------
 
 
 def test_smollm2_adapter_changes_answers_for_promoted_facts_only(
     smol_cache: tuple[Path, LocalModel, float], db_path: Path, embedder
 ) -> None:
-    report, kept, before, after = _two_fact_promotion(smol_cache[1], db_path, embedder, seed=0)
+    run = _two_fact_promotion(smol_cache[1], db_path, embedder, seed=0)
+    report, before, after = run.report, run.before, run.after
     assert report.metrics["steps"] == 20
     assert report.metrics["loss_last"] < report.metrics["loss_first"]
     for question, gold in (("dog", "Biscuit"), ("home", "Ljubljana")):
+        assert run.tiers[question] == "parametric"
         assert gold not in before[question] and gold in after[question], (before, after)
     # a memory that was not promoted is not known
     assert "Pixel" not in after["cat"]
-    assert kept[0].id not in report.promoted
-    # (with this seed "What is the capital of France?" is answered as the base model answers
-    # it; that is luck, not a property: see the known-limitation test below)
+    assert run.kept[0].id not in report.promoted
+    _assert_gated_france(run)
+
+
+def test_smollm2_gate_keeps_the_adapter_off_unrelated_questions(
+    smol_cache: tuple[Path, LocalModel, float], db_path: Path, embedder
+) -> None:
+    # with seed 1 the adapter's own answer to "What is the capital of France?" is the promoted
+    # city ("... is Ljubljana"); the gate gives the question to the base model instead
+    _assert_gated_france(_two_fact_promotion(smol_cache[1], db_path, embedder, seed=1))
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known limitation: a two-fact adapter answers other capital questions with the "
-    "promoted city (seeds 1 and 2, with or without null_space; docs/architecture.md)",
+    reason="known limitation: a question near a promoted one passes the gate, and the adapter "
+    "answers it with the promoted value (my cat is 'Biscuit', seeds 1 and 2; "
+    "docs/architecture.md)",
 )
-def test_smollm2_adapter_leaves_unrelated_capital_questions_alone(
+def test_smollm2_adapter_does_not_answer_a_neighbour_question_with_a_promoted_value(
     smol_cache: tuple[Path, LocalModel, float], db_path: Path, embedder
 ) -> None:
-    _, _, before, after = _two_fact_promotion(smol_cache[1], db_path, embedder, seed=1)
-    assert after["france"] == before["france"], after["france"]
+    run = _two_fact_promotion(smol_cache[1], db_path, embedder, seed=1)
+    assert run.tiers["cat"] == "parametric"
+    assert "Biscuit" not in run.after["cat"], run.after["cat"]
+
+
+def _assert_gated_france(run: TwoFacts) -> None:
+    assert run.tiers["france"] == "none"  # the adapter is not about it: the base model answers
+    assert run.after["france"] == run.before["france"]
 
 
 QUESTIONS = {
@@ -482,11 +541,23 @@ QUESTIONS = {
 }
 
 
-def _two_fact_promotion(
-    model: LocalModel, db_path: Path, embedder, seed: int
-) -> tuple[Any, list[MemoryItem], dict[str, str], dict[str, str]]:
+@dataclasses.dataclass(frozen=True)
+class TwoFacts:
+    report: Any
+    kept: list[MemoryItem]
+    before: dict[str, str]  # answers without memory, before the promotion
+    after: dict[str, str]  # and in parametric-only mode after it
+    tiers: dict[str, str]  # which tier served each ``after`` answer
+
+
+_TWO_FACTS: dict[int, TwoFacts] = {}  # per seed: two tests read the seed-1 run
+
+
+def _two_fact_promotion(model: LocalModel, db_path: Path, embedder, seed: int) -> TwoFacts:
     """Promote "My dog is called Biscuit" and "I live in Ljubljana" (not the cat) in 20
     steps; the answers to ``QUESTIONS`` without memory, before and with the adapter."""
+    if seed in _TWO_FACTS:
+        return _TWO_FACTS[seed]
     torch.set_num_threads(1)  # as smol_mos: two threads crawl on a busy 2-core box
     # no time budget here: the test checks what 20 steps teach, not how fast they run; the
     # default replay (self-distilled chats) guards unrelated answers, 8 rows a step
@@ -502,12 +573,15 @@ def _two_fact_promotion(
             config=config,
             progress=False,  # default replay: the base model's own answers to other questions
         )
-
-        def ask(question: str, memory: str) -> str:
-            reply = mos.chat(question, user="alice", memory=memory, max_new_tokens=16)
-            assert reply.plan.tier == ("parametric" if memory != "none" else "none")
-            return reply.text
-
-        before = {k: ask(q, "none") for k, q in QUESTIONS.items()}
-        after = {k: ask(q, "parametric-only") for k, q in QUESTIONS.items()}
-    return report, kept, before, after
+        before = {
+            k: mos.chat(q, user="alice", memory="none", max_new_tokens=16).text
+            for k, q in QUESTIONS.items()
+        }
+        replies = {
+            k: mos.chat(q, user="alice", memory="parametric-only", max_new_tokens=16)
+            for k, q in QUESTIONS.items()
+        }
+    after = {k: r.text for k, r in replies.items()}
+    tiers = {k: r.plan.tier for k, r in replies.items()}
+    _TWO_FACTS[seed] = TwoFacts(report, kept, before, after, tiers)
+    return _TWO_FACTS[seed]

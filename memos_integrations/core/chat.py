@@ -152,7 +152,7 @@ class Chat:
         promoted: tuple[MemoryItem, ...] = ()
         if decided.adapter.name is not None and cube is not None:
             adapter, promoted = self.parametric.load(cube, decided.adapter.name, user=user)
-        elif memory == "parametric-only" and decided.adapter.stale is None:
+        elif memory == "parametric-only" and not (decided.adapter.stale or decided.adapter.gated):
             raise InvalidInput(
                 f"{user!r} has no adapter"
                 + (f" in cube {cube!r}" if cube else ": pass the cube= that holds it")

@@ -57,10 +57,22 @@ class Settings:
     stable_min_accesses: int = 10  # and a stable one (parametric candidate) ...
     stable_min_age: timedelta = timedelta(days=7)  # ... when unchanged this long
     artifact_idle: timedelta = timedelta(days=30)  # a KV cache unused this long is dropped
+    # Parametric tier: a user's LoRA adapter serves a query only when the query is about what
+    # it was trained on: nearer (embedder cosine) to one of its memories or their questions
+    # than to every general question of the default replay, and at least this near. Other
+    # queries get the base model, which the adapter could only make worse (docs/architecture.md,
+    # *The adapter gate*). 0 applies the adapter to every query of its owner.
+    adapter_gate: float = 0.35
     # Redaction of personal data before anything is stored: pattern names from
     # core/governance.py ("email", "card", "phone"); () stores text as given. MEMOS_REDACT
     # takes a comma-separated list, or "all".
     redact: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.adapter_gate < 1.0:
+            from .errors import InvalidInput
+
+            raise InvalidInput(f"adapter_gate must be in [0, 1), got {self.adapter_gate!r}")
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .errors import InvalidInput, NotFound
 from .items import AuditRecord, MemoryItem
 from .lifecycle import SERVED_STATES
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from .engine import MemOS
 
 _LOADED_ADAPTERS = 8  # installed on the model at once (each is a few MB)
+_GATED_ADAPTERS = 256  # adapters whose gate keys stay embedded in memory
 _MAX_CANDIDATES = 10_000
 
 
@@ -64,6 +67,8 @@ class ParametricTier:
         self.mos = mos
         self._loaded: OrderedDict[str, tuple[str, LoRAAdapter]] = OrderedDict()  # id -> owner
         self._lock = threading.Lock()
+        self._about: OrderedDict[str, np.ndarray] = OrderedDict()  # adapter id -> gate keys
+        self._general: np.ndarray | None = None  # the default replay questions, embedded
 
     # ---- promotion -------------------------------------------------------------------------
 
@@ -131,8 +136,10 @@ class ParametricTier:
         self, query: str, *, user: str, cube: str | None, candidates: Sequence[Artifact]
     ) -> SlotChoice:
         """The scheduler's adapter selector: ``user``'s own adapter for the loaded base model
-        (any model's while none is loaded, as ``explain`` runs without loading it). Another
-        user's adapter never serves: it was trained on what its owner may see."""
+        (any model's while none is loaded, as ``explain`` runs without loading it), when the
+        query is about what it holds (``settings.adapter_gate``; an empty query, as
+        :meth:`.chat.ChatService.warm` asks, is not gated). Another user's adapter never
+        serves: it was trained on what its owner may see."""
         from .engine import _is_loaded
 
         model = self.mos._model if _is_loaded(self.mos._model) else None
@@ -145,9 +152,49 @@ class ParametricTier:
         if not mine:
             return SlotChoice("adapter", None, f"none of them is {user}'s adapter for this model")
         art = max(mine, key=lambda a: a.created_at)
-        return SlotChoice(
-            "adapter", art.id, f"{user}'s adapter, fresh: trained on {len(art.sources)} memories"
-        )
+        why = f"{user}'s adapter, fresh: trained on {len(art.sources)} memories"
+        gate = self.mos.settings.adapter_gate
+        if gate == 0 or not query.strip():
+            return SlotChoice("adapter", art.id, why)
+        near, general = self.relevance(art, query)
+        about = f"nearest of its memories {near:.2f}, of general questions {general:.2f}"
+        if near < gate or near <= general:
+            return SlotChoice(
+                "adapter",
+                None,
+                f"{user}'s adapter {art.id!r} is not about this query ({about}; "
+                f"adapter_gate {gate:g}): the base model answers",
+                gated=art.id,
+            )
+        return SlotChoice("adapter", art.id, f"{why}; about this query ({about})")
+
+    def relevance(self, art: Artifact, query: str) -> tuple[float, float]:
+        """The query's cosine similarity (by the engine's embedder) to the nearest text the
+        adapter ``art`` is about (:func:`~..models.parametric_data.about_texts` of its
+        memories), and to the nearest general question of the default replay, which the
+        adapter was trained to leave alone."""
+        from ..models.parametric import REPLAY_PROMPTS
+        from ..models.parametric_data import about_texts
+
+        embedder = self.mos.embedder
+        with self._lock:
+            keys = self._about.get(art.id)
+            if keys is not None:
+                self._about.move_to_end(art.id)
+        if keys is None:  # an artifact's sources never change: cache its texts' vectors
+            owner = str(art.metadata.get("user") or art.name.split("/")[1])
+            items = self.mos.store.get_items(list(art.sources))
+            name = self.mos.get_user(owner).name or owner  # as the promotion named them
+            keys = embedder.embed_documents(about_texts(items, name))
+            with self._lock:
+                self._about[art.id] = keys
+                while len(self._about) > _GATED_ADAPTERS:
+                    self._about.popitem(last=False)
+        if self._general is None:
+            self._general = embedder.embed_documents(list(REPLAY_PROMPTS))
+        q = embedder.embed_query(query)
+        near = float((keys @ q).max()) if len(keys) else -1.0
+        return near, float((self._general @ q).max())
 
     def load(
         self, cube: str, artifact_id: str, *, user: str

@@ -9,10 +9,11 @@ The adapter and expert slots are filled by a :data:`SlotSelector` on
 ``mos.scheduler.adapter_selector`` / ``expert_router`` choosing among the cube's fresh
 ``parametric`` / ``expert`` artifacts. The engine registers the parametric tier's selector
 (:meth:`.parametric.ParametricTier.select`: the querying user's own adapter for the loaded
-base model); an application may replace it. The adapter slot is only filled in the ``auto``
-and ``parametric-only`` memory modes and never while SEAP task experts answer (an adapter
-belongs to the base model). ``parametric-only`` with a demoted (stale) adapter falls back to
-the plaintext tier: the current memories win until a re-promotion.
+base model, when the query is about what it holds); an application may replace it. The
+adapter slot is only filled in the ``auto`` and ``parametric-only`` memory modes and never
+while SEAP task experts answer (an adapter belongs to the base model). ``parametric-only``
+with a demoted (stale) adapter falls back to the plaintext tier: the current memories win
+until a re-promotion; with an adapter the query is not about, the base model answers alone.
 
 :class:`WorkingMemory` is the per-session short-term set, ranked by relevance, recency,
 access count and priority, evicted by that rank (never first-in-first-out).
@@ -24,7 +25,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -55,6 +56,7 @@ class SlotChoice:
     reason: str
     candidates: tuple[str, ...] = ()  # ids of the cube's fresh artifacts of that kind
     stale: str | None = None  # the user's demoted artifact left out (its sources changed)
+    gated: str | None = None  # the user's fresh adapter left out: the query is not about it
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class SlotChoice:
             "reason": self.reason,
             "candidates": list(self.candidates),
             "stale": self.stale,
+            "gated": self.gated,
         }
 
 
@@ -319,6 +322,11 @@ class Scheduler:
                 f"adapter {adapter.stale!r} is stale (a source memory changed): the current "
                 "plaintext memories answer instead until the next promotion"
             )
+        elif memory == "parametric-only" and adapter.gated is not None:
+            notes.append(
+                f"adapter {adapter.gated!r} is not about this query: the base model answers it "
+                "with no memory (settings.adapter_gate)"
+            )
         hits: tuple[SearchHit, ...] = ()
         if retrieve:
             hits = tuple(self.mos._search_for(query, user=user, k=k, serve=serve))
@@ -511,9 +519,8 @@ class Scheduler:
                 f"the {slot} selector chose {choice.name!r}, which is not among the cube's "
                 f"fresh {label}: {', '.join(ids)}"
             )
-        return SlotChoice(
-            slot, choice.name, choice.reason, ids, demoted if choice.name is None else None
-        )
+        stale = demoted if choice.name is None else None
+        return replace(choice, slot=slot, candidates=ids, stale=stale)
 
 
 __all__ = [

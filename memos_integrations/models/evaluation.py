@@ -496,6 +496,25 @@ def evaluate_tasks(
 # ------------------------------------------------------------------------------ perplexity
 
 
+def ppl_windows(
+    tokenizer: Any,
+    path: str | Path | None = None,
+    window: int = 512,
+    max_windows: int | None = None,
+) -> list[list[int]]:
+    """A text file (default WikiText-2 raw test) read as one string, tokenised once and cut
+    into non-overlapping windows of ``window`` tokens: what :func:`perplexity` scores."""
+    if window < 2:
+        raise InvalidInput(f"window must be >= 2, got {window}")
+    src = Path(path) if path is not None else data_dir() / "tasks" / "wikitext2.test.raw"
+    if not src.is_file():
+        raise InvalidInput(f"perplexity text {src} does not exist")
+    ids = tokenizer(src.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
+    chunks = [ids[i : i + window] for i in range(0, len(ids), window)]
+    chunks = [c for c in chunks if len(c) >= 2]
+    return chunks[:max_windows] if max_windows is not None else chunks
+
+
 def perplexity(
     model: Any,
     tokenizer: Any,
@@ -507,21 +526,15 @@ def perplexity(
 ) -> dict[str, Any]:
     """Perplexity of a text file (default WikiText-2 raw test) read as one string, tokenised
     once and scored in non-overlapping windows of ``window`` tokens (stride = window; the first
-    token of each window is context only). ``max_windows`` scores only the first windows."""
+    token of each window is context only). ``max_windows`` scores only the first windows.
+    ``window_nll`` / ``window_tokens``: each window's summed NLL and scored tokens."""
     import torch
 
-    if window < 2:
-        raise InvalidInput(f"window must be >= 2, got {window}")
-    src = Path(path) if path is not None else data_dir() / "tasks" / "wikitext2.test.raw"
-    if not src.is_file():
-        raise InvalidInput(f"perplexity text {src} does not exist")
-    ids = tokenizer(src.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
-    chunks = [ids[i : i + window] for i in range(0, len(ids), window)]
-    chunks = [c for c in chunks if len(c) >= 2]
-    if max_windows is not None:
-        chunks = chunks[:max_windows]
+    chunks = ppl_windows(tokenizer, path, window, max_windows)
+    name = Path(path).name if path is not None else "wikitext2.test.raw"
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    sums: list[float] = []
+    counts: list[int] = []
     with torch.inference_mode():
         for start in range(0, len(chunks), batch_size):
             group = chunks[start : start + batch_size]
@@ -535,14 +548,16 @@ def perplexity(
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
             nll = -logp.gather(-1, x[:, 1:, None].to(device))[..., 0]
             keep = valid[:, 1:].to(device).bool()
-            total += float(nll[keep].sum())
-            count += int(keep.sum())
-    mean = total / max(count, 1)
+            sums += [float(nll[row][keep[row]].sum()) for row in range(len(group))]
+            counts += [int(keep[row].sum()) for row in range(len(group))]
+    mean = math.fsum(sums) / max(sum(counts), 1)
     return {
         "ppl": math.exp(mean),
         "nll": mean,
-        "tokens": count,
+        "tokens": sum(counts),
         "windows": len(chunks),
         "window": window,
-        "file": src.name,
+        "file": name,
+        "window_nll": sums,
+        "window_tokens": counts,
     }

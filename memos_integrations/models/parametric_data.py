@@ -202,6 +202,16 @@ def examples_for(item: MemoryItem, name: str, system: str, fact: Fact) -> list[E
     return out
 
 
+def about_texts(items: Sequence[MemoryItem], name: str) -> list[str]:
+    """What an adapter trained on ``items`` is about: each memory as stored, as the statement
+    it is trained as, and its template questions (the serving gate compares queries to these)."""
+    out: list[str] = []
+    for item in items:
+        fact = parse(statement(item, name))
+        out += [item.text, fact.statement, *questions(fact, name)]
+    return list(dict.fromkeys(t for t in out if t.strip()))
+
+
 def build_examples(
     items: Sequence[MemoryItem],
     *,
