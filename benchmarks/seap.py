@@ -2,7 +2,8 @@
 WikiText-2 perplexity, real sparsity, router accuracy and decode speed of the pruned models.
 
     python benchmarks/seap.py                       # n=300 per task, 20% and 50%
-    python benchmarks/seap.py --n 20 --tasks piqa,arc_easy --sparsities 0.2   # smoke run
+    python benchmarks/seap.py --sparsities 0.1,0.3 --out seap_more   # the 10% and 30% rows
+    python benchmarks/seap.py --n 20 --tasks piqa,arc_easy --sparsities 0.2 --out seap_smoke
 
 Rows: dense; SEAP per task with oracle routing; SEAP with the router (the same experts, each
 eval item routed by the classifier; items routed to their own task reuse the oracle score, the
@@ -12,8 +13,9 @@ look-alike tasks of ``--families`` (ARC-Easy and ARC-Challenge) share one expert
 both and the router picks among experts, not tasks; SEAP-gen; Wanda-sp (uniform, sequential,
 generic calibration); FLAP (global allocation, bias compensation, generic calibration). Every
 method removes exactly the same share of attention+FFN parameters. Writes
-benchmarks/results/seap.json (after every stage, ``details.complete`` says whether it finished)
-and benchmarks/results/seap.png.
+benchmarks/results/<--out>.json (after every stage, ``details.complete`` says whether it
+finished) and benchmarks/results/seap.png: accuracy and NLL against sparsity over every
+sparsity in seap.json and seap_more.json.
 """
 
 from __future__ import annotations
@@ -383,10 +385,10 @@ class Bench:
             "code": self.code,
             **self.extra,
         }
-        path = write_result("seap", None, self.summary(), details)
+        path = write_result(a.out, None, self.summary(), details)
         print(f"wrote {path}", flush=True)
-        if complete:
-            plot(self.summary(), a.sparsities, RESULTS_DIR / "seap.png")
+        if complete and a.out in PLOTTED:
+            plot([RESULTS_DIR / f"{name}.json" for name in PLOTTED], RESULTS_DIR / "seap.png")
 
 
 def _shape(plan: Any) -> dict[str, Any]:
@@ -404,19 +406,32 @@ def _avg(row: dict, tasks: list[str], key: str) -> float:
     return statistics.mean(vals) if vals else float("nan")
 
 
-def plot(summary: dict[str, Any], sparsities: list[float], path: Path) -> None:
+PLOTTED = ("seap", "seap_more")  # the result files seap.png draws from
+
+
+def plot(results: list[Path], path: Path) -> None:
+    """Signal-task accuracy and gold NLL against real sparsity, every sparsity of every
+    result file that exists (their dense rows are the same model on the same items)."""
+    import json
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    summary: dict[str, Any] = {}
+    for result in results:
+        if result.is_file():
+            summary = {**json.loads(result.read_text())["summary"], **summary}
+    xs = [0, *sorted({int(k.rsplit("_", 1)[1]) for k in summary if k.startswith("seap_avg_")})]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    xs = [0] + [round(100 * s) for s in sparsities]
     for m in METHODS:
-        accs = [summary["dense_avg"]] + [summary.get(f"{m}_avg_{x}") for x in xs[1:]]
-        nlls = [summary["dense_nll"]] + [summary.get(f"{m}_nll_{x}") for x in xs[1:]]
-        axes[0].plot(xs, accs, marker="o", label=m)
-        axes[1].plot(xs, nlls, marker="o", label=m)
+        points = [(x, summary.get(f"{m}_avg_{x}"), summary.get(f"{m}_nll_{x}")) for x in xs[1:]]
+        points = [(0, summary["dense_avg"], summary["dense_nll"])] + [
+            p for p in points if p[1] is not None
+        ]
+        axes[0].plot([p[0] for p in points], [p[1] for p in points], marker="o", label=m)
+        axes[1].plot([p[0] for p in points], [p[2] for p in points], marker="o", label=m)
     axes[0].set(xlabel="real sparsity (% of attention+FFN params)", ylabel="signal-task acc (%)")
     axes[1].set(xlabel="real sparsity (% of attention+FFN params)", ylabel="gold-answer NLL")
     axes[0].set_title(
@@ -446,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     # 1 thread: on a shared, oversubscribed 2-core box 2 threads ran 5-9x slower (spin waits)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16")
+    p.add_argument("--out", default="seap", help="result name (seap.png plots seap, seap_more)")
     args = p.parse_args(argv)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     args.sparsities = [float(s) for s in args.sparsities.split(",")]
