@@ -373,7 +373,8 @@ class Bench:
                 "threads": a.threads,
                 "decode": f"fp32, batch 1 greedy, {a.new_tokens} new tokens, median of 3",
                 "schedule": "logistic, x0=0.3, mean over all layers; k=5 and 4+2 protected "
-                "layers at <= 30%, SEAP's k=0.8 and 2+2 above (plan.default_steepness)",
+                "layers above 15% up to 30%, SEAP's k=0.8 and 2+2 otherwise "
+                "(plan.default_steepness)",
                 "families": self.args.families,
             },
             "tables": tables,

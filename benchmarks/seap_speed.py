@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "new_tokens": args.new_tokens,
         "rounds": args.rounds,
         "dtype": "float32",
-        "schedule": "seap: logistic, k=5 and 4+2 protected layers at <= 30%, k=0.8 and 2+2 "
-        "above (plan.default_steepness); uniform: every layer",
+        "schedule": "seap: logistic, k=5 and 4+2 protected layers above 15% up to 30%, k=0.8 "
+        "and 2+2 otherwise (plan.default_steepness); uniform: every layer",
         **run.details(),
     }
     path = write_result(args.out, command_line(), summary, details)

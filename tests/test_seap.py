@@ -71,10 +71,16 @@ def test_logistic_schedule_hits_the_target_over_all_layers() -> None:
     for target in (0.1, 0.2, 0.5):
         ratios = pl.logistic_ratios(30, target)
         assert sum(ratios) / 30 == pytest.approx(target, abs=1e-9)
-        first = 4 if target <= 0.3 else 2  # the validated defaults (plan.default_steepness)
+        first = 4 if 0.15 < target <= 0.3 else 2  # the validated defaults (default_steepness)
         assert ratios[:first] == [0] * first and ratios[first] > 0 and ratios[-2:] == [0, 0]
         active = ratios[first:-2]
         assert active == sorted(active) and active[0] < active[-1]  # deeper layers lose more
+    assert [pl.default_steepness(t) for t in (0.1, 0.2, 0.3, 0.5)] == [
+        (0.8, 2),
+        (5.0, 4),
+        (5.0, 4),
+        (0.8, 2),
+    ]
     with pytest.raises(InvalidInput):
         pl.logistic_ratios(30, 0.95)
     with pytest.raises(InvalidInput):
