@@ -138,7 +138,7 @@ class ParametricTier:
         """The scheduler's adapter selector: ``user``'s own adapter for the loaded base model
         (any model's while none is loaded, as ``explain`` runs without loading it), when the
         query is about what it holds (``settings.adapter_gate``; an empty query, as
-        :meth:`.chat.ChatService.warm` asks, is not gated). Another user's adapter never
+        :meth:`.chat.Chat.warm` asks, is not gated). Another user's adapter never
         serves: it was trained on what its owner may see."""
         from .engine import _is_loaded
 
