@@ -139,12 +139,7 @@ def served(
     scores are the adapter's there and the base model's elsewhere."""
     windows = ev.ppl_windows(model.tokenizer, window=args.window, max_windows=args.ppl_windows)
     opened = gated(mos, [model.tokenizer.decode(w) for w in windows])
-    nll = [
-        (a if o else b)
-        for a, b, o in zip(
-            after["ppl"]["window_nll"], base["ppl"]["window_nll"], opened, strict=True
-        )
-    ]
+    nll = _mix(after["ppl"]["window_nll"], base["ppl"]["window_nll"], opened)
     mean = sum(nll) / sum(base["ppl"]["window_tokens"])
     out: dict[str, Any] = {"ppl": {"ppl": math.exp(mean), "nll": mean}, "tasks": {}}
     rates = {"wikitext_windows": 100.0 * sum(opened) / len(opened)}
@@ -152,15 +147,17 @@ def served(
         items = ev.load_task(name, n=args.task_n, seed=0).items
         admit = gated(mos, [it.prompt for it in items])
         mixed = {
-            key: [
-                (a if o else b)
-                for a, b, o in zip(after["tasks"][name]["items"][key], values, admit, strict=True)
-            ]
+            key: _mix(after["tasks"][name]["items"][key], values, admit)
             for key, values in before["items"].items()
         }
         out["tasks"][name] = ev.summarize(mixed)
         rates[name] = 100.0 * sum(admit) / len(admit)
     return out, rates
+
+
+def _mix(adapted: list[float], base: list[float], admitted: list[bool]) -> list[float]:
+    """Per window or item: the adapter's score where the gate admitted it, else the base's."""
+    return [a if o else b for a, b, o in zip(adapted, base, admitted, strict=True)]
 
 
 def _without_items(tasks: dict[str, Any]) -> dict[str, Any]:
