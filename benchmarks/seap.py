@@ -4,6 +4,7 @@ WikiText-2 perplexity, real sparsity, router accuracy and decode speed of the pr
     python benchmarks/seap.py                       # n=300 per task, 20% and 50%
     python benchmarks/seap.py --sparsities 0.1,0.3 --out seap_more   # the 10% and 30% rows
     python benchmarks/seap.py --n 20 --tasks piqa,arc_easy --sparsities 0.2 --out seap_smoke
+    python benchmarks/seap.py --methods wanda_sp,flap,wanda_lb,flap_lb --out seap_same_schedule
 
 Rows: dense; SEAP per task with oracle routing; SEAP with the router (the same experts, each
 eval item routed by the classifier; items routed to their own task reuse the oracle score, the
@@ -11,11 +12,12 @@ others are scored by the expert the router chose); the same two with FLAP's bias
 compensation in every expert (``seapb``, ``seapb_router``); ``seapb_family_router``: the
 look-alike tasks of ``--families`` (ARC-Easy and ARC-Challenge) share one expert calibrated on
 both and the router picks among experts, not tasks; SEAP-gen; Wanda-sp (uniform, sequential,
-generic calibration); FLAP (global allocation, bias compensation, generic calibration). Every
-method removes exactly the same share of attention+FFN parameters. Writes
-benchmarks/results/<--out>.json (after every stage, ``details.complete`` says whether it
-finished) and benchmarks/results/seap.png: accuracy and NLL against sparsity over every
-sparsity in seap.json and seap_more.json.
+generic calibration); FLAP (global allocation, bias compensation, generic calibration);
+``wanda_lb`` and ``flap_lb``: the same two under SEAP's schedule (every method under one
+schedule). Every method removes exactly the same share of attention+FFN parameters.
+``--methods`` picks rows (dense always runs). Writes benchmarks/results/<--out>.json (after
+every stage, ``details.complete`` says whether it finished) and benchmarks/results/seap.png:
+accuracy and NLL against sparsity over every sparsity of the files in ``PLOTTED``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ METHODS = (
     "seapgen",
     "wanda_sp",
     "flap",
+    "wanda_lb",
+    "flap_lb",
 )
 
 
@@ -143,6 +147,7 @@ class Bench:
         self.speed("dense")
         self.save(False)
         t = time.perf_counter()
+        want = set(a.methods)
         calib = {
             name: stats.collect(
                 self.model,
@@ -152,6 +157,7 @@ class Bench:
                 max_length=a.calib_tokens,
             )
             for name in self.tasks
+            if any(m.startswith("seap") for m in want)  # SEAP's rows calibrate per task
         }
         generic = generic_texts(a.calib)
         generic_stats = stats.collect(
@@ -160,12 +166,16 @@ class Bench:
         self.extra["calibration_tokens"] = {k: v.tokens for k, v in calib.items()}
         self.extra["calibration_tokens"]["generic"] = generic_stats.tokens
         self.lap("calibration", t)
-        t = time.perf_counter()
-        prompts = {name: ev.prompts(name, "train", n=a.router_train, seed=1) for name in self.tasks}
-        routed, accuracy = self.route({name: name for name in self.tasks}, prompts)
-        self.extra["router"] = {**accuracy, "train_prompts_per_task": a.router_train}
-        self.lap("router", t)
-        families = self.family_router(prompts) if self.families else None
+        routed: dict[str, list[str]] = {}
+        families = None
+        if any("router" in m for m in want):
+            t = time.perf_counter()
+            prompts = {n: ev.prompts(n, "train", n=a.router_train, seed=1) for n in self.tasks}
+            routed, accuracy = self.route({name: name for name in self.tasks}, prompts)
+            self.extra["router"] = {**accuracy, "train_prompts_per_task": a.router_train}
+            self.lap("router", t)
+            if self.families and "seapb_family_router" in want:
+                families = self.family_router(prompts)
         for s in a.sparsities:
             self.sparsity(s, calib, generic_stats, generic, routed, families)
             self.save(False)
@@ -229,9 +239,12 @@ class Bench:
     ) -> None:
         pct = round(100 * s)
         plans: dict[str, Any] = {}
+        want = set(self.args.methods)
         # SEAP experts: one per task, oracle routing, then the router's choices; as the
         # paper prunes them (seap) and with FLAP's bias compensation (seapb).
         for row, bias in (("seap", False), ("seapb", True)):
+            if not any(m.startswith(row + "_") or m == row for m in want):
+                continue
             t = time.perf_counter()
             experts = {}
             for name, st in calib.items():
@@ -244,9 +257,10 @@ class Bench:
             }
             self.results[f"{row}_{pct}"] = oracle
             self.lap(f"eval {row}_{pct}", t)
-            t = time.perf_counter()
-            self.results[f"{row}_router_{pct}"] = self.routed(oracle, experts, routed)
-            self.lap(f"eval {row}_router_{pct}", t)
+            if f"{row}_router" in want:
+                t = time.perf_counter()
+                self.results[f"{row}_router_{pct}"] = self.routed(oracle, experts, routed)
+                self.lap(f"eval {row}_router_{pct}", t)
             if bias and families:
                 t = time.perf_counter()
                 own = dict(oracle)
@@ -261,37 +275,46 @@ class Bench:
                 )
                 self.lap(f"eval {row}_family_router_{pct}", t)
             del experts
-        t = time.perf_counter()
-        gen_plan = methods.seap_gen_plan(self.model, list(calib.values()), generic_stats, s)
-        plans["seapgen"] = gen_plan.real_sparsity
-        gen = prune.pruned_copy(self.model, gen_plan)
-        self.lap(f"plan seapgen_{pct}", t)
-        self.eval_all(f"seapgen_{pct}", gen)
-        self.ppl(f"seapgen_{pct}", gen)
-        self.speed(f"seapgen_{pct}", gen_plan)
-        self.extra["plans"][f"seapgen_{pct}"] = _shape(gen_plan)
-        del gen
-        t = time.perf_counter()
-        wanda, wplan = methods.wanda_sp(
-            self.model, self.tok, generic, s, max_length=self.args.calib_tokens
-        )
-        plans["wanda_sp"] = wplan.real_sparsity
-        self.lap(f"plan wanda_sp_{pct}", t)
-        self.eval_all(f"wanda_sp_{pct}", wanda)
-        self.ppl(f"wanda_sp_{pct}", wanda)
-        self.speed(f"wanda_sp_{pct}", wplan)
-        del wanda
-        fplan = methods.make_plan(self.model, generic_stats, "flap", s)
-        plans["flap"] = fplan.real_sparsity
-        flap = prune.pruned_copy(self.model, fplan, generic_stats)
-        self.eval_all(f"flap_{pct}", flap)
-        self.ppl(f"flap_{pct}", flap)
-        self.speed(f"flap_{pct}", fplan, generic_stats)
-        plans["measured_params_removed_flap"] = 1 - prune.count_params(flap) / prune.count_params(
-            self.model
-        )
-        del flap
+        if "seapgen" in want:
+            t = time.perf_counter()
+            gen_plan = methods.seap_gen_plan(self.model, list(calib.values()), generic_stats, s)
+            plans["seapgen"] = gen_plan.real_sparsity
+            self.lap(f"plan seapgen_{pct}", t)
+            plans["measured_params_removed_seapgen"] = self.baseline(f"seapgen_{pct}", gen_plan)
+        # Wanda-sp prunes as it calibrates (each layer sees the pruned ones before it)
+        for name, allocation in (("wanda_sp", "uniform"), ("wanda_lb", "logistic")):
+            if name in want:
+                t = time.perf_counter()
+                wanda, wplan = methods.wanda_sp(
+                    self.model,
+                    self.tok,
+                    generic,
+                    s,
+                    allocation=allocation,
+                    max_length=self.args.calib_tokens,
+                )
+                plans[name] = wplan.real_sparsity
+                self.lap(f"plan {name}_{pct}", t)
+                removed = self.baseline(f"{name}_{pct}", wplan, model=wanda)
+                plans[f"measured_params_removed_{name}"] = removed
+                del wanda
+        for name in ("flap", "flap_lb"):
+            if name in want:
+                fplan = methods.make_plan(self.model, generic_stats, name, s)
+                plans[name] = fplan.real_sparsity
+                removed = self.baseline(f"{name}_{pct}", fplan, generic_stats)
+                plans[f"measured_params_removed_{name}"] = removed
         self.extra["plans"][f"real_sparsity_{pct}"] = plans
+
+    def baseline(self, row: str, plan: Any, st: Any = None, model: Any = None) -> float:
+        """A single-model row: evaluation, perplexity, decode speed and per-layer shape;
+        returns the share of attention+FFN parameters the pruned model really lost."""
+        model = prune.pruned_copy(self.model, plan, st) if model is None else model
+        self.eval_all(row, model)
+        self.ppl(row, model)
+        self.speed(row, plan, st)
+        self.extra["plans"][row] = _shape(plan)
+        return 1 - prune.count_params(model) / prune.count_params(self.model)
 
     def routed(self, own: dict, experts: dict, routed: dict, expert_of: dict | None = None) -> dict:
         """Scores with the router's expert per item: items routed to their task's own expert
@@ -407,7 +430,7 @@ def _avg(row: dict, tasks: list[str], key: str) -> float:
     return statistics.mean(vals) if vals else float("nan")
 
 
-PLOTTED = ("seap", "seap_more")  # the result files seap.png draws from
+PLOTTED = ("seap", "seap_more", "seap_same_schedule")  # the result files seap.png draws from
 
 
 def plot(results: list[Path], path: Path) -> None:
@@ -462,10 +485,16 @@ def main(argv: list[str] | None = None) -> None:
     # 1 thread: on a shared, oversubscribed 2-core box 2 threads ran 5-9x slower (spin waits)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16")
-    p.add_argument("--out", default="seap", help="result name (seap.png plots seap, seap_more)")
+    p.add_argument(
+        "--methods", default=",".join(METHODS), help=f"rows to build (default all: {METHODS})"
+    )
+    p.add_argument("--out", default="seap", help="result name (seap.png plots PLOTTED's files)")
     args = p.parse_args(argv)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     args.sparsities = [float(s) for s in args.sparsities.split(",")]
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if unknown := set(args.methods) - set(METHODS):
+        p.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
     Bench(args).run()
 
 

@@ -87,12 +87,13 @@ def test_logistic_schedule_hits_the_target_over_all_layers() -> None:
         pl.logistic_ratios(4, 0.2)  # nothing left after protecting 2 + 2 layers
 
 
-@pytest.mark.parametrize("method", ["seap", "flap", "wanda_lb", "seap_norm"])
+@pytest.mark.parametrize("method", ["seap", "flap", "flap_lb", "seap_norm"])
 @pytest.mark.parametrize("sparsity", [0.2, 0.5])
 def test_real_sparsity_equals_the_target_and_slicing_equals_masking(gqa, method, sparsity):
     model, tok = gqa
     st = stats.collect(model, tok, TEXTS_A)
-    plan = methods.make_plan(model, st, method, sparsity, **_schedule(model))
+    schedule = {} if method == "flap" else _schedule(model)  # flap: global allocation
+    plan = methods.make_plan(model, st, method, sparsity, **schedule)
     geo = plan.geometry
     assert abs(plan.removed_params() - sparsity * geo.total_params) <= geo.channel_params
     plan.validate()
@@ -193,6 +194,38 @@ def test_wanda_sp_is_sequential_and_uniform(gqa) -> None:
     with torch.no_grad():  # the returned model is the plan applied to the dense weights
         assert torch.allclose(pruned(x).logits, prune.pruned_copy(model, plan)(x).logits)
         assert not torch.allclose(pruned(x).logits, model(x).logits)
+
+
+def test_lb_variants_change_only_the_allocation(gqa) -> None:
+    """``wanda_lb`` is Wanda-sp (sequential, no compensation) and ``flap_lb`` FLAP (with its
+    compensation), each under SEAP's logistic schedule: every method under one schedule."""
+    model, tok = gqa
+    pruned, plan = methods.prune(model, tok, TEXTS_A, "wanda_lb", 0.5, first=1, last=1)
+    expected = pl.logistic_ratios(6, 0.5, first=1, last=1)
+    assert plan.method == "wanda_lb" and plan.details["ratios"] == [round(r, 5) for r in expected]
+    assert plan.bias is False and abs(plan.real_sparsity - 0.5) < 0.05
+    assert 1 - prune.count_params(pruned) / prune.count_params(model) == pytest.approx(
+        plan.real_sparsity
+    )
+    full = pl.full_layer(plan.geometry)
+    assert plan.layers[0] == full and plan.layers[-1] == full  # protected layers stay dense
+    assert len(plan.layers[-2].channels) < len(plan.layers[1].channels)  # deeper loses more
+    _, uniform = methods.wanda_sp(model, tok, TEXTS_A, 0.5)
+    assert uniform.layers[0] != full  # the published Wanda-sp prunes every layer
+    st = stats.collect(model, tok, TEXTS_A)
+    flap_lb = methods.make_plan(model, st, "flap_lb", 0.5, first=1, last=1)
+    assert flap_lb.bias is True and flap_lb.details["ratios"] == plan.details["ratios"]
+
+
+def test_schedule_settings_are_refused_where_no_logistic_schedule_runs(gqa) -> None:
+    model, tok = gqa
+    st = stats.collect(model, tok, TEXTS_A)
+    with pytest.raises(InvalidInput, match="first: schedule settings apply to logistic"):
+        methods.make_plan(model, st, "flap", 0.2, first=1)  # global allocation
+    with pytest.raises(InvalidInput, match="uniform"):
+        methods.prune(model, tok, TEXTS_A, "wanda_sp", 0.2, last=1)
+    with pytest.raises(InvalidInput, match="wanda_lb prunes layer by layer"):
+        methods.prune(model, tok, TEXTS_A, "wanda_lb", 0.2, bias=True)
 
 
 def test_statistics_round_trip(gqa, tmp_path: Path) -> None:

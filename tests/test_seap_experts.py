@@ -115,6 +115,9 @@ def test_cli_prune_saves_a_reloadable_model(
     # SEAP's default schedule protects 4 + 2 layers at 20%: the 2-layer tiny model has none left
     assert main([*argv, "--method", "seap"]) == 2
     assert "none to prune" in capsys.readouterr().err
+    # a schedule setting for a method without a logistic schedule is refused, not ignored
+    assert main([*argv, "--method", "wanda_sp", "--first", "0"]) == 2
+    assert "apply to logistic allocations, not uniform" in capsys.readouterr().err
 
 
 def test_look_alike_tasks_share_one_expert_as_a_family(

@@ -9,12 +9,15 @@ seap_gen   sum of fluct logistic        3 x generic + 2 x    one general mask
                                         each task
 flap       flap         global (AL-AM)  generic text         + bias compensation
 wanda_sp   wanda_sp     uniform (UL)    generic text         sequential (pruned layers feed on)
-flap_lb    flap         logistic        generic text         FLAP scores under SEAP's schedule
-wanda_lb   wanda_sp     logistic        generic text         dense statistics
+flap_lb    flap         logistic        generic text         ``flap`` under SEAP's schedule
+wanda_lb   wanda_sp     logistic        generic text         ``wanda_sp`` under SEAP's schedule
 =========  ===========  ==============  ===================  ====================================
 
-``bias=True`` adds FLAP's bias compensation (the mean of each removed o_proj/down_proj input,
-folded into a bias) to any statistics-based method; ``flap`` has it by default.
+The ``_lb`` variants change only the allocation, so that every method can be compared under
+the same schedule. ``bias=True`` adds FLAP's bias compensation (the mean of each removed
+o_proj/down_proj input, folded into a bias) to any statistics-based method; ``flap`` and
+``flap_lb`` have it by default. Schedule keywords (``k``, ``x0``, ``first``, ``last``) apply to
+logistic allocations only.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ _SCORED = {
     "seap_norm": ("norm", "logistic"),
     "flap": ("flap", "global"),
     "flap_lb": ("flap", "logistic"),
-    "wanda_lb": ("wanda_sp", "logistic"),
 }
+_SEQUENTIAL = {"wanda_sp": "uniform", "wanda_lb": "logistic"}  # method -> allocation
+_COMPENSATED = ("flap", "flap_lb")  # FLAP's method includes its bias compensation
 
 
 def plan_from_scores(
@@ -55,14 +59,31 @@ def plan_from_scores(
 ) -> PruningPlan:
     geo = Geometry.of(model)
     if allocation == "global":
+        _no_schedule(allocation, schedule)
         return plan_global(geo, scores, sparsity, method)
+    return plan_scheduled(
+        geo, scores, ratios(geo, sparsity, allocation, schedule), method, sparsity
+    )
+
+
+def ratios(
+    geo: Geometry, sparsity: float, allocation: str, schedule: dict[str, Any]
+) -> list[float]:
+    """Per-layer pruning ratios of a ``logistic`` or ``uniform`` allocation."""
     if allocation == "logistic":
-        ratios = logistic_ratios(geo.layers, sparsity, **schedule)
-    elif allocation == "uniform":
-        ratios = uniform_ratios(geo.layers, sparsity)
-    else:
-        raise InvalidInput(f"allocation must be logistic, uniform or global, got {allocation!r}")
-    return plan_scheduled(geo, scores, ratios, method, sparsity)
+        return logistic_ratios(geo.layers, sparsity, **schedule)
+    if allocation == "uniform":
+        _no_schedule(allocation, schedule)
+        return uniform_ratios(geo.layers, sparsity)
+    raise InvalidInput(f"allocation must be logistic, uniform or global, got {allocation!r}")
+
+
+def _no_schedule(allocation: str, schedule: dict[str, Any]) -> None:
+    if schedule:  # a --first the user gave would otherwise be ignored without a word
+        names = ", ".join(sorted(schedule))
+        raise InvalidInput(
+            f"{names}: schedule settings apply to logistic allocations, not {allocation}"
+        )
 
 
 def make_plan(
@@ -74,15 +95,15 @@ def make_plan(
     bias: bool | None = None,
     **schedule: Any,
 ) -> PruningPlan:
-    """The plan of a statistics-based method (all but ``wanda_sp`` and ``seap_gen``);
-    ``bias``: compensate the removed inputs' means (default: only for ``flap``)."""
+    """The plan of a statistics-based method (all but the sequential ``wanda_*`` and
+    ``seap_gen``); ``bias``: compensate the removed inputs' means (default: ``flap*`` only)."""
     if method not in _SCORED:
         raise InvalidInput(f"method must be one of {', '.join(_SCORED)} here, got {method!r}")
     metric, allocation = _SCORED[method]
     plan = plan_from_scores(
         model, compute_scores(model, stats, metric), method, sparsity, allocation, **schedule
     )
-    plan.bias = method == "flap" if bias is None else bool(bias)
+    plan.bias = method in _COMPENSATED if bias is None else bool(bias)
     plan.details.update(calibration=stats.source, texts=stats.texts, tokens=stats.tokens)
     return plan
 
@@ -109,12 +130,20 @@ def seap_gen_plan(
 
 
 def wanda_sp(
-    model: Any, tokenizer: Any, texts: Sequence[str], sparsity: float, **collect_kw: Any
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    sparsity: float,
+    *,
+    allocation: str = "uniform",
+    max_length: int = 256,
+    **schedule: Any,
 ) -> tuple[Any, PruningPlan]:
-    """Wanda-sp as in FLAP's code: uniform ratio, each layer scored on the outputs of the
-    already pruned layers before it. Returns (pruned copy, plan); ``model`` stays dense."""
+    """Wanda-sp as in FLAP's code: each layer scored on the outputs of the already pruned
+    layers before it, at a uniform ratio (``allocation="logistic"``: SEAP's schedule, the
+    ``wanda_lb`` variant). Returns (pruned copy, plan); ``model`` stays dense."""
     geo = Geometry.of(model)
-    ratios = uniform_ratios(geo.layers, sparsity)
+    layer_ratios = ratios(geo, sparsity, allocation, schedule)
     pruned = copy.deepcopy(model)
     layers = decoder_layers(pruned)
     plans: list[Any] = []
@@ -122,12 +151,17 @@ def wanda_sp(
 
     def after(i: int, st: LayerStats) -> None:
         head, chan = layer_scores(layers[i], st, "wanda_sp", geo)
-        lp, carry[0] = plan_layer(geo, ratios[i], head, chan, carry[0])
+        lp, carry[0] = plan_layer(geo, layer_ratios[i], head, chan, carry[0])
         slice_layer(layers[i], lp, geo)
         plans.append(lp)
 
-    stats = collect(pruned, tokenizer, texts, after_layer=after, source="generic", **collect_kw)
-    plan = PruningPlan("wanda_sp", sparsity, geo, plans)
+    stats = collect(
+        pruned, tokenizer, texts, after_layer=after, source="generic", max_length=max_length
+    )
+    name = "wanda_sp" if allocation == "uniform" else "wanda_lb"
+    plan = PruningPlan(
+        name, sparsity, geo, plans, details={"ratios": [round(r, 5) for r in layer_ratios]}
+    )
     plan.details.update(calibration="generic", texts=stats.texts, tokens=stats.tokens)
     return pruned, plan
 
@@ -146,10 +180,12 @@ def prune(
     """Calibrate on ``texts`` and return (pruned copy, plan) for one method."""
     import copy as _copy
 
-    if method == "wanda_sp":
+    if method in _SEQUENTIAL:
         if bias:
-            raise InvalidInput("wanda_sp prunes layer by layer without bias compensation")
-        return wanda_sp(model, tokenizer, texts, sparsity)
+            raise InvalidInput(f"{method} prunes layer by layer without bias compensation")
+        return wanda_sp(
+            model, tokenizer, texts, sparsity, allocation=_SEQUENTIAL[method], **schedule
+        )
     if method == "seap_gen":
         raise InvalidInput("seap_gen combines several tasks: use seap_gen_plan()")
     stats = collect(model, tokenizer, texts, source=source)
