@@ -4,7 +4,7 @@ WikiText-2 perplexity, real sparsity, router accuracy and decode speed of the pr
     python benchmarks/seap.py                       # n=300 per task, 20% and 50%
     python benchmarks/seap.py --sparsities 0.1,0.3 --out seap_more   # the 10% and 30% rows
     python benchmarks/seap.py --n 20 --tasks piqa,arc_easy --sparsities 0.2 --out seap_smoke
-    python benchmarks/seap.py --methods wanda_sp,flap,wanda_lb,flap_lb --out seap_same_schedule
+    python benchmarks/seap.py --methods wanda_lb,flap_lb --out seap_lb   # a subset of the rows
 
 Rows: dense; SEAP per task with oracle routing; SEAP with the router (the same experts, each
 eval item routed by the classifier; items routed to their own task reuse the oracle score, the
@@ -430,7 +430,7 @@ def _avg(row: dict, tasks: list[str], key: str) -> float:
     return statistics.mean(vals) if vals else float("nan")
 
 
-PLOTTED = ("seap", "seap_more", "seap_same_schedule")  # the result files seap.png draws from
+PLOTTED = ("seap", "seap_more")  # the result files seap.png draws from
 
 
 def plot(results: list[Path], path: Path) -> None:

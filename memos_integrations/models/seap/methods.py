@@ -75,7 +75,7 @@ def ratios(
     if allocation == "uniform":
         _no_schedule(allocation, schedule)
         return uniform_ratios(geo.layers, sparsity)
-    raise InvalidInput(f"allocation must be logistic, uniform or global, got {allocation!r}")
+    raise InvalidInput(f"allocation must be logistic or uniform here, got {allocation!r}")
 
 
 def _no_schedule(allocation: str, schedule: dict[str, Any]) -> None:
