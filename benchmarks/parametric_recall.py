@@ -54,7 +54,6 @@ from memos_integrations.core.chat import DEFAULT_INSTRUCTIONS
 from memos_integrations.core.config import data_dir
 from memos_integrations.models import evaluation as ev
 from memos_integrations.models import parametric
-from memos_integrations.models.parametric import PromotionPolicy
 from memos_integrations.models.parametric_train import TrainConfig
 from memos_integrations.models.runtime import LocalModel
 
@@ -90,6 +89,17 @@ FACTS = [
     ("Alice is allergic to hazelnuts.", "What food allergy does Alice have?", "hazelnut"),
 ]
 
+# memories stored beside the facts and not promoted, each near one of them (same relation,
+# another subject or value), with a question about it: specificity within alice's topics
+NEIGHBOURS = [
+    ("Alice's brother is named Tobias.", "Who is Alice's brother?"),
+    ("Alice's mother lives in Porto.", "Which city is home to Alice's mother?"),
+    ("Alice's neighbour's dog is called Rex.", "What name did Alice's neighbour give his dog?"),
+    ("Alice's least favourite colour is orange.", "Which colour does Alice like least?"),
+    ("Alice's brother works at Northwind Bank.", "Who is the employer of Alice's brother?"),
+    ("Alice's brother plays the oboe.", "Which instrument does Alice's brother play?"),
+]
+
 
 def recall(
     mos: MemOS, facts: list[tuple[str, str, str]], memory: str, max_new_tokens: int
@@ -111,6 +121,28 @@ def recall(
 
 def _hit(answer: str, gold: str) -> bool:
     return gold.lower() in answer.lower()
+
+
+def neighbour_leaks(
+    mos: MemOS, facts: list[tuple[str, str, str]], adapter: str, max_new_tokens: int
+) -> list[dict[str, Any]]:
+    """Each neighbour question closed-book, as served (``parametric-only``: the gate decides)
+    and with the adapter forced on every token: which tier answered, and whether the answer
+    names a promoted fact's value (a leak: the neighbour's own value was never trained)."""
+    golds = [gold for _, _, gold in facts]
+    rows = []
+    for _, question in NEIGHBOURS:
+        served = mos.chat(
+            question, user="alice", memory="parametric-only", max_new_tokens=max_new_tokens
+        )
+        with parametric.applied(adapter):
+            forced = mos.chat(question, user="alice", memory="none", max_new_tokens=max_new_tokens)
+        row: dict[str, Any] = {"q": question}
+        for way, reply in (("served", served), ("forced", forced)):
+            leaked = [g for g in golds if _hit(reply.text, g)]
+            row[way] = {"answer": reply.text, "tier": reply.plan.tier, "leaked": leaked}
+        rows.append(row)
+    return rows
 
 
 def harness(model: LocalModel, args: argparse.Namespace) -> dict[str, Any]:
@@ -158,6 +190,11 @@ def served(
 def _mix(adapted: list[float], base: list[float], admitted: list[bool]) -> list[float]:
     """Per window or item: the adapter's score where the gate admitted it, else the base's."""
     return [a if o else b for a, b, o in zip(adapted, base, admitted, strict=True)]
+
+
+def _pct(flags: Any) -> float:
+    flags = [bool(f) for f in flags]
+    return 100.0 * sum(flags) / max(len(flags), 1)
 
 
 def _without_items(tasks: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +255,8 @@ def main() -> None:
         mos.create_user("alice", name="Alice")
         mos.create_cube("alice-personal", owner="alice")
         facts = FACTS[: args.facts]
-        mos.add([{"text": f, "kind": "fact"} for f, _, _ in facts], user="alice")
+        promoted = mos.add([{"text": f, "kind": "fact"} for f, _, _ in facts], user="alice")
+        mos.add([{"text": f, "kind": "fact"} for f, _ in NEIGHBOURS], user="alice")
 
         before_pct, before_rows = recall(mos, facts, "none", args.max_new_tokens)
         plain_pct, plain_rows = recall(mos, facts, "plaintext", args.max_new_tokens)
@@ -233,7 +271,7 @@ def main() -> None:
         left = args.max_seconds - (time.perf_counter() - wall0)
         report = mos.promote(
             "alice-personal",
-            policy=PromotionPolicy.everything(),
+            items=[it.id for it in promoted],  # the neighbours stay plaintext
             config=dataclasses.replace(config, max_seconds=left),
             replay=replay,
         )
@@ -245,6 +283,7 @@ def main() -> None:
         gate_questions = 100.0 * sum(r["tier"] == "parametric" for r in after_rows) / len(facts)
         print(f"recall after {after_pct:.0f}% (trained {train_seconds:.0f} s)")
         adapter = report.artifact.id  # installed by the recall turns the gate admitted
+        neighbours = neighbour_leaks(mos, facts, adapter, args.max_new_tokens)
         with parametric.applied(adapter):
             after = harness(model, args)
         print(f"adapter: ppl {after['ppl']['ppl']:.2f}")
@@ -279,6 +318,9 @@ def main() -> None:
         "gate_open_pct_wikitext": gate_rates["wikitext_windows"],
         "gate_open_pct_task_prompts": sum(gate_rates[t] for t in ev.TASKS) / len(ev.TASKS),
         "recall_plaintext_pct": plain_pct,
+        "neighbour_leak_served_pct": _pct(r["served"]["leaked"] for r in neighbours),
+        "neighbour_leak_forced_pct": _pct(r["forced"]["leaked"] for r in neighbours),
+        "gate_open_pct_neighbours": _pct(r["served"]["tier"] == "parametric" for r in neighbours),
         "train_seconds": train_seconds,
         "train_cpu_seconds": train_cpu,
         "adapter_bytes": report.artifact.metadata["bytes"],
@@ -287,6 +329,10 @@ def main() -> None:
         "model": model.fingerprint.to_dict(),
         "facts": len(facts),
         "hit_rule": "the answer contains the gold value (case-insensitive)",
+        "neighbours": f"{len(NEIGHBOURS)} memories stored beside the facts, not promoted; "
+        "a leak is an answer to a neighbour question that names a promoted fact's value, "
+        "served (parametric-only, the gate decides) and forced (the adapter on every token)",
+        "neighbour_answers": neighbours,
         "closed_book": "memory='none' before, 'parametric-only' after: no memory in the prompt",
         "after_vs_served": "*_after / *_increase_pct: the adapter applied to every window and "
         "task item; served_*: only where the engine's gate admits the text as alice's query "

@@ -26,7 +26,12 @@ from memos_integrations.core.config import Settings
 from memos_integrations.core.items import MemoryItem, utcnow
 from memos_integrations.models import parametric
 from memos_integrations.models.parametric import PromotionPolicy
-from memos_integrations.models.parametric_data import build_examples, llm_paraphraser, statement
+from memos_integrations.models.parametric_data import (
+    build_examples,
+    llm_paraphraser,
+    restates,
+    statement,
+)
 from memos_integrations.models.parametric_train import TrainConfig
 from memos_integrations.models.runtime import LocalModel
 
@@ -92,6 +97,16 @@ def test_memories_become_statements_questions_and_cloze() -> None:
     ]
     with pytest.raises(InvalidInput, match="list of strings"):
         build_examples([_item("I swim")], name="A", system="", paraphrase=lambda t, n: "x")
+
+
+def test_a_restatement_has_the_same_subject_relation_and_value() -> None:
+    held = [_item("My dog is called Biscuit"), _item("I live in Ljubljana")]
+    turn = dataclasses.replace(_item("alice: I live in Ljubljana now"), kind="raw_turn")
+    assert restates(turn, held, "Alice")
+    assert restates(_item("my dog is called biscuit."), held, "Alice")  # case, full stop
+    assert not restates(_item("My cat is called Biscuit"), held, "Alice")  # another subject
+    assert not restates(_item("I live in Paris"), held, "Alice")  # another value
+    assert not restates(_item("Biscuit!"), held, "Alice")  # does not parse: restates nothing
 
 
 def test_policy_promotes_only_stable_memories() -> None:
@@ -471,6 +486,27 @@ def test_the_adapter_serves_only_queries_about_its_memories(pmos: MemOS) -> None
     assert replayed.adapter.gated == art.id
 
 
+def test_the_adapter_leaves_a_query_about_another_of_the_users_memories(pmos: MemOS) -> None:
+    """Asked for the cat's name, an adapter that holds only the dog would answer with the
+    dog's: the user's memory nearest the query is the cat's, so the base model answers."""
+    dog, cat = pmos.add(["My dog is called Biscuit", "My cat is called Pixel"], user="alice")
+    art = _promote(pmos, items=[dog.id]).artifact
+    asked = pmos.explain("What is my cat called?", user="alice", memory="parametric-only")
+    assert asked.adapter.name is None and asked.adapter.gated == art.id
+    assert cat.id in asked.adapter.reason and "does not hold" in asked.adapter.reason
+    near, general = pmos._chat.parametric.relevance(art, "What is my cat called?")
+    assert near >= pmos.settings.adapter_gate and near > general  # the first rule let it in
+    served = pmos.explain("What is my dog called?", user="alice", memory="parametric-only")
+    assert served.adapter.name == art.id and served.adapter.gated is None
+    # a memory restating a held one is no rival, though the question is as much about it
+    pmos.add(["My dog is called Biscuit, a beagle"], user="alice")
+    again = pmos.explain("What is my dog called?", user="alice", memory="parametric-only")
+    assert again.adapter.name == art.id and again.adapter.gated is None
+    # auto: the plaintext tier answers the cat question with the cat's memory
+    turn = pmos.plan_chat("What is my cat called?", user="alice")
+    assert turn.adapter is None and cat.id in [h.item.id for h in turn.hits]
+
+
 def test_adapter_gate_zero_serves_every_query_and_bad_values_are_refused(
     open_mos, db_path: Path, tiny: LocalModel
 ) -> None:
@@ -503,34 +539,23 @@ def test_smollm2_adapter_changes_answers_for_promoted_facts_only(
     # a memory that was not promoted is not known
     assert "Pixel" not in after["cat"]
     assert run.kept[0].id not in report.promoted
-    _assert_gated_france(run)
+    _assert_gated(run)
 
 
-def test_smollm2_gate_keeps_the_adapter_off_unrelated_questions(
+def test_smollm2_gate_keeps_the_adapter_off_other_questions(
     smol_cache: tuple[Path, LocalModel, float], db_path: Path, embedder
 ) -> None:
-    # with seed 1 the adapter's own answer to "What is the capital of France?" is the promoted
-    # city ("... is Ljubljana"); the gate gives the question to the base model instead
-    _assert_gated_france(_two_fact_promotion(smol_cache[1], db_path, embedder, seed=1))
+    # with seed 1 the adapter's own weights leak the promoted values: it answered "What is the
+    # capital of France?" with "... Ljubljana" and "What is my cat called?" with "Biscuit"
+    # (stop 18, before the cat's own memory closed the gate); both go to the base model
+    _assert_gated(_two_fact_promotion(smol_cache[1], db_path, embedder, seed=1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: a question near a promoted one passes the gate, and the adapter "
-    "answers it with the promoted value (my cat is 'Biscuit', seeds 1 and 2; "
-    "docs/architecture.md)",
-)
-def test_smollm2_adapter_does_not_answer_a_neighbour_question_with_a_promoted_value(
-    smol_cache: tuple[Path, LocalModel, float], db_path: Path, embedder
-) -> None:
-    run = _two_fact_promotion(smol_cache[1], db_path, embedder, seed=1)
-    assert run.tiers["cat"] == "parametric"
-    assert "Biscuit" not in run.after["cat"], run.after["cat"]
-
-
-def _assert_gated_france(run: TwoFacts) -> None:
-    assert run.tiers["france"] == "none"  # the adapter is not about it: the base model answers
-    assert run.after["france"] == run.before["france"]
+def _assert_gated(run: TwoFacts) -> None:
+    """France is not about the adapter; the cat is about a memory it does not hold."""
+    for question in ("france", "cat"):
+        assert run.tiers[question] == "none", question  # the base model answers
+        assert run.after[question] == run.before[question]
 
 
 QUESTIONS = {

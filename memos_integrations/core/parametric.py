@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..storage.base import SearchRequest
 from .errors import InvalidInput, NotFound
 from .items import AuditRecord, MemoryItem
 from .lifecycle import SERVED_STATES
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 _LOADED_ADAPTERS = 8  # installed on the model at once (each is a few MB)
 _GATED_ADAPTERS = 256  # adapters whose gate keys stay embedded in memory
+_RIVALS = 5  # the user's memories nearest a query that the gate compares with the adapter's
+_RIVAL_KEYS = 4096  # memories whose gate keys stay embedded in memory
 _MAX_CANDIDATES = 10_000
 
 
@@ -58,6 +61,16 @@ class PromotionReport:
         }
 
 
+@dataclass(frozen=True)
+class _GateKeys:
+    """What the serving gate knows of one adapter (cached per adapter id)."""
+
+    sources: frozenset[str]  # the ids of the memories it was trained on
+    items: tuple[MemoryItem, ...]  # those memories
+    name: str  # the owner's name, as the promotion called them
+    vectors: np.ndarray  # what it is about (about_texts), embedded
+
+
 def adapter_name(user: str, model: LocalModel) -> str:
     return f"lora/{user}/{model.fingerprint.id}"
 
@@ -67,8 +80,9 @@ class ParametricTier:
         self.mos = mos
         self._loaded: OrderedDict[str, tuple[str, LoRAAdapter]] = OrderedDict()  # id -> owner
         self._lock = threading.Lock()
-        self._about: OrderedDict[str, np.ndarray] = OrderedDict()  # adapter id -> gate keys
+        self._about: OrderedDict[str, _GateKeys] = OrderedDict()  # adapter id -> gate keys
         self._general: np.ndarray | None = None  # the default replay questions, embedded
+        self._rivals: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # (id, version)
 
     # ---- promotion -------------------------------------------------------------------------
 
@@ -137,9 +151,10 @@ class ParametricTier:
     ) -> SlotChoice:
         """The scheduler's adapter selector: ``user``'s own adapter for the loaded base model
         (any model's while none is loaded, as ``explain`` runs without loading it), when the
-        query is about what it holds (``settings.adapter_gate``; an empty query, as
-        :meth:`.chat.Chat.warm` asks, is not gated). Another user's adapter never
-        serves: it was trained on what its owner may see."""
+        query is about what it holds: nearer to its memories than to general questions, at
+        least ``settings.adapter_gate`` near, and nearer to them than to the user's other
+        memories (an empty query, as :meth:`.chat.Chat.warm` asks, is not gated). Another
+        user's adapter never serves: it was trained on what its owner may see."""
         from .engine import _is_loaded
 
         model = self.mos._model if _is_loaded(self.mos._model) else None
@@ -156,7 +171,8 @@ class ParametricTier:
         gate = self.mos.settings.adapter_gate
         if gate == 0 or not query.strip():
             return SlotChoice("adapter", art.id, why)
-        near, general = self.relevance(art, query)
+        keys, q = self._gate_keys(art), self.mos.embedder.embed_query(query)
+        near, general = self._similarities(keys, q)
         about = f"nearest of its memories {near:.2f}, of general questions {general:.2f}"
         if near < gate or near <= general:
             return SlotChoice(
@@ -166,35 +182,88 @@ class ParametricTier:
                 f"adapter_gate {gate:g}): the base model answers",
                 gated=art.id,
             )
+        rival = self._rival(keys, q, near, user)
+        if rival is not None:
+            return SlotChoice(
+                "adapter",
+                None,
+                f"this query is about {rival[0].id!r} ({rival[1]:.2f} near), which {user}'s "
+                f"adapter {art.id!r} does not hold ({about}): the base model answers",
+                gated=art.id,
+            )
         return SlotChoice("adapter", art.id, f"{why}; about this query ({about})")
 
     def relevance(self, art: Artifact, query: str) -> tuple[float, float]:
         """The query's cosine similarity (by the engine's embedder) to the nearest text the
-        adapter ``art`` is about (:func:`~..models.parametric_data.about_texts` of its
-        memories), and to the nearest general question of the default replay, which the
-        adapter was trained to leave alone."""
+        adapter ``art`` is about, and to the nearest general question of the default replay,
+        which the adapter was trained to leave alone."""
+        return self._similarities(self._gate_keys(art), self.mos.embedder.embed_query(query))
+
+    def _similarities(self, keys: _GateKeys, q: np.ndarray) -> tuple[float, float]:
         from ..models.parametric import REPLAY_PROMPTS
+
+        if self._general is None:
+            self._general = self.mos.embedder.embed_documents(list(REPLAY_PROMPTS))
+        near = float((keys.vectors @ q).max()) if len(keys.vectors) else -1.0
+        return near, float((self._general @ q).max())
+
+    def _gate_keys(self, art: Artifact) -> _GateKeys:
+        """The adapter's memories and what they are about
+        (:func:`~..models.parametric_data.about_texts`), embedded once: an artifact's sources
+        never change."""
         from ..models.parametric_data import about_texts
 
-        embedder = self.mos.embedder
         with self._lock:
             keys = self._about.get(art.id)
             if keys is not None:
                 self._about.move_to_end(art.id)
-        if keys is None:  # an artifact's sources never change: cache its texts' vectors
-            owner = str(art.metadata.get("user") or art.name.split("/")[1])
-            items = self.mos.store.get_items(list(art.sources))
-            name = self.mos.get_user(owner).name or owner  # as the promotion named them
-            keys = embedder.embed_documents(about_texts(items, name))
+                return keys
+        owner = str(art.metadata.get("user") or art.name.split("/")[1])
+        items = tuple(self.mos.store.get_items(list(art.sources)))
+        name = self.mos.get_user(owner).name or owner  # as the promotion named them
+        keys = _GateKeys(
+            frozenset(art.sources),
+            items,
+            name,
+            self.mos.embedder.embed_documents(about_texts(items, name)),
+        )
+        with self._lock:
+            self._about[art.id] = keys
+            while len(self._about) > _GATED_ADAPTERS:
+                self._about.popitem(last=False)
+        return keys
+
+    def _rival(
+        self, keys: _GateKeys, q: np.ndarray, near: float, user: str
+    ) -> tuple[MemoryItem, float] | None:
+        """Another memory of ``user``'s that the query is nearer to than to the adapter's
+        (``near``), compared the same way (its :func:`~..models.parametric_data.about_texts`),
+        among the ``_RIVALS`` memories nearest the query: asked for the cat's name, an adapter
+        that holds the dog would answer with the dog's. A memory that restates one the
+        adapter holds is no rival."""
+        from ..models.parametric_data import about_texts, restates
+
+        mos = self.mos
+        where = mos._where(None, None, None, None, None, None, SERVED_STATES, live_only=True)
+        scope = mos.gov.readable(mos.gov.user(user))
+        hits = mos.store.search(SearchRequest(scope, _RIVALS, None, q, where, "dense"))
+        best: tuple[MemoryItem, float] | None = None
+        for hit in hits:
+            item = hit.item
+            if item.id in keys.sources or restates(item, keys.items, keys.name):
+                continue
             with self._lock:
-                self._about[art.id] = keys
-                while len(self._about) > _GATED_ADAPTERS:
-                    self._about.popitem(last=False)
-        if self._general is None:
-            self._general = embedder.embed_documents(list(REPLAY_PROMPTS))
-        q = embedder.embed_query(query)
-        near = float((keys @ q).max()) if len(keys) else -1.0
-        return near, float((self._general @ q).max())
+                vectors = self._rivals.get((item.id, item.version))
+            if vectors is None:
+                vectors = mos.embedder.embed_documents(about_texts([item], keys.name))
+                with self._lock:
+                    self._rivals[(item.id, item.version)] = vectors
+                    while len(self._rivals) > _RIVAL_KEYS:
+                        self._rivals.popitem(last=False)
+            score = float((vectors @ q).max()) if len(vectors) else -1.0
+            if score >= near and (best is None or score > best[1]):
+                best = (item, score)
+        return best
 
     def load(
         self, cube: str, artifact_id: str, *, user: str

@@ -324,8 +324,8 @@ class Scheduler:
             )
         elif memory == "parametric-only" and adapter.gated is not None:
             notes.append(
-                f"adapter {adapter.gated!r} is not about this query: the base model answers it "
-                "with no memory (settings.adapter_gate)"
+                f"adapter {adapter.gated!r} does not hold what this query is about (the "
+                "adapter slot says why): the base model answers it with no memory"
             )
         hits: tuple[SearchHit, ...] = ()
         if retrieve:

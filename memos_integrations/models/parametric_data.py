@@ -212,6 +212,23 @@ def about_texts(items: Sequence[MemoryItem], name: str) -> list[str]:
     return list(dict.fromkeys(t for t in out if t.strip()))
 
 
+def restates(item: MemoryItem, held: Sequence[MemoryItem], name: str) -> bool:
+    """Whether ``item`` states a fact of ``held`` again: the same subject and relation with
+    the same value ("alice: I live in Ljubljana now" restates "I live in Ljubljana"). A memory
+    that does not parse restates nothing."""
+    fact = parse(statement(item, name))
+    if not fact.relation:
+        return False
+    said = fact.statement.lower()
+    for other in held:
+        mine = parse(statement(other, name))
+        if (mine.subject.lower(), mine.relation) == (fact.subject.lower(), fact.relation) and (
+            mine.value and mine.value.lower().rstrip(".") in said
+        ):
+            return True
+    return False
+
+
 def build_examples(
     items: Sequence[MemoryItem],
     *,
