@@ -254,6 +254,8 @@ class ParametricTier:
                 continue
             with self._lock:
                 vectors = self._rivals.get((item.id, item.version))
+                if vectors is not None:
+                    self._rivals.move_to_end((item.id, item.version))
             if vectors is None:
                 vectors = mos.embedder.embed_documents(about_texts([item], keys.name))
                 with self._lock:
