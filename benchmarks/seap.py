@@ -5,6 +5,7 @@ WikiText-2 perplexity, real sparsity, router accuracy and decode speed of the pr
     python benchmarks/seap.py --sparsities 0.1,0.3 --out seap_more   # the 10% and 30% rows
     python benchmarks/seap.py --n 20 --tasks piqa,arc_easy --sparsities 0.2 --out seap_smoke
     python benchmarks/seap.py --methods wanda_lb,flap_lb --out seap_lb   # a subset of the rows
+    python benchmarks/seap.py --sparsities 0.2 --methods seap,seapb --calib-seed 1 --out seap_seed1
 
 Rows: dense; SEAP per task with oracle routing; SEAP with the router (the same experts, each
 eval item routed by the classifier; items routed to their own task reuse the oracle score, the
@@ -152,7 +153,7 @@ class Bench:
             name: stats.collect(
                 self.model,
                 self.tok,
-                ev.calibration_texts(name, n=a.calib),
+                ev.calibration_texts(name, n=a.calib, seed=a.calib_seed),
                 source=name,
                 max_length=a.calib_tokens,
             )
@@ -219,7 +220,7 @@ class Bench:
             "+".join(fam): stats.collect(
                 self.model,
                 self.tok,
-                [x for n in fam for x in ev.calibration_texts(n, n=a.calib)],
+                [x for n in fam for x in ev.calibration_texts(n, n=a.calib, seed=a.calib_seed)],
                 source="+".join(fam),
                 max_length=a.calib_tokens,
             )
@@ -389,6 +390,7 @@ class Bench:
                 "tasks": a.tasks,
                 "sparsities": a.sparsities,
                 "calibration_texts": a.calib,
+                "calibration_seed": a.calib_seed,
                 "calibration_max_tokens": a.calib_tokens,
                 "generic_calibration": "WikiText-2 validation paragraphs (>= 20 words)",
                 "ppl": f"WikiText-2 raw test, window {a.window}, first {a.ppl_windows} windows",
@@ -473,6 +475,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sparsities", default="0.2,0.5")
     p.add_argument("--calib", type=int, default=200, help="calibration texts per task / generic")
     p.add_argument("--calib-tokens", type=int, default=128)
+    p.add_argument(
+        "--calib-seed", type=int, default=0, help="which train texts calibrate each task"
+    )
     p.add_argument("--router-train", type=int, default=300)
     p.add_argument(
         "--families",
