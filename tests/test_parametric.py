@@ -545,9 +545,9 @@ def test_smollm2_adapter_changes_answers_for_promoted_facts_only(
 def test_smollm2_gate_keeps_the_adapter_off_other_questions(
     smol_cache: tuple[Path, LocalModel, float], db_path: Path, embedder
 ) -> None:
-    # with seed 1 the adapter's own weights leak the promoted values: it answered "What is the
-    # capital of France?" with "... Ljubljana" and "What is my cat called?" with "Biscuit"
-    # (stop 18, before the cat's own memory closed the gate); both go to the base model
+    # with seed 1 the adapter's own weights leak the promoted values: ungated, it answered
+    # "What is the capital of France?" with "... Ljubljana" and "What is my cat called?" with
+    # "Biscuit"; the gate gives both to the base model (the cat is a memory it does not hold)
     _assert_gated(_two_fact_promotion(smol_cache[1], db_path, embedder, seed=1))
 
 
