@@ -96,6 +96,7 @@ class Bench:
 
         torch.set_num_threads(args.threads)
         self.args = args
+        self.want = set(args.methods)  # the rows to build
         self.start = time.perf_counter()
         self.base = LocalModel.load()
         self.tok = self.base.tokenizer
@@ -148,7 +149,7 @@ class Bench:
         self.speed("dense")
         self.save(False)
         t = time.perf_counter()
-        want = set(a.methods)
+        want = self.want
         calib = {
             name: stats.collect(
                 self.model,
@@ -240,7 +241,7 @@ class Bench:
     ) -> None:
         pct = round(100 * s)
         plans: dict[str, Any] = {}
-        want = set(self.args.methods)
+        want = self.want
         # SEAP experts: one per task, oracle routing, then the router's choices; as the
         # paper prunes them (seap) and with FLAP's bias compensation (seapb).
         for row, bias in (("seap", False), ("seapb", True)):

@@ -28,6 +28,7 @@ from memos_integrations.models import parametric
 from memos_integrations.models.parametric import PromotionPolicy
 from memos_integrations.models.parametric_data import (
     build_examples,
+    facts,
     llm_paraphraser,
     restates,
     statement,
@@ -100,7 +101,7 @@ def test_memories_become_statements_questions_and_cloze() -> None:
 
 
 def test_a_restatement_has_the_same_subject_relation_and_value() -> None:
-    held = [_item("My dog is called Biscuit"), _item("I live in Ljubljana")]
+    held = facts([_item("My dog is called Biscuit"), _item("I live in Ljubljana")], "Alice")
     turn = dataclasses.replace(_item("alice: I live in Ljubljana now"), kind="raw_turn")
     assert restates(turn, held, "Alice")
     assert restates(_item("my dog is called biscuit."), held, "Alice")  # case, full stop

@@ -27,6 +27,7 @@ from .scheduler import SlotChoice
 
 if TYPE_CHECKING:
     from ..models.parametric import LoRAAdapter, PromotionPolicy
+    from ..models.parametric_data import Fact
     from ..models.runtime import LocalModel
     from .cube import Artifact, MemCube
     from .engine import MemOS
@@ -66,7 +67,7 @@ class _GateKeys:
     """What the serving gate knows of one adapter (cached per adapter id)."""
 
     sources: frozenset[str]  # the ids of the memories it was trained on
-    items: tuple[MemoryItem, ...]  # those memories
+    facts: tuple[Fact, ...]  # those memories read as facts (to recognise restatements)
     name: str  # the owner's name, as the promotion called them
     vectors: np.ndarray  # what it is about (about_texts), embedded
 
@@ -211,7 +212,7 @@ class ParametricTier:
         """The adapter's memories and what they are about
         (:func:`~..models.parametric_data.about_texts`), embedded once: an artifact's sources
         never change."""
-        from ..models.parametric_data import about_texts
+        from ..models.parametric_data import about_texts, facts
 
         with self._lock:
             keys = self._about.get(art.id)
@@ -219,11 +220,11 @@ class ParametricTier:
                 self._about.move_to_end(art.id)
                 return keys
         owner = str(art.metadata.get("user") or art.name.split("/")[1])
-        items = tuple(self.mos.store.get_items(list(art.sources)))
+        items = self.mos.store.get_items(list(art.sources))
         name = self.mos.get_user(owner).name or owner  # as the promotion named them
         keys = _GateKeys(
             frozenset(art.sources),
-            items,
+            tuple(facts(items, name)),
             name,
             self.mos.embedder.embed_documents(about_texts(items, name)),
         )
@@ -250,7 +251,7 @@ class ParametricTier:
         best: tuple[MemoryItem, float] | None = None
         for hit in hits:
             item = hit.item
-            if item.id in keys.sources or restates(item, keys.items, keys.name):
+            if item.id in keys.sources or restates(item, keys.facts, keys.name):
                 continue
             with self._lock:
                 vectors = self._rivals.get((item.id, item.version))

@@ -202,26 +202,29 @@ def examples_for(item: MemoryItem, name: str, system: str, fact: Fact) -> list[E
     return out
 
 
+def facts(items: Sequence[MemoryItem], name: str) -> list[Fact]:
+    """Each memory read as a fact about the user called ``name``."""
+    return [parse(statement(item, name)) for item in items]
+
+
 def about_texts(items: Sequence[MemoryItem], name: str) -> list[str]:
     """What an adapter trained on ``items`` is about: each memory as stored, as the statement
     it is trained as, and its template questions (the serving gate compares queries to these)."""
     out: list[str] = []
-    for item in items:
-        fact = parse(statement(item, name))
+    for item, fact in zip(items, facts(items, name), strict=True):
         out += [item.text, fact.statement, *questions(fact, name)]
     return list(dict.fromkeys(t for t in out if t.strip()))
 
 
-def restates(item: MemoryItem, held: Sequence[MemoryItem], name: str) -> bool:
-    """Whether ``item`` states a fact of ``held`` again: the same subject and relation with
-    the same value ("alice: I live in Ljubljana now" restates "I live in Ljubljana"). A memory
-    that does not parse restates nothing."""
+def restates(item: MemoryItem, held: Sequence[Fact], name: str) -> bool:
+    """Whether ``item`` states one of the ``held`` facts again: the same subject and relation
+    with the same value ("alice: I live in Ljubljana now" restates "I live in Ljubljana"). A
+    memory that does not parse restates nothing."""
     fact = parse(statement(item, name))
     if not fact.relation:
         return False
     said = fact.statement.lower()
-    for other in held:
-        mine = parse(statement(other, name))
+    for mine in held:
         if (mine.subject.lower(), mine.relation) == (fact.subject.lower(), fact.relation) and (
             mine.value and mine.value.lower().rstrip(".") in said
         ):
