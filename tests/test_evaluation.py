@@ -131,6 +131,12 @@ def test_builtin_formats_and_fixed_subsets() -> None:
     assert siqa_eval[0] != siqa_train[0]
     texts = ev.calibration_texts("piqa", n=10)
     assert len(texts) == 10 and all(isinstance(t, str) and t for t in texts)
+    # the same items as the scorer reads them: its prompt, then the gold answer
+    as_prompt = ev.calibration_texts("piqa", n=10, as_prompt=True)
+    for plain, prompt in zip(texts, as_prompt, strict=True):
+        question, _, answer = prompt.partition("\nAnswer: ")
+        assert question.startswith("Question: ") and plain.startswith(question[10:])
+        assert plain.endswith(answer) and answer
 
 
 @needs_data

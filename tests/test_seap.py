@@ -128,8 +128,6 @@ def test_bias_compensation_is_an_option_of_every_scored_method(gqa) -> None:
     down_a, down_b = a.model.layers[0].mlp.down_proj, b.model.layers[0].mlp.down_proj
     assert down_a.bias is None and down_b.bias is not None and down_b.bias.abs().sum() > 0
     assert torch.equal(down_a.weight, down_b.weight)  # the same units kept
-    with pytest.raises(InvalidInput, match="wanda_sp"):
-        methods.prune(model, tok, TEXTS_A, "wanda_sp", 0.2, bias=True)
 
 
 def test_saved_expert_reloads_with_a_plain_load(gqa, tmp_path: Path, home: Path) -> None:
@@ -224,8 +222,41 @@ def test_schedule_settings_are_refused_where_no_logistic_schedule_runs(gqa) -> N
         methods.make_plan(model, st, "flap", 0.2, first=1)  # global allocation
     with pytest.raises(InvalidInput, match="uniform"):
         methods.prune(model, tok, TEXTS_A, "wanda_sp", 0.2, last=1)
-    with pytest.raises(InvalidInput, match="wanda_lb prunes layer by layer"):
-        methods.prune(model, tok, TEXTS_A, "wanda_lb", 0.2, bias=True)
+    with pytest.raises(InvalidInput, match="wanda_lb is sequential by definition"):
+        methods.prune(model, tok, TEXTS_A, "wanda_lb", 0.2, sequential=False)
+    with pytest.raises(InvalidInput, match="flap cannot prune layer by layer"):
+        methods.prune(model, tok, TEXTS_A, "flap", 0.2, sequential=True)
+
+
+def test_sequential_pruning_scores_each_layer_on_the_pruned_layers_outputs(
+    gqa, tmp_path: Path, home: Path
+) -> None:
+    """``sequential=True``: layer i's statistics come from the model whose layers before i are
+    already pruned (and compensated), so the first pruned layer chooses as the one-pass plan
+    does and later layers may choose otherwise; the result saves and reloads like any expert."""
+    model, tok = gqa
+    sched = {"first": 1, "last": 1}
+    pruned, plan = methods.prune(
+        model, tok, TEXTS_A, "seap", 0.5, sequential=True, bias=True, **sched
+    )
+    assert plan.details["sequential"] is True and plan.bias is True
+    assert abs(plan.real_sparsity - 0.5) < 0.05
+    st = stats.collect(model, tok, TEXTS_A)
+    one_pass = methods.make_plan(model, st, "seap", 0.5, bias=True, **sched)
+    assert plan.details["ratios"] == one_pass.details["ratios"]
+    assert plan.layers[:2] == one_pass.layers[:2]  # layer 1 sees the dense layer 0 either way
+    assert plan.layers[2:] != one_pass.layers[2:]  # later layers see the pruned ones
+    # what it computes is its plan on the dense weights, compensated with the means of the
+    # pruned model's own inputs: layer 1's (still the dense model's) must agree
+    layer1 = pruned.model.layers[1].mlp.down_proj
+    ref = prune.pruned_copy(model, one_pass, st).model.layers[1].mlp.down_proj
+    assert torch.allclose(layer1.bias, ref.bias, atol=1e-6)
+    out = prune.save_pruned(pruned, tok, plan, tmp_path / "seq")
+    x = torch.tensor([tok("one two three")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(LocalModel.load(out).model(x).logits, pruned(x).logits)
+    _, with_bias = methods.prune(model, tok, TEXTS_A, "wanda_sp", 0.2, bias=True)
+    assert with_bias.bias is True  # compensation now composes with Wanda-sp's procedure too
 
 
 def test_statistics_round_trip(gqa, tmp_path: Path) -> None:

@@ -258,11 +258,15 @@ def load_task(name: str, n: int | None = None, seed: int = 0, split: str = "eval
     return Task(task_name, chosen, chance, metrics, source=name, indices=idx)
 
 
-def calibration_texts(name: str, n: int = 200, seed: int = 0) -> list[str]:
-    """Question + gold answer texts from a task's train split (SEAP's calibration corpus)."""
+def calibration_texts(name: str, n: int = 200, seed: int = 0, as_prompt: bool = False) -> list[str]:
+    """Question + gold answer texts from a task's train split (SEAP's calibration corpus);
+    ``as_prompt``: the same items as the scorer reads them (gold context + gold answer)."""
     _, items, _ = _task_rows(name, "train")
-    texts = [it.calibration for it in items if it.calibration]
-    return [texts[i] for i in _subset(len(texts), n, seed)]
+    chosen = [it for it in items if it.calibration]
+    chosen = [chosen[i] for i in _subset(len(chosen), n, seed)]
+    if as_prompt:
+        return [it.contexts[it.label] + it.continuations[it.label] for it in chosen]
+    return [str(it.calibration) for it in chosen]
 
 
 def heldout_task(name: str, n: int, calibration: int = 200, seed: int = 5) -> Task:

@@ -40,7 +40,7 @@ from .plan import (
     plan_scheduled,
     uniform_ratios,
 )
-from .prune import apply_plan, slice_layer
+from .prune import apply_plan, compensate_layer, slice_layer
 from .stats import LayerStats, Stats, collect, decoder_layers
 
 METHODS = ("seap", "seap_norm", "seap_gen", "flap", "wanda_sp", "flap_lb", "wanda_lb")
@@ -142,6 +142,48 @@ def wanda_sp(
     """Wanda-sp as in FLAP's code: each layer scored on the outputs of the already pruned
     layers before it, at a uniform ratio (``allocation="logistic"``: SEAP's schedule, the
     ``wanda_lb`` variant). Returns (pruned copy, plan); ``model`` stays dense."""
+    method = "wanda_sp" if allocation == "uniform" else "wanda_lb"
+    if _SEQUENTIAL[method] != allocation:
+        raise InvalidInput(f"allocation must be uniform or logistic, got {allocation!r}")
+    return prune_sequential(
+        model,
+        tokenizer,
+        texts,
+        method,
+        sparsity,
+        source="generic",
+        max_length=max_length,
+        **schedule,
+    )
+
+
+def prune_sequential(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    method: str,
+    sparsity: float,
+    *,
+    bias: bool | None = None,
+    source: str = "",
+    max_length: int = 256,
+    **schedule: Any,
+) -> tuple[Any, PruningPlan]:
+    """Prune while calibrating: layer ``i`` is scored (and compensated) on the outputs of the
+    already pruned layers before it, so its statistics are those the pruned model really
+    feeds it rather than the dense model's. Wanda-sp's own procedure; for the other
+    scheduled methods an option (``prune(..., sequential=True)``). Returns (pruned copy,
+    plan); ``model`` stays dense."""
+    if method in _SEQUENTIAL:
+        metric, allocation = "wanda_sp", _SEQUENTIAL[method]
+    elif method in _SCORED and _SCORED[method][1] != "global":
+        metric, allocation = _SCORED[method]
+    else:
+        raise InvalidInput(
+            f"{method} cannot prune layer by layer (a global allocation needs every layer's "
+            "scores first)"
+        )
+    compensate = method in _COMPENSATED if bias is None else bool(bias)
     geo = Geometry.of(model)
     layer_ratios = ratios(geo, sparsity, allocation, schedule)
     pruned = copy.deepcopy(model)
@@ -150,19 +192,19 @@ def wanda_sp(
     carry = [0.0]
 
     def after(i: int, st: LayerStats) -> None:
-        head, chan = layer_scores(layers[i], st, "wanda_sp", geo)
+        head, chan = layer_scores(layers[i], st, metric, geo)
         lp, carry[0] = plan_layer(geo, layer_ratios[i], head, chan, carry[0])
+        if compensate:
+            compensate_layer(layers[i], lp, geo, st)
         slice_layer(layers[i], lp, geo)
         plans.append(lp)
 
     stats = collect(
-        pruned, tokenizer, texts, after_layer=after, source="generic", max_length=max_length
+        pruned, tokenizer, texts, after_layer=after, source=source, max_length=max_length
     )
-    name = "wanda_sp" if allocation == "uniform" else "wanda_lb"
-    plan = PruningPlan(
-        name, sparsity, geo, plans, details={"ratios": [round(r, 5) for r in layer_ratios]}
-    )
-    plan.details.update(calibration="generic", texts=stats.texts, tokens=stats.tokens)
+    details = {"ratios": [round(r, 5) for r in layer_ratios], "sequential": True}
+    plan = PruningPlan(method, sparsity, geo, plans, bias=compensate, details=details)
+    plan.details.update(calibration=stats.source, texts=stats.texts, tokens=stats.tokens)
     return pruned, plan
 
 
@@ -175,19 +217,19 @@ def prune(
     *,
     source: str = "",
     bias: bool | None = None,
+    sequential: bool | None = None,
     **schedule: Any,
 ) -> tuple[Any, PruningPlan]:
-    """Calibrate on ``texts`` and return (pruned copy, plan) for one method."""
-    import copy as _copy
-
-    if method in _SEQUENTIAL:
-        if bias:
-            raise InvalidInput(f"{method} prunes layer by layer without bias compensation")
-        return wanda_sp(
-            model, tokenizer, texts, sparsity, allocation=_SEQUENTIAL[method], **schedule
-        )
+    """Calibrate on ``texts`` and return (pruned copy, plan) for one method;
+    ``sequential``: prune layer by layer (always for ``wanda_*``, see :func:`prune_sequential`)."""
     if method == "seap_gen":
         raise InvalidInput("seap_gen combines several tasks: use seap_gen_plan()")
+    if method in _SEQUENTIAL and sequential is False:
+        raise InvalidInput(f"{method} is sequential by definition")
+    if method in _SEQUENTIAL or sequential:
+        return prune_sequential(
+            model, tokenizer, texts, method, sparsity, bias=bias, source=source, **schedule
+        )
     stats = collect(model, tokenizer, texts, source=source)
     plan = make_plan(model, stats, method, sparsity, bias=bias, **schedule)
-    return apply_plan(_copy.deepcopy(model), plan, stats), plan
+    return apply_plan(copy.deepcopy(model), plan, stats), plan

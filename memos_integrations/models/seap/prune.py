@@ -14,7 +14,7 @@ from typing import Any
 
 from ...core.errors import InvalidInput
 from .plan import PLAN_FILE, Geometry, LayerPlan, PruningPlan
-from .stats import Stats, decoder_layers
+from .stats import LayerStats, Stats, decoder_layers
 
 
 def _rows(head_ids: list[int], width: int) -> list[int]:
@@ -77,18 +77,17 @@ def apply_plan(model: Any, plan: PruningPlan, stats: Stats | None = None) -> Any
         raise InvalidInput("bias compensation needs the calibration statistics' means")
     for i, (layer, lp) in enumerate(zip(decoder_layers(model), plan.layers, strict=True)):
         if plan.bias and stats is not None:
-            _compensate(
-                layer.self_attn.o_proj,
-                stats.layers[i].mean("attn"),
-                _removed(geo.heads * geo.head_dim, _rows(lp.q_heads, geo.head_dim)),
-            )
-            _compensate(
-                layer.mlp.down_proj,
-                stats.layers[i].mean("mlp"),
-                _removed(geo.intermediate, lp.channels),
-            )
+            compensate_layer(layer, lp, geo, stats.layers[i])
         slice_layer(layer, lp, geo)
     return model
+
+
+def compensate_layer(layer: Any, lp: LayerPlan, geo: Geometry, st: LayerStats) -> None:
+    """Fold the means of the inputs ``lp`` removes into o_proj's and down_proj's biases
+    (call before :func:`slice_layer`)."""
+    removed_attn = _removed(geo.heads * geo.head_dim, _rows(lp.q_heads, geo.head_dim))
+    _compensate(layer.self_attn.o_proj, st.mean("attn"), removed_attn)
+    _compensate(layer.mlp.down_proj, st.mean("mlp"), _removed(geo.intermediate, lp.channels))
 
 
 def slice_layer(layer: Any, lp: LayerPlan, geo: Geometry) -> None:
