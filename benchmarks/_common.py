@@ -82,6 +82,20 @@ def machine_details() -> dict[str, Any]:
     }
 
 
+def scoring_dtype(choice: str) -> str:
+    """``auto``: bf16 where the CPU computes it natively (AMX / AVX512-BF16: ~3x faster than
+    fp32), else fp32 (emulated bf16 is ~3.7x *slower* on an AVX-512 CPU without it)."""
+    if choice != "auto":
+        return choice
+    import torch
+
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16" if native else "fp32"
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(

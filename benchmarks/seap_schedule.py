@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import RunStart, write_result
+from benchmarks._common import RunStart, scoring_dtype, write_result
 from memos_integrations.models import evaluation as ev
 from memos_integrations.models.runtime import LocalModel
 from memos_integrations.models.seap import methods, prune, stats
@@ -39,7 +39,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # the same two schedules without bias compensation: does compensation earn its place?
     "seap_k0.8_first2_nobias": {"k": 0.8, "first": 2, "bias": False},
     "k5_first4_nobias": {"k": 5.0, "first": 4, "bias": False},
+    # pruned layer by layer: each layer scored on what the pruned layers before it feed it
+    "k5_first4_seq": {"k": 5.0, "first": 4, "sequential": True},
+    "seap_k0.8_first2_seq": {"k": 0.8, "first": 2, "sequential": True},
+    # calibrated on the same items in the scorer's prompt format ("Q: ...\nA: answer")
+    "k5_first4_prompt": {"k": 5.0, "first": 4, "as_prompt": True},
+    "seap_k0.8_first2_prompt": {"k": 0.8, "first": 2, "as_prompt": True},
 }
+OPTIONS = ("bias", "sequential", "as_prompt")  # candidate keys that are not schedule settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,35 +60,48 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sparsities", default="0.2,0.5")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--candidates", default=",".join(CANDIDATES), help="names, comma-separated")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto", help="as seap.py's")
     p.add_argument("--out", default="seap_schedule")
     args = p.parse_args(argv)
+    args.dtype = scoring_dtype(args.dtype)
     candidates = {c: CANDIDATES[c] for c in args.candidates.split(",") if c}
     start, run = time.perf_counter(), RunStart()
     base = LocalModel.load(None, threads=args.threads)
     tok = base.tokenizer
-    model = copy.deepcopy(base.model).to(torch.bfloat16)  # as seap.py scores
+    model = base.model
+    if args.dtype == "bf16":  # as seap.py scores by default
+        model = copy.deepcopy(model).to(torch.bfloat16)
     tasks = {t: ev.heldout_task(t, args.n, CALIBRATION) for t in args.tasks.split(",") if t}
     dense = {t: ev.evaluate_task(model, tok, task) for t, task in tasks.items()}
     signal = [t for t, r in dense.items() if r["acc"] >= r["chance"] + 5]
     print(f"signal tasks on validation: {signal}", flush=True)
-    calib = {
-        t: stats.collect(
-            model, tok, ev.calibration_texts(t, n=CALIBRATION), source=t, max_length=128
-        )
-        for t in signal
-    }
+    texts = {t: ev.calibration_texts(t, n=CALIBRATION) for t in signal}
+    calib = {t: stats.collect(model, tok, texts[t], source=t, max_length=128) for t in signal}
+    if any(c.get("as_prompt") for c in candidates.values()):
+        calib_prompt = {
+            t: stats.collect(
+                model, tok, ev.calibration_texts(t, CALIBRATION, as_prompt=True), max_length=128
+            )
+            for t in signal
+        }
     table: dict[str, dict[str, Any]] = {"dense": _row({t: dense[t] for t in signal})}
     summary: dict[str, Any] = {"signal_tasks": signal, "dense_avg": table["dense"]["avg"]}
     summary["dense_nll"] = table["dense"]["nll"]
     for s in (float(x) for x in args.sparsities.split(",")):
         pct = round(100 * s)
         for name, candidate in candidates.items():
-            schedule = {k: v for k, v in candidate.items() if k != "bias"}
+            schedule = {k: v for k, v in candidate.items() if k not in OPTIONS}
+            bias = candidate.get("bias", True)
             res = {}
             for t in signal:
-                bias = candidate.get("bias", True)
-                plan = methods.make_plan(model, calib[t], "seap", s, bias=bias, **schedule)
-                expert = prune.pruned_copy(model, plan, calib[t])
+                if candidate.get("sequential"):
+                    expert, _ = methods.prune_sequential(
+                        model, tok, texts[t], "seap", s, bias=bias, max_length=128, **schedule
+                    )
+                else:
+                    st = (calib_prompt if candidate.get("as_prompt") else calib)[t]
+                    plan = methods.make_plan(model, st, "seap", s, bias=bias, **schedule)
+                    expert = prune.pruned_copy(model, plan, st)
                 res[t] = ev.evaluate_task(expert, tok, tasks[t])
             row = table[f"{name}_{pct}"] = _row(res)
             summary[f"{name}_avg_{pct}"] = row["avg"]
@@ -93,13 +113,14 @@ def main(argv: list[str] | None = None) -> None:
         "items": {t: len(task.items) for t, task in tasks.items()},
         "candidates": candidates,
         "method": "seap, x0=0.3, 2 last protected layers; with bias compensation (seapb) "
-        "unless a candidate says bias=False",
+        "unless a candidate says bias=False; sequential=True: pruned layer by layer",
         "dense_all_tasks": {
             t: {"acc": r["acc"], "gold_nll": r["gold_nll"], "chance": r["chance"]}
             for t, r in dense.items()
         },
         "table": table,
         "threads": args.threads,
+        "dtype": args.dtype,
         **run.details(),
     }
     print(f"wrote {write_result(args.out, None, summary, details)}")
