@@ -159,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="FLAP's bias compensation (default: only for flap)",
     )
+    s.add_argument(
+        "--sequential",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="prune layer by layer, each on the pruned layers' outputs (always for wanda_*)",
+    )
     s.add_argument("--eval", type=int, default=0, metavar="N", help="score N items before/after")
     _schedule_args(s)
 
@@ -355,6 +361,7 @@ def _prune(args: argparse.Namespace) -> int:
         args.sparsity,
         source=args.task,
         bias=args.bias,
+        sequential=args.sequential,
         **_schedule(args),
     )
     plan.details["base"] = base.fingerprint.to_dict()
@@ -363,6 +370,7 @@ def _prune(args: argparse.Namespace) -> int:
         "out": str(out),
         "method": args.method,
         "bias": plan.bias,
+        "sequential": bool(plan.details.get("sequential")),
         "real_sparsity": round(plan.real_sparsity, 6),
         "attn_ffn_params": [prune.count_params(base.model), prune.count_params(pruned)],
     }

@@ -118,6 +118,14 @@ def test_cli_prune_saves_a_reloadable_model(
     # a schedule setting for a method without a logistic schedule is refused, not ignored
     assert main([*argv, "--method", "wanda_sp", "--first", "0"]) == 2
     assert "apply to logistic allocations, not uniform" in capsys.readouterr().err
+    seq = [*argv, "--method", "seap", "--first", "0", "--last", "0", "--calibration", "6"]
+    assert main([*seq, "--sequential", "--bias"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sequential"] is True and report["bias"] is True
+    assert abs(report["real_sparsity"] - 0.2) < 0.01
+    assert LocalModel.load(out).generate("the quick", max_new_tokens=3) is not None
+    assert main([*argv, "--method", "flap", "--sequential"]) == 2  # global: every layer first
+    assert "cannot prune layer by layer" in capsys.readouterr().err
 
 
 def test_look_alike_tasks_share_one_expert_as_a_family(
