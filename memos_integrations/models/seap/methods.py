@@ -15,8 +15,9 @@ wanda_lb   wanda_sp     logistic        generic text         ``wanda_sp`` under 
 
 The ``_lb`` variants change only the allocation, so that every method can be compared under
 the same schedule. ``bias=True`` adds FLAP's bias compensation (the mean of each removed
-o_proj/down_proj input, folded into a bias) to any statistics-based method; ``flap`` and
-``flap_lb`` have it by default. Schedule keywords (``k``, ``x0``, ``first``, ``last``) apply to
+o_proj/down_proj input, folded into a bias) to any method; ``flap`` and ``flap_lb`` have it by
+default. ``sequential=True`` prunes any scheduled method layer by layer, as Wanda-sp does
+(:func:`prune_sequential`). Schedule keywords (``k``, ``x0``, ``first``, ``last``) apply to
 logistic allocations only.
 """
 
@@ -178,10 +179,10 @@ def prune_sequential(
         metric, allocation = "wanda_sp", _SEQUENTIAL[method]
     elif method in _SCORED and _SCORED[method][1] != "global":
         metric, allocation = _SCORED[method]
-    else:
+    else:  # FLAP's global allocation needs every layer's scores first
+        layerwise = [*_SEQUENTIAL, *(m for m, (_, a) in _SCORED.items() if a != "global")]
         raise InvalidInput(
-            f"{method} cannot prune layer by layer (a global allocation needs every layer's "
-            "scores first)"
+            f"{method} cannot prune layer by layer; methods that can: {', '.join(layerwise)}"
         )
     compensate = method in _COMPENSATED if bias is None else bool(bias)
     geo = Geometry.of(model)
