@@ -89,9 +89,11 @@ def scoring_dtype(choice: str) -> str:
         return choice
     import torch
 
+    # (mkldnn's "bf16 supported" is also true where oneDNN only emulates it, e.g. plain AVX-512)
+    cpu = torch.cpu
     try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        native = bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes
         native = False
     return "bf16" if native else "fp32"
 
