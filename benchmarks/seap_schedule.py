@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     base = LocalModel.load(None, threads=args.threads)
     tok = base.tokenizer
     model = base.model
-    if args.dtype == "bf16":  # as seap.py scores by default
+    if args.dtype == "bf16":  # as seap.py scores where the CPU has native bf16
         model = copy.deepcopy(model).to(torch.bfloat16)
     tasks = {t: ev.heldout_task(t, args.n, CALIBRATION) for t in args.tasks.split(",") if t}
     dense = {t: ev.evaluate_task(model, tok, task) for t, task in tasks.items()}
