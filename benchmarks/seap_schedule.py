@@ -75,15 +75,20 @@ def main(argv: list[str] | None = None) -> None:
     dense = {t: ev.evaluate_task(model, tok, task) for t, task in tasks.items()}
     signal = [t for t, r in dense.items() if r["acc"] >= r["chance"] + 5]
     print(f"signal tasks on validation: {signal}", flush=True)
-    texts = {t: ev.calibration_texts(t, n=CALIBRATION) for t in signal}
-    calib = {t: stats.collect(model, tok, texts[t], source=t, max_length=128) for t in signal}
-    if any(c.get("as_prompt") for c in candidates.values()):
-        calib_prompt = {
-            t: stats.collect(
-                model, tok, ev.calibration_texts(t, CALIBRATION, as_prompt=True), max_length=128
-            )
+    # calibration texts per (task, format); one-pass statistics only where a candidate uses them
+    formats = {bool(c.get("as_prompt")) for c in candidates.values()}
+    texts = {
+        (t, f): ev.calibration_texts(t, CALIBRATION, as_prompt=f) for t in signal for f in formats
+    }
+    calib = {
+        key: stats.collect(model, tok, texts[key], source=key[0], max_length=128)
+        for key in {
+            (t, bool(c.get("as_prompt")))
             for t in signal
+            for c in candidates.values()
+            if not c.get("sequential")
         }
+    }
     table: dict[str, dict[str, Any]] = {"dense": _row({t: dense[t] for t in signal})}
     summary: dict[str, Any] = {"signal_tasks": signal, "dense_avg": table["dense"]["avg"]}
     summary["dense_nll"] = table["dense"]["nll"]
@@ -94,14 +99,14 @@ def main(argv: list[str] | None = None) -> None:
             bias = candidate.get("bias", True)
             res = {}
             for t in signal:
+                key = (t, bool(candidate.get("as_prompt")))
                 if candidate.get("sequential"):
                     expert, _ = methods.prune_sequential(
-                        model, tok, texts[t], "seap", s, bias=bias, max_length=128, **schedule
+                        model, tok, texts[key], "seap", s, bias=bias, max_length=128, **schedule
                     )
                 else:
-                    st = (calib_prompt if candidate.get("as_prompt") else calib)[t]
-                    plan = methods.make_plan(model, st, "seap", s, bias=bias, **schedule)
-                    expert = prune.pruned_copy(model, plan, st)
+                    plan = methods.make_plan(model, calib[key], "seap", s, bias=bias, **schedule)
+                    expert = prune.pruned_copy(model, plan, calib[key])
                 res[t] = ev.evaluate_task(expert, tok, tasks[t])
             row = table[f"{name}_{pct}"] = _row(res)
             summary[f"{name}_avg_{pct}"] = row["avg"]

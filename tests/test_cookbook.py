@@ -6,9 +6,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from _data import HAS_TASK_DATA
 from nbclient import NotebookClient
-
-from memos_integrations.core.config import data_dir
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "cookbook").glob("*.ipynb"))
 NEEDS_TASK_DATA = {"task_experts"}  # calibrates and scores on ../shared/data/tasks
@@ -16,7 +15,7 @@ NEEDS_TASK_DATA = {"task_experts"}  # calibrates and scores on ../shared/data/ta
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch) -> None:
-    if path.stem in NEEDS_TASK_DATA and not (data_dir() / "tasks" / "piqa.train.jsonl").is_file():
+    if path.stem in NEEDS_TASK_DATA and not HAS_TASK_DATA:
         pytest.skip("shared task data not found (MEMOS_DATA_DIR)")
     monkeypatch.setenv("MEMOS_HOME", str(tmp_path))
     nb = nbformat.read(path, as_version=4)

@@ -8,9 +8,9 @@ import math
 from pathlib import Path
 
 import pytest
+from _data import needs_task_data
 
 from memos_integrations import InvalidInput
-from memos_integrations.core.config import data_dir
 from memos_integrations.models import evaluation as ev
 from memos_integrations.models.runtime import LocalModel
 
@@ -21,11 +21,6 @@ ROWS = [
     {"context": "Paris is the capital of", "choices": ["France", "Germany"], "label": 0},
     {"context": "one two three", "choices": ["four five", "nine"], "label": 1, "calibration": "x"},
 ]
-
-needs_data = pytest.mark.skipif(
-    not (data_dir() / "tasks" / "piqa.validation.jsonl").is_file(),
-    reason="shared task data not found (MEMOS_DATA_DIR)",
-)
 
 
 @pytest.fixture
@@ -114,7 +109,7 @@ def test_bad_tasks_are_refused(tmp_path: Path) -> None:
         ev.perplexity(None, None, tmp_path / "missing.txt")
 
 
-@needs_data
+@needs_task_data
 def test_builtin_formats_and_fixed_subsets() -> None:
     a = ev.load_task("arc_challenge", n=20, seed=0)
     b = ev.load_task("arc_challenge", n=20, seed=0)
@@ -139,7 +134,7 @@ def test_builtin_formats_and_fixed_subsets() -> None:
         assert plain.endswith(answer) and answer
 
 
-@needs_data
+@needs_task_data
 def test_heldout_items_never_calibrate() -> None:
     calibration = set(ev.calibration_texts("social_iqa", n=200))
     held = ev.heldout_task("social_iqa", n=500, calibration=200)

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from _data import needs_task_data
 
 from memos_integrations import InvalidInput
-from memos_integrations.core.config import data_dir
 from memos_integrations.models import evaluation as ev
 from memos_integrations.models.runtime import LocalModel
 from memos_integrations.models.seap import methods, prune, stats
@@ -297,10 +297,7 @@ def test_bad_requests_are_refused(gqa, tiny: LocalModel) -> None:
         prune.apply_plan(tiny.model, plan)
 
 
-@pytest.mark.skipif(
-    not (data_dir() / "tasks" / "piqa.train.jsonl").is_file(),
-    reason="shared task data not found (MEMOS_DATA_DIR)",
-)
+@needs_task_data
 def test_real_smollm2_expert(smol_cache, tmp_path: Path) -> None:
     """Bounded: 16 PIQA calibration texts, 24 eval items; SmolLM2's 9/3 GQA heads."""
     _, base, _ = smol_cache

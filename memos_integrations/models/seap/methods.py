@@ -143,8 +143,8 @@ def wanda_sp(
     """Wanda-sp as in FLAP's code: each layer scored on the outputs of the already pruned
     layers before it, at a uniform ratio (``allocation="logistic"``: SEAP's schedule, the
     ``wanda_lb`` variant). Returns (pruned copy, plan); ``model`` stays dense."""
-    method = "wanda_sp" if allocation == "uniform" else "wanda_lb"
-    if _SEQUENTIAL[method] != allocation:
+    method = {a: m for m, a in _SEQUENTIAL.items()}.get(allocation)
+    if method is None:
         raise InvalidInput(f"allocation must be uniform or logistic, got {allocation!r}")
     return prune_sequential(
         model,
