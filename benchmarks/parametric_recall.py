@@ -89,6 +89,32 @@ FACTS = [
     ("Alice is allergic to hazelnuts.", "What food allergy does Alice have?", "hazelnut"),
 ]
 
+# a second held-out phrasing of each fact's question (same order as FACTS), written before the
+# template bank grew past one or two questions a relation: recall on it checks that wider
+# templates generalise rather than echo the first set's wording
+ALT_QUESTIONS = [
+    "In what city does Alice reside?",
+    "What does Alice call her dog?",
+    "What does Alice do for a living?",
+    "When is Alice's birthday?",
+    "What is Alice's preferred colour?",
+    "What is Alice's sister called?",
+    "Which vehicle does Alice own?",
+    "What musical instrument can Alice play?",
+    "What language can Alice speak?",
+    "What is Alice's favourite dish?",
+    "Where is Alice employed?",
+    "Where is Alice from?",
+    "What does Alice call her cat?",
+    "What does Alice like to collect?",
+    "What is Alice's favourite novel?",
+    "What is Alice's field of study?",
+    "Who is Alice in a relationship with?",
+    "What is Alice's morning drink?",
+    "Which number brings Alice luck?",
+    "What causes Alice's allergy?",
+]
+
 # memories stored beside the facts and not promoted, each near one of them (same relation,
 # another subject or value), with a question about it: specificity within alice's topics
 NEIGHBOURS = [
