@@ -45,8 +45,12 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     # calibrated on the same items in the scorer's prompt format ("Q: ...\nA: answer")
     "k5_first4_prompt": {"k": 5.0, "first": 4, "as_prompt": True},
     "seap_k0.8_first2_prompt": {"k": 0.8, "first": 2, "as_prompt": True},
+    # more calibration texts per task (capped so that 100 train items stay for validation)
+    "k5_first4_calib800": {"k": 5.0, "first": 4, "calib": 800},
 }
-OPTIONS = ("bias", "sequential", "as_prompt")  # candidate keys that are not schedule settings
+# candidate keys that are not schedule settings
+OPTIONS = ("bias", "sequential", "as_prompt", "calib")
+VALIDATION_FLOOR = 100  # train items per task that no candidate's calibration may take
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,23 +75,24 @@ def main(argv: list[str] | None = None) -> None:
     model = base.model
     if args.dtype == "bf16":  # as seap.py scores where the CPU has native bf16
         model = copy.deepcopy(model).to(torch.bfloat16)
-    tasks = {t: ev.heldout_task(t, args.n, CALIBRATION) for t in args.tasks.split(",") if t}
+    names = [t for t in args.tasks.split(",") if t]
+    counts = {t: {c: _calib_count(t, c) for c in candidates} for t in names}
+    tasks = {t: ev.heldout_task(t, args.n, set(counts[t].values())) for t in names}
     dense = {t: ev.evaluate_task(model, tok, task) for t, task in tasks.items()}
     signal = [t for t, r in dense.items() if r["acc"] >= r["chance"] + 5]
     print(f"signal tasks on validation: {signal}", flush=True)
-    # calibration texts per (task, format); one-pass statistics only where a candidate uses them
-    formats = {bool(c.get("as_prompt")) for c in candidates.values()}
-    texts = {
-        (t, f): ev.calibration_texts(t, CALIBRATION, as_prompt=f) for t in signal for f in formats
-    }
+
+    # calibration texts per (task, format, count); one-pass statistics only where a candidate
+    # uses them
+    def key_of(t: str, name: str) -> tuple[str, bool, int]:
+        return t, bool(candidates[name].get("as_prompt")), counts[t][name]
+
+    keys = {key_of(t, c) for t in signal for c in candidates}
+    texts = {key: ev.calibration_texts(key[0], key[2], as_prompt=key[1]) for key in keys}
+    one_pass = [c for c, candidate in candidates.items() if not candidate.get("sequential")]
     calib = {
         key: stats.collect(model, tok, texts[key], source=key[0], max_length=128)
-        for key in {
-            (t, bool(c.get("as_prompt")))
-            for t in signal
-            for c in candidates.values()
-            if not c.get("sequential")
-        }
+        for key in {key_of(t, c) for t in signal for c in one_pass}
     }
     table: dict[str, dict[str, Any]] = {"dense": _row({t: dense[t] for t in signal})}
     summary: dict[str, Any] = {"signal_tasks": signal, "dense_avg": table["dense"]["avg"]}
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             bias = candidate.get("bias", True)
             res = {}
             for t in signal:
-                key = (t, bool(candidate.get("as_prompt")))
+                key = key_of(t, name)
                 if candidate.get("sequential"):
                     expert, _ = methods.prune_sequential(
                         model, tok, texts[key], "seap", s, bias=bias, max_length=128, **schedule
@@ -114,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{pct}% {name:18} avg {row['avg']:5.1f} nll {row['nll']:.3f}", flush=True)
     summary["minutes"] = (time.perf_counter() - start) / 60
     details = {
-        "validation": "train-split items outside the 200 calibration texts, seed 5",
+        "validation": "train-split items outside every candidate's calibration texts, seed 5",
+        "calibration_texts": counts,
         "items": {t: len(task.items) for t, task in tasks.items()},
         "candidates": candidates,
         "method": "seap, x0=0.3, 2 last protected layers; with bias compensation (seapb) "
@@ -129,6 +135,14 @@ def main(argv: list[str] | None = None) -> None:
         **run.details(),
     }
     print(f"wrote {write_result(args.out, None, summary, details)}")
+
+
+def _calib_count(task: str, candidate: str) -> int:
+    """A candidate's calibration texts for ``task``: its ``calib`` (default 200), capped so
+    that ``VALIDATION_FLOOR`` train items are left to validate on."""
+    available = len(ev.calibration_texts(task, n=None))
+    want = CANDIDATES[candidate].get("calib", CALIBRATION)
+    return max(1, min(want, available - VALIDATION_FLOOR))
 
 
 def _row(results: dict[str, Any]) -> dict[str, Any]:

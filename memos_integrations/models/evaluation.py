@@ -258,7 +258,9 @@ def load_task(name: str, n: int | None = None, seed: int = 0, split: str = "eval
     return Task(task_name, chosen, chance, metrics, source=name, indices=idx)
 
 
-def calibration_texts(name: str, n: int = 200, seed: int = 0, as_prompt: bool = False) -> list[str]:
+def calibration_texts(
+    name: str, n: int | None = 200, seed: int = 0, as_prompt: bool = False
+) -> list[str]:
     """Question + gold answer texts from a task's train split (SEAP's calibration corpus);
     ``as_prompt``: the same items as the scorer reads them (gold context + gold answer)."""
     _, items, _ = _task_rows(name, "train")
@@ -269,12 +271,14 @@ def calibration_texts(name: str, n: int = 200, seed: int = 0, as_prompt: bool = 
     return [str(it.calibration) for it in chosen]
 
 
-def heldout_task(name: str, n: int, calibration: int = 200, seed: int = 5) -> Task:
-    """``n`` train-split items that :func:`calibration_texts` (``calibration`` texts, seed 0)
-    never returns: validation data for choosing settings without touching the eval split."""
+def heldout_task(name: str, n: int, calibration: int | Sequence[int] = 200, seed: int = 5) -> Task:
+    """``n`` train-split items that :func:`calibration_texts` (``calibration`` texts, seed 0;
+    or each of several counts) never returns: validation data for choosing settings without
+    touching the eval split."""
     task_name, items, metrics = _task_rows(name, "train")
     with_text = [i for i, it in enumerate(items) if it.calibration]
-    calibrated = {with_text[i] for i in _subset(len(with_text), calibration, 0)}
+    counts = [calibration] if isinstance(calibration, int) else list(calibration)
+    calibrated = {with_text[i] for c in counts for i in _subset(len(with_text), c, 0)}
     rest = [i for i in range(len(items)) if i not in calibrated]
     if not rest:
         raise InvalidInput(f"task {name!r} has no train items outside its calibration texts")
