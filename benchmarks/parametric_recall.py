@@ -251,6 +251,7 @@ def main() -> None:
     p.add_argument(
         "--targets", default=",".join(TrainConfig.targets), help="comma-separated module names"
     )
+    p.add_argument("--seed", type=int, default=0, help="LoRA init and example order")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--window", type=int, default=512)
@@ -274,6 +275,7 @@ def main() -> None:
         kl_weight=args.kl_weight,
         null_space=args.null_space,
         batch_size=args.batch_size,
+        seed=args.seed,
         targets=tuple(t for t in args.targets.split(",") if t),
     )
 
@@ -284,7 +286,9 @@ def main() -> None:
         promoted = mos.add([{"text": f, "kind": "fact"} for f, _, _ in facts], user="alice")
         mos.add([{"text": f, "kind": "fact"} for f, _ in NEIGHBOURS], user="alice")
 
+        alt = [(f, q, gold) for (f, _, gold), q in zip(facts, ALT_QUESTIONS, strict=False)]
         before_pct, before_rows = recall(mos, facts, "none", args.max_new_tokens)
+        before_alt_pct, before_alt_rows = recall(mos, alt, "none", args.max_new_tokens)
         plain_pct, plain_rows = recall(mos, facts, "plaintext", args.max_new_tokens)
         print(f"recall before {before_pct:.0f}%, with memories in the prompt {plain_pct:.0f}%")
         base = harness(model, args)
@@ -307,7 +311,9 @@ def main() -> None:
 
         after_pct, after_rows = recall(mos, facts, "parametric-only", args.max_new_tokens)
         gate_questions = 100.0 * sum(r["tier"] == "parametric" for r in after_rows) / len(facts)
-        print(f"recall after {after_pct:.0f}% (trained {train_seconds:.0f} s)")
+        after_alt_pct, after_alt_rows = recall(mos, alt, "parametric-only", args.max_new_tokens)
+        print(f"recall after {after_pct:.0f}%, second phrasing {after_alt_pct:.0f}%")
+        print(f"(trained {train_seconds:.0f} s)")
         adapter = report.artifact.id  # installed by the recall turns the gate admitted
         neighbours = neighbour_leaks(mos, facts, adapter, args.max_new_tokens)
         with parametric.applied(adapter):
@@ -329,6 +335,9 @@ def main() -> None:
     summary = {
         "recall_before_pct": before_pct,
         "recall_after_pct": after_pct,
+        "recall_before_alt_pct": before_alt_pct,
+        "recall_after_alt_pct": after_alt_pct,
+        "gate_open_pct_alt_questions": _pct(r["tier"] == "parametric" for r in after_alt_rows),
         "ppl_before": ppl_before,
         "ppl_after": ppl_after,
         "ppl_increase_pct": 100.0 * (ppl_after / ppl_before - 1),
@@ -379,7 +388,13 @@ def main() -> None:
         "tasks_served": as_served["tasks"],
         "gate_open_pct": gate_rates,
         "task_n": args.task_n,
-        "answers": {"before": before_rows, "plaintext": plain_rows, "after": after_rows},
+        "answers": {
+            "before": before_rows,
+            "plaintext": plain_rows,
+            "after": after_rows,
+            "before_alt": before_alt_rows,
+            "after_alt": after_alt_rows,
+        },
         "threads": args.threads,
         "load_average": {"start": load_start, "after_training": load_train, "end": load_average()},
         "machine": machine_details(),

@@ -30,6 +30,8 @@ from memos_integrations.models.parametric_data import (
     build_examples,
     facts,
     llm_paraphraser,
+    parse,
+    questions,
     restates,
     statement,
 )
@@ -98,6 +100,27 @@ def test_memories_become_statements_questions_and_cloze() -> None:
     ]
     with pytest.raises(InvalidInput, match="list of strings"):
         build_examples([_item("I swim")], name="A", system="", paraphrase=lambda t, n: "x")
+
+
+def test_questions_name_the_kind_of_value_in_both_voices() -> None:
+    def asked(text: str) -> set[str]:
+        return set(questions(parse(statement(_item(text), "Alice")), "Alice"))
+
+    assert {"Which language does Alice speak?", "Which language do I speak?"} <= asked(
+        "I speak Icelandic"
+    )
+    assert {"Which company employs Alice?", "Which company employs me?"} <= asked(
+        "I work at Brightwater Labs"
+    )
+    assert {"What is my birthplace?", "Where was Alice born?"} <= asked("I was born in Galway")
+    assert {"Which number is Alice's lucky number?", "What is my lucky number?"} <= asked(
+        "My lucky number is 37"
+    )
+    assert asked("I am allergic to hazelnuts") == {
+        "What is Alice allergic to?",
+        "What am I allergic to?",
+    }
+    assert asked("I am a doctor") == set()  # "What is Alice?" would teach nonsense
 
 
 def test_a_restatement_has_the_same_subject_relation_and_value() -> None:

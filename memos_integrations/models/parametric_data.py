@@ -27,18 +27,53 @@ from ..core.items import MemoryItem
 # paraphrase(statement, n) -> up to n rewordings of the statement (from any LLM)
 Paraphraser = Callable[[str, int], Sequence[str]]
 
+# Several wordings a relation: an adapter generalises to a user's own phrasing only as far as its
+# training questions vary (the benchmark asks phrasings none of these use)
 _PREPOSITION_VERBS = {
-    "lives in": ("Where {do} {s} live?", "In which place {do} {s} live?"),
-    "lives on": ("Where {do} {s} live?",),
+    "lives in": (
+        "Where {do} {s} live?",
+        "In which place {do} {s} live?",
+        "Which city {do} {s} live in?",
+        "Where is {poss} home?",
+    ),
+    "lives on": ("Where {do} {s} live?", "Where is {poss} home?"),
     "moved to": ("Where did {s} move to?", "To which place did {s} move?"),
-    "works as": ("What {do} {s} work as?", "What is {poss} job?"),
-    "works at": ("Where {do} {s} work?", "Which company {do} {s} work at?"),
-    "works for": ("Who {do} {s} work for?", "Which company {do} {s} work for?"),
+    "works as": (
+        "What {do} {s} work as?",
+        "What is {poss} job?",
+        "What is {poss} occupation?",
+        "What kind of work {do} {s} do?",
+    ),
+    "works at": (
+        "Where {do} {s} work?",
+        "Which company {do} {s} work at?",
+        "Which company employs {o}?",
+        "What is the name of {poss} workplace?",
+    ),
+    "works for": (
+        "Who {do} {s} work for?",
+        "Which company {do} {s} work for?",
+        "Which company employs {o}?",
+    ),
     "was born on": ("When was {s} born?", "On which date was {s} born?"),
-    "was born in": ("Where was {s} born?", "In which place was {s} born?"),
-    "is called": ("What {be} {s} called?", "What is the name of {s}?"),
-    "is named": ("What {be} {s} named?", "What is the name of {s}?"),
+    "was born in": (
+        "Where was {s} born?",
+        "In which place was {s} born?",
+        "What is {poss} birthplace?",
+        "What is {poss} hometown?",
+    ),
+    "is called": ("What {be} {s} called?", "What is the name of {s}?", "What name {do} {s} have?"),
+    "is named": ("What {be} {s} named?", "What is the name of {s}?", "What name {do} {s} have?"),
     "are called": ("What are {s} called?", "What are the names of {s}?"),
+}
+# verbs whose object is of one kind: "Which language does Alice speak?"
+_VERB_NOUNS = {
+    "speaks": "language",
+    "drives": "car",
+    "studies": "subject",
+    "reads": "book",
+    "supports": "team",
+    "eats": "food",
 }
 _VERBS = (
     "likes|loves|enjoys|prefers|hates|dislikes|plays|speaks|drives|owns|studies|collects|"
@@ -131,13 +166,14 @@ def parse(sentence: str) -> Fact:
 
 def _forms(subject: str, name: str) -> list[dict[str, str]]:
     """Ways to name the subject in a question: third person, and the user's own voice."""
-    third = {"s": subject, "do": "does", "be": "is", "poss": f"{subject}'s"}
+    third = {"s": subject, "o": subject, "do": "does", "be": "is", "poss": f"{subject}'s"}
     forms = [third]
     low, who = subject.lower(), name.lower()
     if low == who:
-        forms.append({"s": "I", "do": "do", "be": "am", "poss": "my"})
+        forms.append({"s": "I", "o": "me", "do": "do", "be": "am", "poss": "my"})
     elif low.startswith(who + "'s "):
-        forms.append({"s": "my " + subject[len(name) + 3 :], "do": "does", "be": "is", "poss": ""})
+        mine = "my " + subject[len(name) + 3 :]
+        forms.append({"s": mine, "o": mine, "do": "does", "be": "is", "poss": ""})
     return forms
 
 
@@ -158,11 +194,12 @@ def questions(fact: Fact, name: str) -> list[str]:
     if fact.relation in _PREPOSITION_VERBS:
         templates: tuple[str, ...] = _PREPOSITION_VERBS[fact.relation]
     elif fact.relation in _COPULAS:
-        if fact.subject.lower() == name.lower():
-            return []  # "Alice is allergic to ...": "What is Alice?" would teach nonsense
-        templates = (f"What {fact.relation} {{s}}?",)
+        templates = _copula_questions(fact, name)
     else:
-        templates = (f"What {{do}} {{s}} {_base_verb(fact.relation)}?",)
+        verb = _base_verb(fact.relation)
+        templates = (f"What {{do}} {{s}} {verb}?",)
+        if fact.relation in _VERB_NOUNS:
+            templates += (f"Which {_VERB_NOUNS[fact.relation]} {{do}} {{s}} {verb}?",)
     out = []
     for form in _forms(fact.subject, name):
         for template in templates:
@@ -171,6 +208,20 @@ def questions(fact: Fact, name: str) -> list[str]:
             q = template.format(**form)
             out.append(q[:1].upper() + q[1:])
     return list(dict.fromkeys(out))
+
+
+def _copula_questions(fact: Fact, name: str) -> tuple[str, ...]:
+    """``Alice's lucky number is 37``: what / which number; ``Alice is allergic to X``: what
+    is she allergic to (a bare "What is Alice?" would teach nonsense, so nothing else)."""
+    be = "{be}" if fact.relation == "is" else fact.relation  # "What am I allergic to?"
+    if fact.subject.lower() == name.lower():
+        m = re.match(r"^(\w+) (to|of|about|with|from|in)\b", fact.value)
+        return (f"What {be} {{s}} {m.group(1)} {m.group(2)}?",) if m else ()
+    out = (f"What {be} {{s}}?", "Do you know {s}?")
+    head = fact.subject.split()[-1]
+    if not head.endswith("'s"):  # "Which number is Alice's lucky number?"
+        out += (f"Which {head} {be} {{s}}?",)
+    return out
 
 
 def chat_example(
