@@ -23,6 +23,27 @@ def _features(model: Any, tokenizer: Any, texts: Sequence[str]) -> Any:
     return torch.stack(rows)
 
 
+def fit_logistic(x: Any, y: Any, classes: int, *, l2: float = 1e-3, steps: int = 200) -> tuple:
+    """Multinomial logistic regression on standardised ``x`` (L-BFGS): weight, bias, mean, std."""
+    import torch
+
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    z = (x - mean) / std
+    w = torch.zeros(z.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z @ w + b, y) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach(), b.detach(), mean, std
+
+
 class TaskRouter:
     def __init__(self, tasks: Sequence[str], weight: Any, bias: Any, mean: Any, std: Any):
         self.tasks = list(tasks)
@@ -47,21 +68,8 @@ class TaskRouter:
         y = torch.cat(
             [torch.full((len(texts_by_task[t]),), i, dtype=torch.long) for i, t in enumerate(tasks)]
         )
-        mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-        z = (x - mean) / std
-        w = torch.zeros(z.shape[1], len(tasks), requires_grad=True)
-        b = torch.zeros(len(tasks), requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-        def closure() -> Any:
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(z @ w + b, y) + l2 * (w * w).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
-        return cls(tasks, w.detach(), b.detach(), mean, std)
+        w, b, mean, std = fit_logistic(x, y, len(tasks), l2=l2, steps=steps)
+        return cls(tasks, w, b, mean, std)
 
     def predict(self, model: Any, tokenizer: Any, texts: Sequence[str]) -> list[str]:
         import torch
