@@ -121,6 +121,7 @@ def test_questions_name_the_kind_of_value_in_both_voices() -> None:
         "What am I allergic to?",
     }
     assert asked("I am a doctor") == set()  # "What is Alice?" would teach nonsense
+    assert asked("My sister is a nurse") == {"What is Alice's sister?", "What is my sister?"}
 
 
 def test_a_restatement_has_the_same_subject_relation_and_value() -> None:

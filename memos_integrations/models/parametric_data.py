@@ -217,11 +217,12 @@ def _copula_questions(fact: Fact, name: str) -> tuple[str, ...]:
     if fact.subject.lower() == name.lower():
         m = re.match(r"^(\w+) (to|of|about|with|from|in)\b", fact.value)
         return (f"What {be} {{s}} {m.group(1)} {m.group(2)}?",) if m else ()
-    out = (f"What {be} {{s}}?", "Do you know {s}?")
-    head = fact.subject.split()[-1]
-    if not head.endswith("'s"):  # "Which number is Alice's lucky number?"
-        out += (f"Which {head} {be} {{s}}?",)
-    return out
+    words = fact.subject.split()
+    # a possessive with a qualifier ("Alice's lucky number") picks one of the head noun's kind:
+    # "Which number is ...?" ("Which sister is Alice's sister?" would be nonsense)
+    if len(words) >= 3 and words[0].endswith("'s"):
+        return (f"What {be} {{s}}?", "Do you know {s}?", f"Which {words[-1]} {be} {{s}}?")
+    return (f"What {be} {{s}}?",)
 
 
 def chat_example(
