@@ -35,7 +35,7 @@ IGNORE = -100
 class TrainConfig:
     """LoRA shape and the training budget (defaults fit SmolLM2-135M on two cores)."""
 
-    rank: int = 8
+    rank: int = 16
     alpha: float = 16.0
     targets: tuple[str, ...] = (
         "q_proj",
