@@ -1,6 +1,6 @@
 """Which features can tell the seven tasks' prompts apart? The shipped router (mean input token
 embedding, ``seap/router.py``) against mean-pooled hidden states of the dense model at several
-layers, all through the same logistic regression (``router.fit_logistic``), trained on the same
+layers, all through the same logistic regression (``TaskRouter.fit``), trained on the same
 train-split prompts as ``seap.py``'s router and scored on ``seap.py``'s eval subsets.
 
 Reports overall accuracy, per task, and how well ARC-Easy and ARC-Challenge prompts are told
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import RunStart, write_result
 from memos_integrations.models import evaluation as ev
 from memos_integrations.models.runtime import LocalModel
-from memos_integrations.models.seap.router import fit_logistic
+from memos_integrations.models.seap.router import TaskRouter
 
 PAIR = ("arc_easy", "arc_challenge")
 
@@ -52,15 +52,11 @@ def hidden_means(model: Any, tok: Any, texts: list[str], layers: list[int]) -> A
 
 def score(train: dict[str, Any], test: dict[str, Any], l2: float) -> dict[str, Any]:
     """Fit on ``train`` (task -> features), return accuracy on ``test`` overall and per task."""
-    import torch
-
-    tasks = list(train)
-    y = torch.cat([torch.full((len(train[t]),), i) for i, t in enumerate(tasks)])
-    w, b, mean, std = fit_logistic(torch.cat([train[t] for t in tasks]), y, len(tasks), l2=l2)
+    router = TaskRouter.fit(train, l2=l2)
     per = {}
-    for i, t in enumerate(tasks):
-        got = (((test[t] - mean) / std) @ w + b).argmax(1)
-        per[t] = 100.0 * (got == i).float().mean().item()
+    for task, features in test.items():
+        got = router.classify(features)
+        per[task] = 100.0 * got.count(task) / len(got)
     return {"accuracy": sum(per.values()) / len(per), "per_task": per}
 
 

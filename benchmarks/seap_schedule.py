@@ -76,7 +76,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.dtype == "bf16":  # as seap.py scores where the CPU has native bf16
         model = copy.deepcopy(model).to(torch.bfloat16)
     names = [t for t in args.tasks.split(",") if t]
-    counts = {t: {c: _calib_count(t, c) for c in candidates} for t in names}
+    # a candidate's calibration texts per task: its ``calib`` (default 200), capped so that
+    # VALIDATION_FLOOR train items are left to validate on
+    cap = {t: len(ev.calibration_texts(t, n=None)) - VALIDATION_FLOOR for t in names}
+    counts = {
+        t: {
+            c: max(1, min(cap[t], spec.get("calib", CALIBRATION))) for c, spec in candidates.items()
+        }
+        for t in names
+    }
     tasks = {t: ev.heldout_task(t, args.n, set(counts[t].values())) for t in names}
     dense = {t: ev.evaluate_task(model, tok, task) for t, task in tasks.items()}
     signal = [t for t, r in dense.items() if r["acc"] >= r["chance"] + 5]
@@ -135,14 +143,6 @@ def main(argv: list[str] | None = None) -> None:
         **run.details(),
     }
     print(f"wrote {write_result(args.out, None, summary, details)}")
-
-
-def _calib_count(task: str, candidate: str) -> int:
-    """A candidate's calibration texts for ``task``: its ``calib`` (default 200), capped so
-    that ``VALIDATION_FLOOR`` train items are left to validate on."""
-    available = len(ev.calibration_texts(task, n=None))
-    want = CANDIDATES[candidate].get("calib", CALIBRATION)
-    return max(1, min(want, available - VALIDATION_FLOOR))
 
 
 def _row(results: dict[str, Any]) -> dict[str, Any]:

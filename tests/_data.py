@@ -8,6 +8,5 @@ import pytest
 from memos_integrations.core.config import data_dir
 
 HAS_TASK_DATA = (data_dir() / "tasks" / "piqa.train.jsonl").is_file()
-needs_task_data = pytest.mark.skipif(
-    not HAS_TASK_DATA, reason="shared task data not found (MEMOS_DATA_DIR)"
-)
+NO_TASK_DATA = "shared task data not found (MEMOS_DATA_DIR)"
+needs_task_data = pytest.mark.skipif(not HAS_TASK_DATA, reason=NO_TASK_DATA)

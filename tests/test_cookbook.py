@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from _data import HAS_TASK_DATA
+from _data import HAS_TASK_DATA, NO_TASK_DATA
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "cookbook").glob("*.ipynb"))
@@ -16,7 +16,7 @@ NEEDS_TASK_DATA = {"task_experts"}  # calibrates and scores on ../shared/data/ta
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch) -> None:
     if path.stem in NEEDS_TASK_DATA and not HAS_TASK_DATA:
-        pytest.skip("shared task data not found (MEMOS_DATA_DIR)")
+        pytest.skip(NO_TASK_DATA)
     monkeypatch.setenv("MEMOS_HOME", str(tmp_path))
     nb = nbformat.read(path, as_version=4)
     NotebookClient(

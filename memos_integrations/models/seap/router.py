@@ -23,27 +23,6 @@ def _features(model: Any, tokenizer: Any, texts: Sequence[str]) -> Any:
     return torch.stack(rows)
 
 
-def fit_logistic(x: Any, y: Any, classes: int, *, l2: float = 1e-3, steps: int = 200) -> tuple:
-    """Multinomial logistic regression on standardised ``x`` (L-BFGS): weight, bias, mean, std."""
-    import torch
-
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    z = (x - mean) / std
-    w = torch.zeros(z.shape[1], classes, requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> Any:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z @ w + b, y) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return w.detach(), b.detach(), mean, std
-
-
 class TaskRouter:
     def __init__(self, tasks: Sequence[str], weight: Any, bias: Any, mean: Any, std: Any):
         self.tasks = list(tasks)
@@ -59,24 +38,53 @@ class TaskRouter:
         l2: float = 1e-3,
         steps: int = 200,
     ) -> TaskRouter:
+        if len(texts_by_task) < 2 or any(not texts for texts in texts_by_task.values()):
+            raise InvalidInput("a router needs texts for at least two tasks")
+        features = {t: _features(model, tokenizer, x) for t, x in texts_by_task.items()}
+        return cls.fit(features, l2=l2, steps=steps)
+
+    @classmethod
+    def fit(
+        cls, features_by_task: dict[str, Any], *, l2: float = 1e-3, steps: int = 200
+    ) -> TaskRouter:
+        """Multinomial logistic regression (L-BFGS) on standardised feature rows per task, any
+        features (``benchmarks/router_features.py`` compares hidden states with the default)."""
         import torch
 
-        tasks = sorted(texts_by_task)
-        if len(tasks) < 2 or any(not texts_by_task[t] for t in tasks):
-            raise InvalidInput("a router needs texts for at least two tasks")
-        x = torch.cat([_features(model, tokenizer, texts_by_task[t]) for t in tasks])
+        tasks = sorted(features_by_task)
+        x = torch.cat([features_by_task[t] for t in tasks])
         y = torch.cat(
-            [torch.full((len(texts_by_task[t]),), i, dtype=torch.long) for i, t in enumerate(tasks)]
+            [
+                torch.full((len(features_by_task[t]),), i, dtype=torch.long)
+                for i, t in enumerate(tasks)
+            ]
         )
-        w, b, mean, std = fit_logistic(x, y, len(tasks), l2=l2, steps=steps)
-        return cls(tasks, w, b, mean, std)
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+        z = (x - mean) / std
+        w = torch.zeros(z.shape[1], len(tasks), requires_grad=True)
+        b = torch.zeros(len(tasks), requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure() -> Any:
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(z @ w + b, y) + l2 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        return cls(tasks, w.detach(), b.detach(), mean, std)
 
     def predict(self, model: Any, tokenizer: Any, texts: Sequence[str]) -> list[str]:
         import torch
 
         with torch.no_grad():
-            z = (_features(model, tokenizer, texts) - self.mean) / self.std
-            return [self.tasks[i] for i in (z @ self.weight + self.bias).argmax(1).tolist()]
+            return self.classify(_features(model, tokenizer, texts))
+
+    def classify(self, features: Any) -> list[str]:
+        """The task of each feature row (features as :meth:`fit` was given)."""
+        z = (features - self.mean) / self.std
+        return [self.tasks[i] for i in (z @ self.weight + self.bias).argmax(1).tolist()]
 
     def accuracy(self, model: Any, tokenizer: Any, texts_by_task: dict[str, Sequence[str]]) -> dict:
         """Overall and per-task accuracy (percent) on labelled prompts, and the confusion:
