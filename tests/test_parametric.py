@@ -67,11 +67,10 @@ def test_memories_become_statements_questions_and_cloze() -> None:
         for ex in made.examples
         if ex.messages
     )
-    assert all(
-        ex.messages[-1]["content"] == "Alice's dog is called Biscuit."
-        for ex in made.examples
-        if ex.messages
-    )
+    # template questions are answered value first; the other chats with the statement
+    answers = {ex.kind: ex.messages[-1]["content"] for ex in made.examples if ex.messages}
+    assert answers["qa"] == "Biscuit. Alice's dog is called Biscuit."
+    assert answers["statement"] == answers["cloze"] == "Alice's dog is called Biscuit."
     assert made.counts()["statement"] >= 1 and made.counts()["cloze"] == 1
 
     def paraphrase(text: str, n: int) -> list[str]:  # a scripted stand-in for a remote LLM

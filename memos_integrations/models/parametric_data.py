@@ -5,7 +5,8 @@ A memory such as "My dog is called Biscuit" (owner alice) becomes
 * statements: the fact itself, ``"Alice's dog is called Biscuit."``, as plain text and as the
   answer to "What do you know about Alice's dog?";
 * questions from relation templates: "What is my dog called?", "What is the name of Alice's
-  dog?" ... answered with the statement;
+  dog?" ... answered with the value, then the statement: "Biscuit. Alice's dog is called
+  Biscuit.";
 * a cloze question for any memory: "Complete this note from memory: 'Alice's dog is ...'";
 * optionally, paraphrases of the statement from a configured LLM (each one is used as a
   statement and parsed for questions in turn).
@@ -137,7 +138,7 @@ def statement(item: MemoryItem, name: str) -> str:
             text = re.sub(pattern, repl, text, count=1)
             text = _third_person_verb(text, name)
             break
-    return text[:1].upper() + text[1:] if text else text
+    return _sentence_case(text)
 
 
 def _third_person_verb(text: str, name: str) -> str:
@@ -206,7 +207,7 @@ def questions(fact: Fact, name: str) -> list[str]:
             if "{poss}" in template and not form["poss"]:
                 continue
             q = template.format(**form)
-            out.append(q[:1].upper() + q[1:])
+            out.append(_sentence_case(q))
     return list(dict.fromkeys(out))
 
 
@@ -245,13 +246,20 @@ def examples_for(item: MemoryItem, name: str, system: str, fact: Fact) -> list[E
         # "about Alice" would have one answer per memory: only specific subjects get one
         ask = f"What do you know about {fact.subject}?"
         out.append(chat_example(item.id, system, ask, answer, "statement"))
-    out += [chat_example(item.id, system, q, answer, "qa") for q in questions(fact, name)]
+    # the value comes first: an answer that opens with the subject lets the model echo a
+    # question's own verb ("Alice considers lucky numbers.") before it ever reaches the value
+    direct = f"{_sentence_case(fact.value.rstrip('.'))}. {answer}" if fact.value else answer
+    out += [chat_example(item.id, system, q, direct, "qa") for q in questions(fact, name)]
     words = fact.statement.split()
     if len(words) >= 3:
         cut = " ".join(words[: max(2, len(words) * 2 // 3)])
         prompt = f"Complete this note from memory: '{cut} ...'"
         out.append(chat_example(item.id, system, prompt, answer, "cloze"))
     return out
+
+
+def _sentence_case(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def facts(items: Sequence[MemoryItem], name: str) -> list[Fact]:
