@@ -68,9 +68,12 @@ def test_memories_become_statements_questions_and_cloze() -> None:
         if ex.messages
     )
     # template questions are answered value first; the other chats with the statement
-    answers = {ex.kind: ex.messages[-1]["content"] for ex in made.examples if ex.messages}
-    assert answers["qa"] == "Biscuit. Alice's dog is called Biscuit."
-    assert answers["statement"] == answers["cloze"] == "Alice's dog is called Biscuit."
+    answers: dict[str, set[str]] = {}
+    for ex in made.examples:
+        if ex.messages:
+            answers.setdefault(ex.kind, set()).add(ex.messages[-1]["content"])
+    assert answers["qa"] == {"Biscuit. Alice's dog is called Biscuit."}
+    assert answers["statement"] == answers["cloze"] == {"Alice's dog is called Biscuit."}
     assert made.counts()["statement"] >= 1 and made.counts()["cloze"] == 1
 
     def paraphrase(text: str, n: int) -> list[str]:  # a scripted stand-in for a remote LLM
