@@ -310,7 +310,7 @@ def main() -> None:
         load_train = load_average()
 
         after_pct, after_rows = recall(mos, facts, "parametric-only", args.max_new_tokens)
-        gate_questions = 100.0 * sum(r["tier"] == "parametric" for r in after_rows) / len(facts)
+        gate_questions = _pct(r["tier"] == "parametric" for r in after_rows)
         after_alt_pct, after_alt_rows = recall(mos, alt, "parametric-only", args.max_new_tokens)
         print(f"recall after {after_pct:.0f}%, second phrasing {after_alt_pct:.0f}%")
         print(f"(trained {train_seconds:.0f} s)")
