@@ -190,6 +190,11 @@ def _parser() -> argparse.ArgumentParser:
         help="FLAP's bias compensation in every expert (default: on; --no-bias for SEAP as "
         "published)",
     )  # fmt: skip
+    s.add_argument(
+        "--join", action=argparse.BooleanOptionalAction, default=True,
+        help="join tasks the router cannot tell apart into one expert (default: on; --no-join "
+        "keeps one expert per task)",
+    )  # fmt: skip
     _schedule_args(s)
 
     s = sub.add_parser(
@@ -398,6 +403,7 @@ def _experts(args: argparse.Namespace) -> int:
         out,
         calibration=args.calibration,
         bias=args.bias,
+        join_confused=args.join,
         **_schedule(args),
     )
     accuracy = experts.manifest["router_accuracy"]
@@ -408,6 +414,7 @@ def _experts(args: argparse.Namespace) -> int:
             k: round(v["real_sparsity"], 6) for k, v in experts.manifest["experts"].items()
         },
         "bias": {k: v["bias"] for k, v in experts.manifest["experts"].items()},
+        "joined": experts.manifest["joined"],
         "router_accuracy": {k: accuracy[k] for k in ("accuracy", "per_task", "confusion")},
     }
     print(json.dumps(report, indent=2))

@@ -283,6 +283,20 @@ def test_router_separates_tasks_and_round_trips(gqa, tmp_path: Path) -> None:
         TaskRouter.train(model, tok, {"only": ["x"]})
 
 
+def test_cross_validation_scores_each_text_by_a_router_that_did_not_see_it(gqa) -> None:
+    model, tok = gqa
+    apart = {"fox": [f"the quick brown fox {i}" for i in range(6)], "num": ["one two three"] * 7}
+    cv = TaskRouter.cross_validate(model, tok, apart)
+    assert cv["accuracy"] == 100.0 and cv["n"] == 13
+    assert cv["confusion"] == {"fox": {"fox": 6}, "num": {"num": 7}}
+    # one prompt in both tasks: a router cannot tell them apart, and says so
+    same = {"a": ["the quick brown fox"] * 6, "b": ["the quick brown fox"] * 6}
+    cv = TaskRouter.cross_validate(model, tok, same)
+    assert cv["accuracy"] == 50.0 and sum(cv["confusion"]["a"].values()) == 6
+    with pytest.raises(InvalidInput, match="two texts"):
+        TaskRouter.cross_validate(model, tok, {"a": ["x"], "b": ["y", "z"]})
+
+
 def test_bad_requests_are_refused(gqa, tiny: LocalModel) -> None:
     model, tok = gqa
     st = stats.collect(model, tok, TEXTS_A)

@@ -136,17 +136,31 @@ def test_look_alike_tasks_share_one_expert_as_a_family(
     twin = str(_task(tmp_path / "twin.jsonl", FOX, ["runs", "hides"]))  # fox's prompts
     kw = {"calibration": 8, "first": 0, "last": 0}
     with caplog.at_level("WARNING"):
-        apart = build_experts(tiny, [tasks[0], twin, tasks[1]], 0.2, tmp_path / "apart", **kw)
+        apart = build_experts(
+            tiny, [tasks[0], twin, tasks[1]], 0.2, tmp_path / "apart", join_confused=False, **kw
+        )
+    assert apart.tasks == ["fox", "twin", "num"] and apart.manifest["joined"] == []
     confusion = apart.manifest["router_accuracy"]["confusion"]
     assert confusion["fox"].get("twin", 0) + confusion["twin"].get("fox", 0) > 0
     assert "one family" in caplog.text
     family = build_experts(tiny, [[tasks[0], twin], tasks[1]], 0.2, tmp_path / "family", **kw)
-    assert family.tasks == ["fox+twin", "num"]
+    assert family.tasks == ["fox+twin", "num"] and family.manifest["joined"] == []
     entry = family.manifest["experts"]["fox+twin"]
     assert entry["tasks"] == ["fox", "twin"] and abs(entry["real_sparsity"] - 0.2) < 0.01
     assert family.manifest["router_accuracy"]["accuracy"] == 100.0
     assert family.route("the quick brown fox") == "fox+twin"
     assert family.model("fox+twin").generate("the fox", max_new_tokens=2) is not None
+    # by default the look-alikes are found and joined before pruning, wherever they are listed
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        joined = build_experts(tiny, [tasks[0], tasks[1], twin], 0.2, tmp_path / "auto", **kw)
+    assert joined.tasks == ["fox+twin", "num"]
+    (record,) = joined.manifest["joined"]
+    assert record["tasks"] == [tasks[0], twin]
+    assert all(rate < 75 for rate in record["cross_validated_accuracy"].values())
+    assert "joined" in caplog.text and "one family" not in caplog.text
+    assert joined.manifest["router_accuracy"]["accuracy"] == 100.0
+    assert joined.route("the lazy dog") == "fox+twin"
     with pytest.raises(InvalidInput, match="twice"):
         build_experts(tiny, [[tasks[0], twin], tasks[0]], 0.2, tmp_path / "dup", **kw)
     with pytest.raises(InvalidInput, match="family"):
@@ -165,7 +179,7 @@ def test_cli_builds_experts_and_chats_with_them(
     report = json.loads(capsys.readouterr().out)
     assert report["experts"] == {"fox+twin": ["fox", "twin"], "num": ["num"]}
     assert report["bias"] == {"fox+twin": False, "num": False}  # --no-bias: SEAP as published
-    assert report["router_accuracy"]["accuracy"] == 100.0
+    assert report["router_accuracy"]["accuracy"] == 100.0 and report["joined"] == []
     assert all(abs(v - 0.2) < 0.01 for v in report["real_sparsity"].values())
     db = str(tmp_path / "chat.db")
     main(["--db", db, "create-user", "alice"])

@@ -1446,6 +1446,7 @@ class MemOS:
         max_loaded: int = 2,
         calibration: int = 200,
         bias: bool = True,
+        join_confused: bool = True,
         by: str | None = None,
         **schedule: Any,
     ) -> Any:
@@ -1454,7 +1455,9 @@ class MemOS:
         routed expert from now on.
         ``tasks``: built-in names (see ``models.evaluation.TASKS``) or generic multiple-choice
         JSONL files; a list of them is a family sharing one expert (for tasks whose prompts the
-        router cannot tell apart, e.g. ``["arc_easy", "arc_challenge"]``). Experts live under
+        router cannot tell apart, e.g. ``["arc_easy", "arc_challenge"]``); with
+        ``join_confused`` (the default) such tasks are found and joined into families
+        before pruning (logged; ``experts.manifest["joined"]`` lists them). Experts live under
         ``path`` (default ``$MEMOS_HOME/experts/<model>-<method>[-bias]-<pct>``); at most
         ``max_loaded`` stay in memory. Returns the :class:`~memos_integrations.models.seap.
         experts.ExpertSet`. Experts answer every user's chats: the application or an admin
@@ -1477,6 +1480,7 @@ class MemOS:
             calibration=calibration,
             max_loaded=max_loaded,
             bias=bias,
+            join_confused=join_confused,
             **schedule,
         )
         return self._experts

@@ -10,7 +10,10 @@ Layout of an expert set directory (written to a temp dir and renamed into place)
 
 A family (``["arc_easy", "arc_challenge"]``) shares one expert, calibrated on all its tasks and
 named ``arc_easy+arc_challenge``: for tasks whose prompts no router can tell apart, where a
-per-task choice between their experts is a coin toss.
+per-task choice between their experts is a coin toss. ``build_experts`` finds such tasks itself
+(``join_confused``): before pruning, it cross-validates the router on its training prompts and
+joins an expert it routes correctly less than ``CONFUSED`` % of the time with the expert it
+mistakes it for most, so a user who lists ARC-Easy and ARC-Challenge gets one ARC expert.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from . import methods, prune, stats
 from .router import TaskRouter
 
 MANIFEST = "experts.json"
-CONFUSED = 75.0  # held-out routing accuracy (%) below which build_experts suggests a family
+CONFUSED = 75.0  # routing accuracy (%) below which build_experts joins (or suggests) a family
 log = logging.getLogger(__name__)
 
 
@@ -45,13 +48,16 @@ def build_experts(
     router_prompts: int = 300,
     max_loaded: int = 2,
     bias: bool = True,
+    join_confused: bool = True,
     **schedule: Any,
 ) -> ExpertSet:
     """Prune ``base`` (a LocalModel) once per task and train the router on the tasks' train
     prompts. ``tasks``: built-in task names or generic JSONL files; a list of them is a family
     with one expert calibrated on all of them. ``bias``: FLAP's bias compensation in every
     expert (on by default: on held-out items it kept accuracy and cut the gold-answer NLL at
-    20% and 50%, ``benchmarks/results/seap_bias.json``). An expert the router confuses with
+    20% and 50%, ``benchmarks/results/seap_bias.json``). ``join_confused``: first join the
+    tasks the router cannot tell apart into families (:func:`join_confused_families`; logged,
+    and listed under ``joined`` in the manifest). An expert the router still confuses with
     another on held-out prompts is logged with the advice to make them a family."""
     if method not in ("seap", "seap_norm"):
         raise InvalidInput(f"experts are per-task SEAP models (seap, seap_norm), not {method!r}")
@@ -66,12 +72,17 @@ def build_experts(
         raise InvalidInput(f"{out} exists and is not an expert set")
     from ..runtime import _atomic_dir
 
+    # the router's training prompts per task (reading them validates names and files early)
+    train = {s: ev.prompts(s, "train", n=router_prompts, seed=1) for s in sources}
+    joined: list[dict[str, Any]] = []
+    if join_confused:
+        families, joined = join_confused_families(base, families, train)
     with _atomic_dir(out) as tmp:
         entries: dict[str, dict[str, Any]] = {}
         prompts: dict[str, list[str]] = {}
         held_out: dict[str, list[str]] = {}
         for family in families:
-            names = [ev.load_task(s, n=1).name for s in family]  # validates names/files early
+            names = [ev.load_task(s, n=1).name for s in family]
             expert_name = "+".join(names)
             texts = [t for s in family for t in ev.calibration_texts(s, n=calibration)]
             st = stats.collect(base.model, base.tokenizer, texts, source=expert_name)
@@ -86,9 +97,7 @@ def build_experts(
                 "real_sparsity": plan.real_sparsity,
                 "bias": plan.bias,
             }
-            prompts[expert_name] = [
-                p for s in family for p in ev.prompts(s, "train", n=router_prompts, seed=1)
-            ]
+            prompts[expert_name] = [p for s in family for p in train[s]]
             held_out[expert_name] = [
                 it.prompt for s in family for it in ev.load_task(s, n=100, seed=2).items
             ]
@@ -103,6 +112,7 @@ def build_experts(
             "sparsity": sparsity,
             "experts": entries,
             "router_accuracy": accuracy,
+            "joined": joined,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return ExpertSet.open(out, base, max_loaded=max_loaded)
@@ -119,6 +129,41 @@ def _family(task: str | Sequence[str]) -> list[str]:
     if not family or not all(isinstance(t, str) and t for t in family):
         raise InvalidInput(f"a task is a name or file, a family a list of them; got {task!r}")
     return family
+
+
+def join_confused_families(
+    base: Any, families: list[list[str]], prompts: dict[str, list[str]]
+) -> tuple[list[list[str]], list[dict[str, Any]]]:
+    """Join, one pair at a time, the family the router routes worst (cross-validated on
+    ``prompts``, the router's training prompts per task) with the family it mistakes it for
+    most, while that accuracy is below ``CONFUSED`` % and more than two families remain (a
+    router needs two). Returns the families (a joined one where its first member was) and a
+    record per join: the tasks joined and the accuracies that decided it."""
+    families = [list(f) for f in families]
+    joined: list[dict[str, Any]] = []
+    while len(families) > 2:
+        keys = ["+".join(f) for f in families]  # labels only
+        texts = {k: [p for s in f for p in prompts[s]] for k, f in zip(keys, families, strict=True)}
+        if min(len(x) for x in texts.values()) < 2:
+            break  # too few prompts to cross-validate: nothing to decide on
+        cv = TaskRouter.cross_validate(base.model, base.tokenizer, texts)
+        worst = min(keys, key=cv["per_task"].__getitem__)
+        wrong = {k: v for k, v in cv["confusion"][worst].items() if k != worst}
+        if cv["per_task"][worst] >= CONFUSED or not wrong:
+            break
+        i, j = sorted((keys.index(worst), keys.index(max(wrong, key=wrong.__getitem__))))
+        rates = {keys[x]: round(cv["per_task"][keys[x]], 1) for x in (i, j)}
+        log.warning(
+            "joined %s and %s into one expert: the router sends only %.0f%% / %.0f%% of "
+            "their prompts to their own expert (cross-validated on its training prompts); "
+            "join_confused=False keeps them apart",
+            keys[i],
+            keys[j],
+            *rates.values(),
+        )
+        families[i] += families.pop(j)
+        joined.append({"tasks": list(families[i]), "cross_validated_accuracy": rates})
+    return families, joined
 
 
 def _advise(accuracy: dict[str, Any]) -> None:

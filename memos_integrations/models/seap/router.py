@@ -23,6 +23,22 @@ def _features(model: Any, tokenizer: Any, texts: Sequence[str]) -> Any:
     return torch.stack(rows)
 
 
+def _tally(got_by_task: dict[str, list[str]]) -> dict[str, Any]:
+    """Accuracy overall and per task (percent) and the confusion of routed labels per task."""
+    per, confusion, hits, total = {}, {}, 0, 0
+    for task, got in got_by_task.items():
+        confusion[task] = {t: got.count(t) for t in sorted(set(got))}
+        ok = got.count(task)
+        per[task] = 100.0 * ok / max(len(got), 1)
+        hits, total = hits + ok, total + len(got)
+    return {
+        "accuracy": 100.0 * hits / max(total, 1),
+        "per_task": per,
+        "confusion": confusion,
+        "n": total,
+    }
+
+
 class TaskRouter:
     def __init__(self, tasks: Sequence[str], weight: Any, bias: Any, mean: Any, std: Any):
         self.tasks = list(tasks)
@@ -89,19 +105,38 @@ class TaskRouter:
     def accuracy(self, model: Any, tokenizer: Any, texts_by_task: dict[str, Sequence[str]]) -> dict:
         """Overall and per-task accuracy (percent) on labelled prompts, and the confusion:
         per task, how many of its prompts went to each task."""
-        per, confusion, hits, total = {}, {}, 0, 0
-        for task, texts in texts_by_task.items():
-            got = self.predict(model, tokenizer, texts)
-            confusion[task] = {t: got.count(t) for t in self.tasks if t in got}
-            ok = got.count(task)
-            per[task] = 100.0 * ok / max(len(texts), 1)
-            hits, total = hits + ok, total + len(texts)
-        return {
-            "accuracy": 100.0 * hits / max(total, 1),
-            "per_task": per,
-            "confusion": confusion,
-            "n": total,
-        }
+        return _tally(
+            {task: self.predict(model, tokenizer, texts) for task, texts in texts_by_task.items()}
+        )
+
+    @classmethod
+    def cross_validate(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        texts_by_task: dict[str, Sequence[str]],
+        *,
+        folds: int = 5,
+        l2: float = 1e-3,
+    ) -> dict:
+        """:meth:`accuracy` of routers trained on these texts, each text classified by the
+        router that did not see it (text ``j`` of a task is in fold ``j % folds``): how well
+        the tasks can be told apart, from training texts alone."""
+        import torch
+
+        if len(texts_by_task) < 2 or min(len(x) for x in texts_by_task.values()) < 2:
+            raise InvalidInput("cross-validation needs at least two texts for two tasks")
+        folds = max(2, min(folds, *(len(x) for x in texts_by_task.values())))
+        features = {t: _features(model, tokenizer, x) for t, x in texts_by_task.items()}
+        got: dict[str, list[str]] = {t: [""] * len(x) for t, x in features.items()}
+        for fold in range(folds):
+            held = {t: torch.arange(len(x)) % folds == fold for t, x in features.items()}
+            router = cls.fit({t: x[~held[t]] for t, x in features.items()}, l2=l2)
+            for t, x in features.items():
+                rows = held[t].nonzero().flatten().tolist()
+                for row, task in zip(rows, router.classify(x[held[t]]), strict=True):
+                    got[t][row] = task
+        return _tally(got)
 
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save_file
