@@ -72,6 +72,22 @@ def test_metrics_follow_their_definitions(tiny: LocalModel, generic: Path) -> No
     assert result["n"] == 3 and len(result["items"]["correct"]) == 3
 
 
+def test_long_evaluations_show_progress_unless_told_not_to(
+    tiny: LocalModel, generic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = ev.load_task(str(generic))
+    scores = ev.evaluate_task(tiny.model, tiny.tokenizer, task, n_boot=10)
+    assert "toy" in (bar := capsys.readouterr().err) and "3/3" in bar
+    quiet = ev.evaluate_tasks(tiny.model, tiny.tokenizer, [str(generic)], n_boot=10, progress=False)
+    assert capsys.readouterr().err == "" and quiet["toy"]["acc"] == scores["acc"]
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 20)
+    ev.perplexity(tiny.model, tiny.tokenizer, text, window=16, max_windows=3)
+    assert "perplexity t.txt" in (bar := capsys.readouterr().err) and "3/3" in bar
+    ev.perplexity(tiny.model, tiny.tokenizer, text, window=16, max_windows=3, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_bootstrap_interval() -> None:
     assert ev.bootstrap_ci([1.0] * 50) == (1.0, 1.0)
     lo, hi = ev.bootstrap_ci([0.0, 1.0] * 100, seed=1)

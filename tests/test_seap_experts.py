@@ -129,7 +129,11 @@ def test_cli_prune_saves_a_reloadable_model(
 
 
 def test_look_alike_tasks_share_one_expert_as_a_family(
-    tiny: LocalModel, tasks: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tiny: LocalModel,
+    tasks: list[str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from memos_integrations.models.seap.experts import build_experts
 
@@ -137,8 +141,15 @@ def test_look_alike_tasks_share_one_expert_as_a_family(
     kw = {"calibration": 8, "first": 0, "last": 0}
     with caplog.at_level("WARNING"):
         apart = build_experts(
-            tiny, [tasks[0], twin, tasks[1]], 0.2, tmp_path / "apart", join_confused=False, **kw
+            tiny,
+            [tasks[0], twin, tasks[1]],
+            0.2,
+            tmp_path / "apart",
+            join_confused=False,
+            progress=False,
+            **kw,
         )
+    assert capsys.readouterr().err == ""  # no bar, and the advice goes to the log
     assert apart.tasks == ["fox", "twin", "num"] and apart.manifest["joined"] == []
     confusion = apart.manifest["router_accuracy"]["confusion"]
     assert confusion["fox"].get("twin", 0) + confusion["twin"].get("fox", 0) > 0
@@ -154,6 +165,7 @@ def test_look_alike_tasks_share_one_expert_as_a_family(
     caplog.clear()
     with caplog.at_level("WARNING"):
         joined = build_experts(tiny, [tasks[0], tasks[1], twin], 0.2, tmp_path / "auto", **kw)
+    assert "pruning experts" in (bar := capsys.readouterr().err) and "2/2" in bar
     assert joined.tasks == ["fox+twin", "num"]
     (record,) = joined.manifest["joined"]
     assert record["tasks"] == [tasks[0], twin]

@@ -1447,6 +1447,7 @@ class MemOS:
         calibration: int = 200,
         bias: bool = True,
         join_confused: bool = True,
+        progress: bool = True,
         by: str | None = None,
         **schedule: Any,
     ) -> Any:
@@ -1459,9 +1460,9 @@ class MemOS:
         ``join_confused`` (the default) such tasks are found and joined into families
         before pruning (logged; ``experts.manifest["joined"]`` lists them). Experts live under
         ``path`` (default ``$MEMOS_HOME/experts/<model>-<method>[-bias]-<pct>``); at most
-        ``max_loaded`` stay in memory. Returns the :class:`~memos_integrations.models.seap.
-        experts.ExpertSet`. Experts answer every user's chats: the application or an admin
-        (``by``) only."""
+        ``max_loaded`` stay in memory; ``progress``: a bar over the experts. Returns the
+        :class:`~memos_integrations.models.seap.experts.ExpertSet`. Experts answer every
+        user's chats: the application or an admin (``by``) only."""
         from ..models.seap.experts import build_experts, default_dir
 
         self.gov.require_super(self.gov.user(by), "build task experts")
@@ -1481,6 +1482,7 @@ class MemOS:
             max_loaded=max_loaded,
             bias=bias,
             join_confused=join_confused,
+            progress=progress,
             **schedule,
         )
         return self._experts

@@ -376,9 +376,15 @@ def _forward_hidden(model: Any, input_ids: Any, mask: Any, positions: Any) -> An
 
 
 def score_items(
-    model: Any, tokenizer: Any, items: Sequence[MCItem], *, batch_tokens: int = 4096
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[MCItem],
+    *,
+    batch_tokens: int = 4096,
+    on_batch: Callable[[int], Any] | None = None,
 ) -> list[tuple[list[float], list[int]]]:
-    """Per item: (summed log-likelihood per choice, continuation token count per choice)."""
+    """Per item: (summed log-likelihood per choice, continuation token count per choice);
+    ``on_batch(k)`` after each batch of ``k`` items (a progress bar's ``update``)."""
     import torch
 
     max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
@@ -422,6 +428,8 @@ def score_items(
             for p in batch:
                 lls = [math.fsum(sums[(p.item, c)]) for c in range(len(p.targets))]
                 out[p.item] = (lls, [len(t) for _, t in p.targets])
+            if on_batch is not None:
+                on_batch(len(batch))
     return out
 
 
@@ -466,10 +474,22 @@ def summarize(items: dict[str, list[float]], n_boot: int = 1000, seed: int = 0) 
 
 
 def evaluate_task(
-    model: Any, tokenizer: Any, task: Task, *, batch_tokens: int = 4096, n_boot: int = 1000
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    *,
+    batch_tokens: int = 4096,
+    n_boot: int = 1000,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Score one loaded :class:`Task`; the result keeps the per-item lists under ``items``."""
-    scores = score_items(model, tokenizer, task.items, batch_tokens=batch_tokens)
+    """Score one loaded :class:`Task` (a progress bar over its items unless ``progress`` is
+    False); the result keeps the per-item lists under ``items``."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(task.items), desc=task.name, unit="item", disable=not progress) as bar:
+        scores = score_items(
+            model, tokenizer, task.items, batch_tokens=batch_tokens, on_batch=bar.update
+        )
     items = per_item(task.items, scores)
     out = summarize(items, n_boot=n_boot)
     digest = hashlib.sha256(json.dumps(task.indices).encode()).hexdigest()[:12]
@@ -488,14 +508,16 @@ def evaluate_tasks(
     *,
     batch_tokens: int = 4096,
     n_boot: int = 1000,
+    progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """``{task: {acc, acc_ci, acc_norm, acc_norm_ci, gold_nll, gold_nll_ci, chance, n, items}}``
-    on fixed seeded subsets of ``n`` items (accuracies in percent, 0-100)."""
+    on fixed seeded subsets of ``n`` items (accuracies in percent, 0-100); a progress bar per
+    task unless ``progress`` is False."""
     if not tasks:
         raise InvalidInput("give at least one task")
     return {
         (task := load_task(name, n=n, seed=seed)).name: evaluate_task(
-            model, tokenizer, task, batch_tokens=batch_tokens, n_boot=n_boot
+            model, tokenizer, task, batch_tokens=batch_tokens, n_boot=n_boot, progress=progress
         )
         for name in tasks
     }
@@ -531,19 +553,23 @@ def perplexity(
     *,
     max_windows: int | None = None,
     batch_size: int = 4,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Perplexity of a text file (default WikiText-2 raw test) read as one string, tokenised
     once and scored in non-overlapping windows of ``window`` tokens (stride = window; the first
     token of each window is context only). ``max_windows`` scores only the first windows.
-    ``window_nll`` / ``window_tokens``: each window's summed NLL and scored tokens."""
+    ``window_nll`` / ``window_tokens``: each window's summed NLL and scored tokens. A progress
+    bar over the windows unless ``progress`` is False."""
     import torch
+    from tqdm.auto import tqdm
 
     chunks = ppl_windows(tokenizer, path, window, max_windows)
     name = Path(path).name if path is not None else "wikitext2.test.raw"
     device = next(model.parameters()).device
     sums: list[float] = []
     counts: list[int] = []
-    with torch.inference_mode():
+    bar = tqdm(total=len(chunks), desc=f"perplexity {name}", unit="window", disable=not progress)
+    with torch.inference_mode(), bar:
         for start in range(0, len(chunks), batch_size):
             group = chunks[start : start + batch_size]
             width = max(len(c) for c in group)
@@ -558,6 +584,7 @@ def perplexity(
             keep = valid[:, 1:].to(device).bool()
             sums += [float(nll[row][keep[row]].sum()) for row in range(len(group))]
             counts += [int(keep[row].sum()) for row in range(len(group))]
+            bar.update(len(group))
     mean = math.fsum(sums) / max(sum(counts), 1)
     return {
         "ppl": math.exp(mean),

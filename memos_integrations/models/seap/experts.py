@@ -49,6 +49,7 @@ def build_experts(
     max_loaded: int = 2,
     bias: bool = True,
     join_confused: bool = True,
+    progress: bool = True,
     **schedule: Any,
 ) -> ExpertSet:
     """Prune ``base`` (a LocalModel) once per task and train the router on the tasks' train
@@ -58,7 +59,8 @@ def build_experts(
     20% and 50%, ``benchmarks/results/seap_bias.json``). ``join_confused``: first join the
     tasks the router cannot tell apart into families (:func:`join_confused_families`; logged,
     and listed under ``joined`` in the manifest). An expert the router still confuses with
-    another on held-out prompts is logged with the advice to make them a family."""
+    another on held-out prompts is logged with the advice to make them a family. A progress
+    bar counts the experts unless ``progress`` is False."""
     if method not in ("seap", "seap_norm"):
         raise InvalidInput(f"experts are per-task SEAP models (seap, seap_norm), not {method!r}")
     families = [_family(t) for t in tasks]
@@ -70,6 +72,8 @@ def build_experts(
     out = Path(out_dir).expanduser()
     if out.exists() and not (out / MANIFEST).is_file():
         raise InvalidInput(f"{out} exists and is not an expert set")
+    from tqdm.auto import tqdm
+
     from ..runtime import _atomic_dir
 
     # the router's training prompts per task (reading them validates names and files early)
@@ -77,13 +81,15 @@ def build_experts(
     joined: list[dict[str, Any]] = []
     if join_confused:
         families, joined = join_confused_families(base, families, train)
-    with _atomic_dir(out) as tmp:
+    bar = tqdm(total=len(families), desc="pruning experts", unit="expert", disable=not progress)
+    with _atomic_dir(out) as tmp, bar:
         entries: dict[str, dict[str, Any]] = {}
         prompts: dict[str, list[str]] = {}
         held_out: dict[str, list[str]] = {}
         for family in families:
             names = [ev.load_task(s, n=1).name for s in family]
             expert_name = "+".join(names)
+            bar.set_postfix_str(expert_name)
             texts = [t for s in family for t in ev.calibration_texts(s, n=calibration)]
             st = stats.collect(base.model, base.tokenizer, texts, source=expert_name)
             plan = methods.make_plan(base.model, st, method, sparsity, bias=bias, **schedule)
@@ -101,6 +107,7 @@ def build_experts(
             held_out[expert_name] = [
                 it.prompt for s in family for it in ev.load_task(s, n=100, seed=2).items
             ]
+            bar.update()
         router = TaskRouter.train(base.model, base.tokenizer, prompts)
         accuracy = router.accuracy(base.model, base.tokenizer, held_out)
         _advise(accuracy)
