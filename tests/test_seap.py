@@ -331,3 +331,17 @@ def test_real_smollm2_expert(smol_cache, tmp_path: Path) -> None:
     x = torch.tensor([base.encode("Question: how do I boil an egg?\nAnswer:")])
     with torch.no_grad():
         assert torch.equal(again.model(x).logits, expert(x).logits)
+
+
+@needs_task_data
+def test_real_router_joins_exactly_the_arc_pair(smol_cache) -> None:
+    """build_experts's default on the bundled tasks and model: the router cannot tell ARC-Easy
+    from ARC-Challenge on its own training prompts, and tells every other task apart."""
+    from memos_integrations.models.seap.experts import join_confused_families
+
+    _, base, _ = smol_cache
+    train = {t: ev.prompts(t, "train", n=300, seed=1) for t in ev.TASKS}
+    families, joined = join_confused_families(base, [[t] for t in ev.TASKS], train)
+    assert ["arc_easy", "arc_challenge"] in families and len(families) == len(ev.TASKS) - 1
+    (record,) = joined
+    assert max(record["cross_validated_accuracy"].values()) < 60
