@@ -42,9 +42,10 @@ from benchmarks._common import (
 )
 from memos_integrations.core.config import data_dir
 from memos_integrations.models import evaluation as ev
-from memos_integrations.models.runtime import LocalModel, ModelFingerprint
+from memos_integrations.models.runtime import LocalModel
 from memos_integrations.models.seap import methods, prune, stats
 from memos_integrations.models.seap.router import TaskRouter
+from memos_integrations.models.seap.speed import decode_speed
 
 METHODS = (
     "seap",
@@ -65,30 +66,6 @@ def generic_texts(n: int) -> list[str]:
     lines = (data_dir() / "tasks" / "wikitext2.validation.v1-unk.txt").read_text().splitlines()
     paras = [ln.strip() for ln in lines if len(ln.split()) >= 20 and not ln.strip().startswith("=")]
     return paras[:n]
-
-
-def decode_speed(model: Any, tokenizer: Any, new_tokens: int, reps: int) -> dict[str, float]:
-    """Batch-1 greedy decoding with a KV cache: median time to first token and tokens/s."""
-    import torch
-
-    lm = LocalModel(model, tokenizer, ModelFingerprint("llama", "bench", "bench", "float32"))
-    prompt = "Question: How do you make a cup of tea quickly in the morning?\nAnswer:"
-    ids = torch.tensor([lm.encode(prompt)])
-    ttfts, rates = [], []
-    for _ in range(reps):
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            out = lm.forward(ids, None)
-            ttfts.append(time.perf_counter() - t0)
-            past = getattr(out, lm._cache_kw)
-            token = out.logits[:, -1:].argmax(-1)
-            t1 = time.perf_counter()
-            for _ in range(new_tokens):
-                out = lm.forward(token, past)
-                past = getattr(out, lm._cache_kw)
-                token = out.logits[:, -1:].argmax(-1)
-            rates.append(new_tokens / (time.perf_counter() - t1))
-    return {"ttft_ms": 1000 * statistics.median(ttfts), "tok_per_s": statistics.median(rates)}
 
 
 class Bench:

@@ -7,8 +7,9 @@ each schedule gives at each sparsity (SEAP: logistic with the defaults for that 
 ``plan.default_steepness``, as ``seap.py``; every SEAP expert and SEAP-gen share these shapes;
 uniform: Wanda-sp's) with
 seeded random scores choosing the units, and each model decodes greedily at batch 1 with a
-KV cache (``seap.decode_speed``), in fp32, in interleaved rounds; a speedup is the median of
-the per-round ratios to dense (this machine's speed drifts between minutes).
+KV cache, in fp32, in interleaved rounds (``seap.speed.compare_speed``, what ``memos prune
+--speed`` runs); a speedup is the median of the per-round ratios to dense (this machine's
+speed drifts between minutes).
 
     python benchmarks/seap_speed.py
     python benchmarks/seap_speed.py --threads 2 --out seap_speed_2t
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import RunStart, command_line, write_result
-from seap import decode_speed
 
 from memos_integrations.models.runtime import LocalModel
 from memos_integrations.models.seap import prune
 from memos_integrations.models.seap.methods import plan_from_scores
 from memos_integrations.models.seap.plan import Geometry
+from memos_integrations.models.seap.speed import compare_speed
 
 SCHEDULES = {"seap": "logistic", "uniform": "uniform"}
 
@@ -68,33 +68,20 @@ def main(argv: list[str] | None = None) -> int:
             row = f"{name}_{round(100 * sparsity)}"
             models[row] = prune.pruned_copy(model, plan).eval()
             real[row] = plan.real_sparsity
-    runs: dict[str, list[dict[str, float]]] = {row: [] for row in models}
-    for _ in range(args.rounds):
-        for row, m in models.items():
-            runs[row].append(decode_speed(m, tokenizer, args.new_tokens, reps=1))
-    medians = {
-        row: {k: statistics.median(r[k] for r in rs) for k in ("tok_per_s", "ttft_ms")}
-        for row, rs in runs.items()
-    }
-
-    # a speedup is the median over rounds of the ratio to dense *in the same round*: this
-    # machine's speed drifts by 10-20% between minutes, far more than within one round
-    def ratio(row: str, key: str, inverse: bool = False) -> float:
-        pairs = zip(runs[row], runs["dense"], strict=True)
-        return statistics.median(d[key] / r[key] if inverse else r[key] / d[key] for r, d in pairs)
-
+    timed = compare_speed(models, tokenizer, rounds=args.rounds, new_tokens=args.new_tokens)
+    medians = timed["medians"]
     summary: dict[str, float] = {"dense_tok_per_s": medians["dense"]["tok_per_s"]}
     for row, m in medians.items():
         if row == "dense":
             continue
         summary[f"{row}_tok_per_s"] = m["tok_per_s"]
-        summary[f"speedup_decode_{row}"] = ratio(row, "tok_per_s")
-        summary[f"ttft_ratio_{row}"] = ratio(row, "ttft_ms", inverse=True)
+        summary[f"speedup_decode_{row}"] = timed["speedup"][row]
+        summary[f"ttft_ratio_{row}"] = timed["ttft_ratio"][row]
     for row, m in medians.items():
         print(f"{row:12} {m['tok_per_s']:6.1f} tok/s  ttft {m['ttft_ms']:6.1f} ms")
     details = {
         "medians": medians,
-        "runs": runs,
+        "runs": timed["runs"],
         "real_sparsity": real,
         "params": {row: prune.count_params(m) for row, m in models.items()},
         "threads": args.threads,

@@ -166,6 +166,14 @@ def _parser() -> argparse.ArgumentParser:
         help="prune layer by layer, each on the pruned layers' outputs (always for wanda_*)",
     )
     s.add_argument("--eval", type=int, default=0, metavar="N", help="score N items before/after")
+    s.add_argument(
+        "--speed",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="time greedy decoding (batch 1, 48 tokens) of dense vs pruned in ROUNDS "
+        "interleaved rounds; the speedup is the median of the per-round ratios",
+    )
     _schedule_args(s)
 
     s = sub.add_parser(
@@ -355,7 +363,10 @@ def _prune(args: argparse.Namespace) -> int:
     from .models import evaluation as ev
     from .models.runtime import LocalModel
     from .models.seap import methods, prune
+    from .models.seap.speed import compare_speed
 
+    if args.speed < 0 or args.eval < 0:
+        raise InvalidInput("--speed and --eval take a count >= 0")
     base = LocalModel.load(args.model)
     texts = ev.calibration_texts(args.task, n=args.calibration)
     pruned, plan = methods.prune(
@@ -384,6 +395,17 @@ def _prune(args: argparse.Namespace) -> int:
         for name, model in (("dense", base.model), ("pruned", pruned)):
             r = ev.evaluate_task(model, base.tokenizer, task)
             report[name] = {"acc": r["acc"], "acc_ci": r["acc_ci"], "gold_nll": r["gold_nll"]}
+    if args.speed:
+        timed = compare_speed(
+            {"dense": base.model, "pruned": pruned}, base.tokenizer, rounds=args.speed
+        )
+        report["speed"] = {
+            "dense_tok_per_s": timed["medians"]["dense"]["tok_per_s"],
+            "pruned_tok_per_s": timed["medians"]["pruned"]["tok_per_s"],
+            "decode_speedup": timed["speedup"]["pruned"],
+            "ttft_ratio": timed["ttft_ratio"]["pruned"],
+            "rounds": args.speed,
+        }
     print(json.dumps(report, indent=2))
     return 0
 

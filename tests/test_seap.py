@@ -297,6 +297,25 @@ def test_cross_validation_scores_each_text_by_a_router_that_did_not_see_it(gqa) 
         TaskRouter.cross_validate(model, tok, {"a": ["x"], "b": ["y", "z"]})
 
 
+def test_speed_is_compared_in_interleaved_rounds(gqa) -> None:
+    from memos_integrations.models.seap.speed import compare_speed
+
+    model, tok = gqa
+    st = stats.collect(model, tok, TEXTS_A)
+    pruned = prune.pruned_copy(model, methods.make_plan(model, st, "seap", 0.5, first=1, last=1))
+    timed = compare_speed({"dense": model, "pruned": pruned}, tok, rounds=3, new_tokens=4)
+    assert [len(r) for r in timed["runs"].values()] == [3, 3]
+    assert set(timed["speedup"]) == set(timed["ttft_ratio"]) == {"pruned"}
+    # a speedup is the median of the per-round ratios, not the ratio of the medians
+    runs = zip(timed["runs"]["pruned"], timed["runs"]["dense"], strict=True)
+    ratios = [p["tok_per_s"] / d["tok_per_s"] for p, d in runs]
+    assert timed["speedup"]["pruned"] == sorted(ratios)[1] > 0
+    with pytest.raises(InvalidInput, match="dense"):
+        compare_speed({"pruned": pruned, "other": model}, tok)
+    with pytest.raises(InvalidInput, match=">= 1"):
+        compare_speed({"dense": model, "pruned": pruned}, tok, rounds=0)
+
+
 def test_bad_requests_are_refused(gqa, tiny: LocalModel) -> None:
     model, tok = gqa
     st = stats.collect(model, tok, TEXTS_A)

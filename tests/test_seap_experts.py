@@ -126,6 +126,13 @@ def test_cli_prune_saves_a_reloadable_model(
     assert LocalModel.load(out).generate("the quick", max_new_tokens=3) is not None
     assert main([*argv, "--method", "flap", "--sequential"]) == 2  # global: every layer first
     assert "cannot prune layer by layer" in capsys.readouterr().err
+    # --speed times dense and pruned decoding in interleaved rounds (numbers, not a verdict)
+    assert main([*seq, "--speed", "2"]) == 0
+    speed = json.loads(capsys.readouterr().out)["speed"]
+    assert speed["rounds"] == 2 and speed["dense_tok_per_s"] > 0 and speed["pruned_tok_per_s"] > 0
+    assert speed["decode_speedup"] > 0 and speed["ttft_ratio"] > 0
+    assert main([*seq, "--speed", "-1"]) == 2
+    assert "--speed" in capsys.readouterr().err
 
 
 def test_look_alike_tasks_share_one_expert_as_a_family(
