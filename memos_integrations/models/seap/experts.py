@@ -87,7 +87,8 @@ def build_experts(
         prompts: dict[str, list[str]] = {}
         held_out: dict[str, list[str]] = {}
         for family in families:
-            names = [ev.load_task(s, n=1).name for s in family]
+            held = [ev.load_task(s, n=100, seed=2) for s in family]  # the router's check
+            names = [task.name for task in held]
             expert_name = "+".join(names)
             bar.set_postfix_str(expert_name)
             texts = [t for s in family for t in ev.calibration_texts(s, n=calibration)]
@@ -104,9 +105,7 @@ def build_experts(
                 "bias": plan.bias,
             }
             prompts[expert_name] = [p for s in family for p in train[s]]
-            held_out[expert_name] = [
-                it.prompt for s in family for it in ev.load_task(s, n=100, seed=2).items
-            ]
+            held_out[expert_name] = [it.prompt for task in held for it in task.items]
             bar.update()
         router = TaskRouter.train(base.model, base.tokenizer, prompts)
         accuracy = router.accuracy(base.model, base.tokenizer, held_out)
